@@ -1,0 +1,78 @@
+"""Input validation shared by every public entry point.
+
+Each helper raises a typed error from :mod:`equican.errors` whose message names the caller (``where``), the
+argument, what was expected and what was received. Helpers return nothing: they never modify or copy their input.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+from .errors import DeviceError, DTypeError, NonFiniteError, ShapeError
+
+FLOAT_DTYPES = (torch.float32, torch.float64)
+
+
+def fmt_shape(shape: Sequence[int | str]) -> str:
+    """Format a shape as ``(B, 2, 33, 33)``; works for torch.Size and tuples mixing ints and symbols."""
+    items = [str(s) for s in shape]
+    return "(" + ", ".join(items) + ("," if len(items) == 1 else "") + ")"
+
+
+def require_tensor(value: object, *, where: str, name: str) -> torch.Tensor:
+    if not isinstance(value, torch.Tensor):
+        raise DTypeError(f"{where}: expected {name} to be a torch.Tensor, got {type(value).__name__}")
+    return value
+
+
+def require_float(x: torch.Tensor, *, where: str, name: str) -> None:
+    """Floating dtypes only: float32 or float64 (half precision is not supported by the group laws' tolerances)."""
+    if x.dtype not in FLOAT_DTYPES:
+        raise DTypeError(f"{where}: expected {name} of dtype float32 or float64, got {x.dtype}")
+
+
+def require_finite(x: torch.Tensor, *, where: str, name: str) -> None:
+    # A sum propagates NaN/inf and costs about 2% of a grid_sample over the same tensor, where
+    # torch.isfinite(x).all() costs 60-150% (measured on this CPU). A non-finite sum is confirmed elementwise,
+    # so finite values large enough to overflow the sum are never reported as non-finite.
+    if x.numel() == 0 or bool(torch.isfinite(x.sum())):
+        return
+    bad = ~torch.isfinite(x)
+    count = int(bad.sum())
+    if count:
+        first = tuple(int(i) for i in bad.nonzero()[0])
+        raise NonFiniteError(
+            f"{where}: expected finite values in {name}, got {count} NaN/inf entries (first at index {first})"
+        )
+
+
+def require_batch_images(x: torch.Tensor, *, where: str, name: str = "x") -> None:
+    """An image batch ``(B, C, H, W)`` of float32/float64 with ``H, W >= 2``; finiteness is checked too."""
+    require_tensor(x, where=where, name=name)
+    if x.ndim != 4:
+        raise ShapeError(f"{where}: expected {name} of shape (B, C, H, W), got {fmt_shape(x.shape)}")
+    if x.shape[-1] < 2 or x.shape[-2] < 2:
+        raise ShapeError(f"{where}: expected {name} with H, W >= 2, got {fmt_shape(x.shape)}")
+    require_float(x, where=where, name=name)
+    require_finite(x, where=where, name=name)
+
+
+def require_same_placement(a: torch.Tensor, b: torch.Tensor, *, where: str, names: tuple[str, str]) -> None:
+    """``a`` and ``b`` share device and dtype, and their leading (batch) sizes agree."""
+    if a.device != b.device:
+        raise DeviceError(f"{where}: expected {names[0]} and {names[1]} on one device, got {a.device} and {b.device}")
+    if a.dtype != b.dtype:
+        raise DTypeError(f"{where}: expected {names[0]} and {names[1]} of one dtype, got {a.dtype} and {b.dtype}")
+    if a.shape[0] != b.shape[0]:
+        raise ShapeError(
+            f"{where}: expected {names[0]} and {names[1]} with the same batch size, "
+            f"got {a.shape[0]} and {b.shape[0]}"
+        )
+
+
+def require_batch_size(batch: object, *, where: str) -> int:
+    if isinstance(batch, bool) or not isinstance(batch, int) or batch < 0:
+        raise ShapeError(f"{where}: expected batch to be a non-negative int, got {batch!r}")
+    return batch

@@ -1,0 +1,321 @@
+"""The :class:`Group` interface, its registry, and the conventions every group follows.
+
+A group here is a family of spatial transformations of images, with elements held as plain batched tensors.
+
+Convention: (stated once, for every group; the law tests in :mod:`equican.testing` enforce it)
+    * **Elements** are tensors ``g`` of shape ``(B, *group.param_shape)``, float32 or float64. There are no element
+      objects; a batch of ``B`` elements is one tensor.
+    * **Composition** ``compose(g, h)`` is the element ``gh`` that applies ``h`` first, then ``g``:
+      ``act(compose(g, h), x) == act(g, act(h, x))``.
+    * **Action on images** ``x`` of shape ``(B, C, H, W)``: ``act(g, x)(u) = x(g⁻¹·u)``, where ``u`` is a point in
+      normalized coordinates ``[-1, 1]²`` (``u = (u_x, u_y)``, x along the width, y along the height and pointing
+      *down* the rows), with ``-1`` and ``1`` at the centres of the border pixels (``align_corners=True``).
+      Element ``g`` of the batch acts on image ``b`` of the batch.
+    * **Borders**: where ``g⁻¹·u`` leaves the image the value is 0 (zero padding); groups that map the square onto
+      itself (monotone scaling, rot90) never sample outside it.
+    * **Differentiability**: ``act`` is differentiable in both ``g`` and ``x`` (bilinear sampling); discrete groups
+      (``discrete = True``) only in ``x``.
+    * **Randomness** comes only from the ``generator`` passed to :meth:`Group.sample`; the global RNG is never used.
+
+Registration: ``class MyGroup(Group, name="mine")`` registers ``MyGroup`` under ``"mine"``;
+:func:`make_group` builds one by name and :func:`list_groups` lists the names. Every registered group must be
+constructible with no arguments (at a small default). A duplicate name raises :class:`RegistrationError`.
+
+Validation is written once, here: every ``compose``, ``inverse``, ``act``, ``distance``, ``to_unconstrained`` and
+``from_unconstrained`` a subclass defines is wrapped so that its tensor arguments are checked (shape, dtype, device,
+finiteness, :meth:`Group.invalid_reason`) before the subclass's code runs.
+"""
+
+from __future__ import annotations
+
+import abc
+import difflib
+import functools
+import importlib
+import inspect
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import torch
+
+from . import _validate as V
+from .errors import ConfigError, DTypeError, InvalidElementError, RegistrationError, ShapeError, UnknownNameError
+
+__all__ = ["Group", "Tolerance", "make_group", "list_groups", "group_class"]
+
+
+@dataclass(frozen=True)
+class Tolerance:
+    """How closely a group's laws hold in a given dtype.
+
+    Attributes:
+        element: bound on :meth:`Group.distance` for the algebraic laws (identity, inverse, associativity).
+        action: bound on the largest absolute pixel difference in the action laws (``act(identity) = id``,
+            homomorphism, inverse action), measured by :func:`equican.testing.check_group_laws` on its test
+            images (band-limited for approximate groups, white noise for exact ones) with values in ``[0, 1]``.
+    """
+
+    element: float
+    action: float
+
+
+_REGISTRY: dict[str, type[Group]] = {}
+_BUILTINS_LOADED = False
+
+# Methods whose tensor arguments are validated, and the role of each positional argument.
+_VALIDATED: dict[str, tuple[str, ...]] = {
+    "compose": ("g", "h"),
+    "inverse": ("g",),
+    "act": ("g", "x"),
+    "distance": ("g", "h"),
+    "to_unconstrained": ("g",),
+    "from_unconstrained": ("z",),
+}
+
+
+class Group(abc.ABC):
+    """Abstract base of every group; subclass it and fill in six members.
+
+    A subclass writes ``param_shape``, ``identity``, ``sample``, ``compose``, ``inverse`` and ``act``; everything
+    else has a working default that may be overridden. See the module docstring for the conventions.
+
+    Class attributes:
+        name: the registry name (set by ``class X(Group, name="x")``).
+        exact: True when the action laws hold to floating-point precision on any image; False when bilinear
+            resampling (or a discretized element) makes them hold only approximately, on band-limited images.
+        discrete: True for finite groups (no tangent directions: ``act`` is not differentiable in ``g``).
+    """
+
+    name: ClassVar[str] = ""
+    exact: ClassVar[bool] = False
+    discrete: ClassVar[bool] = False
+
+    def __init_subclass__(cls, name: str | None = None, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        for method, roles in _VALIDATED.items():
+            if method in cls.__dict__:
+                setattr(cls, method, _validated(method, roles, cls.__dict__[method]))
+        for method in ("identity", "sample"):
+            if method in cls.__dict__:
+                setattr(cls, method, _wrap_factory(cls.__dict__[method], method))
+        if name is not None:
+            _register(cls, name)
+
+    # ------------------------------------------------------------------ the six members a group must write
+    @property
+    @abc.abstractmethod
+    def param_shape(self) -> tuple[int, ...]:
+        """Shape of one element; a batch of elements has shape ``(B, *param_shape)``."""
+
+    @abc.abstractmethod
+    def identity(self, batch: int, *, device: torch.device | str | None = None,
+                 dtype: torch.dtype | None = None) -> torch.Tensor:
+        """``batch`` copies of the identity element, shape ``(batch, *param_shape)``."""
+
+    @abc.abstractmethod
+    def sample(self, batch: int, *, generator: torch.Generator | None = None,
+               device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> torch.Tensor:
+        """``batch`` random elements at the group's configured strength, shape ``(batch, *param_shape)``.
+
+        All randomness comes from ``generator``; with ``generator=None`` a freshly seeded one is used.
+        """
+
+    @abc.abstractmethod
+    def compose(self, g: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
+        """The product ``gh`` (``h`` applied first), shape ``(B, *param_shape)``."""
+
+    @abc.abstractmethod
+    def inverse(self, g: torch.Tensor) -> torch.Tensor:
+        """The inverse ``g⁻¹``, shape ``(B, *param_shape)``."""
+
+    @abc.abstractmethod
+    def act(self, g: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """The transformed images ``act(g, x)(u) = x(g⁻¹·u)``: ``x`` and the result have shape ``(B, C, H, W)``."""
+
+    # ------------------------------------------------------------------ defaults, overridable
+    @property
+    def unconstrained_shape(self) -> tuple[int, ...]:
+        """Shape of the unconstrained parameters ``z`` consumed by :meth:`from_unconstrained` (per element)."""
+        return self.param_shape
+
+    def from_unconstrained(self, z: torch.Tensor) -> torch.Tensor:
+        """Map unconstrained parameters ``z: (B, *unconstrained_shape)`` to valid elements ``(B, *param_shape)``.
+
+        Canonicalizer heads and optimizers work in this chart. ``z = 0`` must give the identity. The default is the
+        identity map, for groups whose every parameter tensor is a valid element.
+        """
+        return z
+
+    def to_unconstrained(self, g: torch.Tensor) -> torch.Tensor:
+        """A right inverse of :meth:`from_unconstrained`: ``from_unconstrained(to_unconstrained(g)) ≈ g``."""
+        return g
+
+    def distance(self, g: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
+        """A distance between elements, shape ``(B,)``; the default is the Euclidean distance of the parameters."""
+        return (g - h).flatten(1).norm(dim=1)
+
+    def tolerance(self, dtype: torch.dtype) -> Tolerance:
+        """How closely the laws hold in ``dtype`` (see :class:`Tolerance`); groups override with measured values."""
+        eps = torch.finfo(dtype).eps
+        return Tolerance(element=1e3 * eps, action=1e2 * eps)
+
+    def invalid_reason(self, g: torch.Tensor) -> str | None:
+        """Why ``g`` (of the right shape, finite) is not a valid element, or None if it is. Override to restrict."""
+        return None
+
+    def check(self, g: torch.Tensor, *, name: str = "g", where: str | None = None) -> None:
+        """Raise a typed error unless ``g`` is a batch of valid elements of shape ``(B, *param_shape)``."""
+        where = where or f"{type(self).__name__}.check"
+        self._check_params(g, self.param_shape, where=where, name=name)
+        reason = self.invalid_reason(g)
+        if reason is not None:
+            raise InvalidElementError(f"{where}: expected {name} to be valid elements of {self!r}, got {reason}")
+
+    # ------------------------------------------------------------------ helpers derived from the six members
+    def act_inverse(self, g: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """``act(inverse(g), x)``: the canonicalizing direction; groups may override with a faster route."""
+        return self.act(self.inverse(g), x)
+
+    def identity_like(self, g: torch.Tensor) -> torch.Tensor:
+        """Identity elements with the batch size, device and dtype of ``g``."""
+        return self.identity(g.shape[0], device=g.device, dtype=g.dtype)
+
+    # ------------------------------------------------------------------ plumbing
+    @staticmethod
+    def _check_params(t: torch.Tensor, shape: tuple[int, ...], *, where: str, name: str) -> None:
+        V.require_tensor(t, where=where, name=name)
+        if t.ndim != 1 + len(shape) or tuple(t.shape[1:]) != tuple(shape):
+            raise ShapeError(f"{where}: expected {name} of shape {V.fmt_shape(('B', *shape))}, "
+                             f"got {V.fmt_shape(t.shape)}")
+        V.require_float(t, where=where, name=name)
+        V.require_finite(t, where=where, name=name)
+
+    @staticmethod
+    def _resolve(device: torch.device | str | None, dtype: torch.dtype | None, *,
+                 where: str) -> tuple[torch.device, torch.dtype]:
+        dtype = torch.get_default_dtype() if dtype is None else dtype
+        if dtype not in V.FLOAT_DTYPES:
+            raise DTypeError(f"{where}: expected dtype float32 or float64, got {dtype}")
+        return torch.device("cpu" if device is None else device), dtype
+
+    @staticmethod
+    def _uniform(shape: tuple[int, ...], low: float, high: float, *, generator: torch.Generator,
+                 device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+        """Uniform draws in ``[low, high)`` from ``generator`` (on its own device), moved to ``device``."""
+        u = torch.rand(shape, generator=generator, device=generator.device, dtype=dtype)
+        return (low + (high - low) * u).to(device)
+
+    def _config(self) -> dict[str, Any]:
+        """The constructor arguments of this instance (read back from same-named attributes)."""
+        params = inspect.signature(type(self).__init__).parameters
+        return {k: getattr(self, k) for k in params if k != "self" and hasattr(self, k)}
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self._config().items())
+        return f"{type(self).__name__}({args})"
+
+    def __eq__(self, other: object) -> bool:
+        return type(self) is type(other) and self._config() == other._config()  # type: ignore[attr-defined]
+
+    def __hash__(self) -> int:
+        return hash((type(self), tuple(sorted(self._config().items()))))
+
+
+def _validated(method: str, roles: tuple[str, ...], fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Wrap a group method so that its tensor arguments are validated before it runs."""
+
+    @functools.wraps(fn)
+    def wrapper(self: Group, *args: Any, **kwargs: Any) -> Any:
+        where = f"{type(self).__name__}.{method}"
+        bound = dict(zip(roles, args))
+        bound.update({k: v for k, v in kwargs.items() if k in roles})
+        missing = [r for r in roles if r not in bound]
+        if missing:
+            raise TypeError(f"{where}() missing argument(s): {', '.join(missing)}")
+        for role in roles:
+            value = bound[role]
+            if role in ("g", "h"):
+                self.check(value, name=role, where=where)
+            elif role == "z":
+                self._check_params(value, self.unconstrained_shape, where=where, name="z")
+            elif role == "x":
+                V.require_batch_images(value, where=where, name="x")
+                V.require_same_placement(bound["g"], value, where=where, names=("g", "x"))
+        if "h" in bound:
+            V.require_same_placement(bound["g"], bound["h"], where=where, names=("g", "h"))
+        return fn(self, *args, **kwargs)
+
+    wrapper.__wrapped_validation__ = True  # type: ignore[attr-defined]
+    return wrapper
+
+
+def _wrap_factory(fn: Callable[..., Any], method: str) -> Callable[..., Any]:
+    """Validate ``batch``/``device``/``dtype`` and supply a seeded generator for identity/sample."""
+
+    @functools.wraps(fn)
+    def wrapper(self: Group, batch: int, *, device: Any = None, dtype: torch.dtype | None = None,
+                **kwargs: Any) -> torch.Tensor:
+        where = f"{type(self).__name__}.{method}"
+        V.require_batch_size(batch, where=where)
+        device, dtype = self._resolve(device, dtype, where=where)
+        if method == "sample":
+            generator = kwargs.pop("generator", None)
+            if generator is None:
+                generator = torch.Generator()
+                generator.seed()
+            elif not isinstance(generator, torch.Generator):
+                raise DTypeError(f"{where}: expected generator to be a torch.Generator or None, "
+                                   f"got {type(generator).__name__}")
+            kwargs["generator"] = generator
+        return fn(self, batch, device=device, dtype=dtype, **kwargs)
+
+    return wrapper
+
+
+def _register(cls: type[Group], name: str) -> None:
+    if not isinstance(name, str) or not name:
+        raise RegistrationError(f"{cls.__name__}: expected a non-empty string name, got {name!r}")
+    if name in _REGISTRY and _REGISTRY[name] is not cls:
+        other = _REGISTRY[name]
+        raise RegistrationError(
+            f"cannot register {cls.__module__}.{cls.__qualname__} as {name!r}: the name is taken by "
+            f"{other.__module__}.{other.__qualname__}"
+        )
+    cls.name = name
+    _REGISTRY[name] = cls
+
+
+def _load_builtins() -> None:
+    # The core never imports concrete groups at module load; the first registry lookup does, once.
+    global _BUILTINS_LOADED
+    if not _BUILTINS_LOADED:
+        _BUILTINS_LOADED = True
+        importlib.import_module("groups")
+
+
+def list_groups() -> list[str]:
+    """The registered group names, sorted (built-in groups and any user group imported so far)."""
+    _load_builtins()
+    return sorted(_REGISTRY)
+
+
+def group_class(name: str) -> type[Group]:
+    """The class registered under ``name``; an unknown name raises :class:`UnknownNameError`."""
+    _load_builtins()
+    if name not in _REGISTRY:
+        close = difflib.get_close_matches(str(name), _REGISTRY, n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        raise UnknownNameError(f"unknown group {name!r}: registered groups are {', '.join(sorted(_REGISTRY))}{hint}")
+    return _REGISTRY[name]
+
+
+def make_group(name: str, **kwargs: Any) -> Group:
+    """Build the group registered under ``name`` with keyword arguments, e.g. ``make_group("monotone", cells=8)``."""
+    cls = group_class(name)
+    try:
+        inspect.signature(cls).bind(**kwargs)
+    except TypeError as exc:
+        accepted = ", ".join(p for p in inspect.signature(cls).parameters) or "none"
+        raise ConfigError(f"make_group({name!r}): {exc}; accepted arguments: {accepted}") from None
+    return cls(**kwargs)

@@ -1,0 +1,70 @@
+"""Resampling primitives that groups build their actions from.
+
+Convention: normalized coordinates ``[-1, 1]²`` with ``align_corners=True`` (``-1`` and ``1`` are the centres of the
+border pixels), channel 0 of a coordinate field is x (along the width), channel 1 is y (down the rows), and samples
+outside the image read 0 (zero padding). These helpers do no validation: the group methods calling them have
+already validated their arguments.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+__all__ = ["linspace_grid", "affine_sample", "field_sample", "field_eval", "upsample_field", "identity_field"]
+
+
+def linspace_grid(n: int, *, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """The ``n`` normalized pixel-centre coordinates along one axis, shape ``(n,)``, from -1 to 1."""
+    return torch.linspace(-1.0, 1.0, n, device=device, dtype=dtype)
+
+
+def identity_field(height: int, width: int, *, batch: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """The coordinates of an ``height × width`` node lattice, shape ``(batch, 2, height, width)``."""
+    ys = linspace_grid(height, device=device, dtype=dtype)
+    xs = linspace_grid(width, device=device, dtype=dtype)
+    field = torch.stack([xs.expand(height, width), ys[:, None].expand(height, width)])
+    return field.expand(batch, 2, height, width).contiguous()
+
+
+def affine_sample(x: torch.Tensor, matrix: torch.Tensor) -> torch.Tensor:
+    """Sample ``x: (B, C, H, W)`` at ``matrix @ (u, 1)`` for every output point ``u``; ``matrix: (B, 2, 3)``.
+
+    The sampling grid is built separably (an outer sum of a per-column and a per-row term), which costs a small
+    fraction of ``F.affine_grid``'s batched matrix product at 224×224 (measured in benchmarks/group_actions.py).
+    """
+    b, _, h, w = x.shape
+    xs = linspace_grid(w, device=x.device, dtype=x.dtype)
+    ys = linspace_grid(h, device=x.device, dtype=x.dtype)
+    # grid[b, i, j, c] = m[c, 0] * xs[j] + m[c, 1] * ys[i] + m[c, 2]
+    col = matrix[:, :, 0, None] * xs  # (B, 2, W)
+    row = matrix[:, :, 1, None] * ys + matrix[:, :, 2, None]  # (B, 2, H)
+    grid = (col[:, :, None, :] + row[:, :, :, None]).permute(0, 2, 3, 1)
+    return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=True)
+
+
+def upsample_field(field: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """Bilinear interpolation of a node field ``(B, 2, N, M)`` to ``(B, 2, height, width)`` (nodes at the corners)."""
+    if field.shape[-2:] == (height, width):
+        return field
+    return F.interpolate(field, size=(height, width), mode="bilinear", align_corners=True)
+
+
+def field_sample(x: torch.Tensor, field: torch.Tensor) -> torch.Tensor:
+    """Sample ``x: (B, C, H, W)`` at the piecewise-bilinear coordinate map given by ``field: (B, 2, N, M)``.
+
+    ``field[b, :, i, j]`` is the point (x, y) sampled for the output at node (i, j) of an ``N × M`` lattice
+    spanning the image; between nodes the map is bilinear.
+    """
+    grid = upsample_field(field, x.shape[-2], x.shape[-1]).permute(0, 2, 3, 1)
+    return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=True)
+
+
+def field_eval(field: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
+    """Evaluate the piecewise-bilinear map ``field: (B, 2, N, M)`` at ``points: (B, 2, P, Q)`` -> ``(B, 2, P, Q)``.
+
+    Points outside the square take the value of the nearest border (the map is continued constantly), so that
+    iterative solvers stepping slightly outside stay well defined.
+    """
+    return F.grid_sample(field, points.permute(0, 2, 3, 1), mode="bilinear", padding_mode="border",
+                         align_corners=True)

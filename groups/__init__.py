@@ -1,0 +1,16 @@
+"""The built-in groups of equican; importing this package registers them.
+
+Each module holds one group, a plain subclass of :class:`equican.Group`:
+
+* ``monotone``: :class:`MonotoneScaling`, local (spatially varying) scaling by monotone piecewise-linear warps.
+* ``rotation`` / ``cyclic``: :class:`Rotation2d` (SO(2)) and :class:`CyclicRotation2d` (C_n, exact rot90 for n=4).
+* ``scale``: :class:`Scale2d`, global isotropic scaling about the image centre.
+* ``affine``: :class:`Affine2d`, GL⁺(2) ⋉ R², orientation-preserving affine maps.
+"""
+
+from .affine import Affine2d
+from .monotone import MonotoneScaling
+from .rotation import CyclicRotation2d, Rotation2d
+from .scale import Scale2d
+
+__all__ = ["Affine2d", "CyclicRotation2d", "MonotoneScaling", "Rotation2d", "Scale2d"]

@@ -1,0 +1,108 @@
+"""Orientation-preserving affine maps of the image plane: GL⁺(2) ⋉ R²."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from equican import Group, Tolerance
+from equican.errors import ConfigError
+from equican.sampling import affine_sample
+
+
+class Affine2d(Group, name="affine"):
+    """GL⁺(2) ⋉ R²: ``u ↦ A u + t`` with ``det A > 0``, in normalized coordinates.
+
+    Convention:
+        An element is the matrix ``[A | t]``, shape ``(B, 2, 3)``, of the point map ``g·u = A u + t`` on normalized
+        coordinates (x right, y down, ``[-1, 1]²``; on non-square images the two axes are scaled independently).
+        Valid iff ``det A > 0``. Composition is the matrix product of the homogeneous 3×3 forms. Samples leaving
+        the image read 0.
+
+        The unconstrained chart has 6 parameters ``z = (θ, a, b, c, t_x, t_y)``:
+        ``A = R(θ) [[e^a, c], [0, e^b]]`` where ``R(θ)`` rotates counter-clockwise on screen (as
+        :class:`~groups.rotation.Rotation2d`); every ``A`` with positive determinant has exactly one such
+        factorization (a QR decomposition), so the chart is a bijection onto the group (``θ`` taken mod 2π).
+
+    Args:
+        max_angle, max_log_scale, max_shear, max_translation: :meth:`sample` draws each chart coordinate uniformly
+            from ``[-max, max)``.
+    """
+
+    def __init__(self, max_angle: float = math.pi, max_log_scale: float = 0.2, max_shear: float = 0.2,
+                 max_translation: float = 0.1) -> None:
+        for key, value, hi in (("max_angle", max_angle, math.pi), ("max_log_scale", max_log_scale, 5.0),
+                               ("max_shear", max_shear, 5.0), ("max_translation", max_translation, 2.0)):
+            if not (isinstance(value, (int, float)) and 0 <= value <= hi):
+                raise ConfigError(f"Affine2d: expected {key} in [0, {hi:g}], got {value!r}")
+        self.max_angle = float(max_angle)
+        self.max_log_scale = float(max_log_scale)
+        self.max_shear = float(max_shear)
+        self.max_translation = float(max_translation)
+
+    @property
+    def param_shape(self) -> tuple[int, ...]:
+        return (2, 3)
+
+    @property
+    def unconstrained_shape(self) -> tuple[int, ...]:
+        return (6,)
+
+    def identity(self, batch, *, device=None, dtype=None):
+        return torch.eye(2, 3, device=device, dtype=dtype).expand(batch, 2, 3).clone()
+
+    def sample(self, batch, *, generator=None, device=None, dtype=None):
+        bounds = torch.tensor([self.max_angle, self.max_log_scale, self.max_log_scale, self.max_shear,
+                               self.max_translation, self.max_translation], dtype=dtype)
+        z = self._uniform((batch, 6), -1.0, 1.0, generator=generator, device=device, dtype=dtype)
+        return self.from_unconstrained(z * bounds.to(device))
+
+    def invalid_reason(self, g):
+        det = torch.linalg.det(g[:, :, :2])
+        bad = det <= 0
+        if bool(bad.any()):
+            return f"{int(bad.sum())} matrix/matrices with det A <= 0 (e.g. {float(det[bad][0]):.4g})"
+        return None
+
+    @staticmethod
+    def _homogeneous(g: torch.Tensor) -> torch.Tensor:
+        last = torch.zeros_like(g[:, :1, :])
+        last[:, 0, 2] = 1
+        return torch.cat([g, last], dim=1)
+
+    def compose(self, g, h):
+        return (self._homogeneous(g) @ self._homogeneous(h))[:, :2]
+
+    def inverse(self, g):
+        a_inv = torch.linalg.inv(g[:, :, :2])
+        return torch.cat([a_inv, -a_inv @ g[:, :, 2:]], dim=2)
+
+    def distance(self, g, h):
+        return (g - h).flatten(1).norm(dim=1)
+
+    def tolerance(self, dtype):
+        # element: 2x2 inverses and products of matrices with entries O(1). action: see Rotation2d.tolerance.
+        return Tolerance(element=1e3 * torch.finfo(dtype).eps, action=0.03)
+
+    def act(self, g, x):
+        return affine_sample(x, self.inverse(g))
+
+    def from_unconstrained(self, z):
+        theta, a, b, c, tx, ty = z.unbind(dim=1)
+        cos, sin = torch.cos(theta), torch.sin(theta)
+        ea, eb = torch.exp(a), torch.exp(b)
+        # R(θ) = [[cos, sin], [-sin, cos]] (counter-clockwise on screen, rows pointing down) times [[e^a, c], [0, e^b]]
+        row0 = torch.stack([cos * ea, cos * c + sin * eb, tx], dim=1)
+        row1 = torch.stack([-sin * ea, -sin * c + cos * eb, ty], dim=1)
+        return torch.stack([row0, row1], dim=1)
+
+    def to_unconstrained(self, g):
+        a0, a1 = g[:, 0, 0], g[:, 1, 0]  # first column = e^a (cos θ, -sin θ)
+        ea = torch.hypot(a0, a1)
+        cos, sin = a0 / ea, -a1 / ea
+        # Rows of R(θ)ᵀ applied to the second column give the upper-triangular entries c and e^b.
+        c = cos * g[:, 0, 1] - sin * g[:, 1, 1]
+        eb = sin * g[:, 0, 1] + cos * g[:, 1, 1]
+        theta = torch.atan2(sin, cos)
+        return torch.stack([theta, torch.log(ea), torch.log(eb), c, g[:, 0, 2], g[:, 1, 2]], dim=1)
