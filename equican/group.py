@@ -273,6 +273,13 @@ def _wrap_factory(fn: Callable[..., Any], method: str) -> Callable[..., Any]:
     return wrapper
 
 
+# The defaults written on Group itself are validated too: __init_subclass__ only wraps what a subclass defines, so a
+# group keeping the default chart or distance (Rotation2d, Scale2d) would otherwise accept any shape, NaN included.
+for _method in ("distance", "to_unconstrained", "from_unconstrained"):
+    setattr(Group, _method, _validated(_method, _VALIDATED[_method], Group.__dict__[_method]))
+del _method
+
+
 def _register(cls: type[Group], name: str) -> None:
     if not isinstance(name, str) or not name:
         raise RegistrationError(f"{cls.__name__}: expected a non-empty string name, got {name!r}")

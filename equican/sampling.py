@@ -15,7 +15,7 @@ from collections.abc import Iterator
 import torch
 import torch.nn.functional as F
 
-__all__ = ["linspace_grid", "affine_sample", "field_sample", "field_eval", "upsample_field", "identity_field",
+__all__ = ["linspace_grid", "affine_sample", "field_sample", "upsample_field", "identity_field",
            "grid_sample", "bilinear_sample", "twice_differentiable"]
 
 _TWICE_DIFFERENTIABLE = contextvars.ContextVar("equican_twice_differentiable", default=False)
@@ -115,12 +115,3 @@ def field_sample(x: torch.Tensor, field: torch.Tensor) -> torch.Tensor:
     grid = upsample_field(field, x.shape[-2], x.shape[-1]).permute(0, 2, 3, 1)
     return grid_sample(x, grid)
 
-
-def field_eval(field: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
-    """Evaluate the piecewise-bilinear map ``field: (B, 2, N, M)`` at ``points: (B, 2, P, Q)`` -> ``(B, 2, P, Q)``.
-
-    Points outside the square take the value of the nearest border (the map is continued constantly), so that
-    iterative solvers stepping slightly outside stay well defined.
-    """
-    return F.grid_sample(field, points.permute(0, 2, 3, 1), mode="bilinear", padding_mode="border",
-                         align_corners=True)

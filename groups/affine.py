@@ -82,8 +82,13 @@ class Affine2d(Group, name="affine"):
         return (g - h).flatten(1).norm(dim=1)
 
     def tolerance(self, dtype):
-        # element: 2x2 inverses and products of matrices with entries O(1). action: see Rotation2d.tolerance.
-        return Tolerance(element=1e3 * torch.finfo(dtype).eps, action=0.03)
+        # Measured with equican.testing.measure_law_errors: seeds 0-999, batch 4, the default sampling bounds,
+        # action laws on the interior of 32×32 band-limited images (the protocol of equican.testing.images).
+        # element: largest error 2.5 eps (float64, associativity) and 3.5 eps (float32, chart round trip): 2×2
+        # products and inverses of well-conditioned matrices; bound 6 eps.
+        # action: largest error 0.0352 (float64) and 0.0339 (float32), inverse action (homomorphism 0.0306 /
+        # 0.0267); bound 0.053, 1.5x.
+        return Tolerance(element=6 * torch.finfo(dtype).eps, action=0.053)
 
     def act(self, g, x):
         return affine_sample(x, self.inverse(g))

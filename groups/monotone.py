@@ -8,10 +8,12 @@ y-coordinate is one along each column, built from logits by a softmax (temperatu
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 
 from equican import Group, Tolerance
-from equican.errors import ConfigError, ConvergenceError
-from equican.sampling import field_sample, identity_field, upsample_field
+from equican import _validate as V
+from equican.errors import ConfigError, ConvergenceError, ShapeError
+from equican.sampling import field_sample, grid_sample, identity_field, upsample_field
 
 
 class MonotoneScaling(Group, name="monotone"):
@@ -83,24 +85,13 @@ class MonotoneScaling(Group, name="monotone"):
 
     def compose(self, g, h):
         # (gh)⁻¹·u = h⁻¹·(g⁻¹·u): evaluate h's sampling map at g's node values.
-        points, _ = self._eval(h, g)
-        return points
+        b, n = g.shape[0], self.nodes
+        batch = torch.arange(b, device=g.device).repeat_interleave(n * n)
+        value, _ = _bilinear_eval(h, batch, g.permute(0, 2, 3, 1).reshape(-1, 2), jacobian=False)
+        return value.view(b, n, n, 2).permute(0, 3, 1, 2).contiguous()
 
     def inverse(self, g):
-        target = self.identity_like(g)
-        with torch.no_grad():
-            p = _invert_nodes(g.detach(), self.nodes)
-            value, jac = self._eval(g.detach(), p)
-            err = float((value - target).abs().amax())
-            if err > self._solve_tol(g.dtype):
-                raise ConvergenceError(
-                    f"MonotoneScaling.inverse: could not invert the warp (max residual {err:.3g} at the lattice "
-                    f"nodes, tolerance {self._solve_tol(g.dtype):.3g}); the field may be degenerate"
-                )
-        # One Newton step, differentiable in g, carries the implicit-function gradient
-        # dp/dg = -J⁻¹ ∂g(p)/∂g to the solution (the residual is ~0, so the value does not move).
-        value, _ = self._eval(g, p)
-        return p - _solve2x2(jac, value - target)
+        return self._invert(g)
 
     @staticmethod
     def _solve_tol(dtype: torch.dtype) -> float:
@@ -108,6 +99,53 @@ class MonotoneScaling(Group, name="monotone"):
 
     def act(self, g, x):
         return field_sample(x, g)
+
+    def act_inverse(self, g: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """``act(inverse(g), x)``, with the inverse solved at the pixels of ``x`` where the node lattice is too coarse.
+
+        ``act(inverse(g), x)`` interpolates the inverse field between the lattice nodes. That is accurate where the
+        inverse is smooth, but not across the discontinuities of a folded warp's right inverse, nor at the kinks of
+        strong warps. This samples ``x`` on :meth:`inverse_grid` instead, which re-solves the inverse at every
+        pixel of the lattice cells where the interpolation misses by more than half a pixel.
+
+        Args:
+            g: elements ``(B, 2, N, N)``.
+            x: images ``(B, C, H, W)``.
+
+        Returns:
+            ``(B, C, H, W)``, differentiable in ``g`` (implicit-function gradient) and ``x``.
+        """
+        where = "MonotoneScaling.act_inverse"
+        V.require_batch_images(x, where=where, name="x")
+        V.require_same_placement(g, x, where=where, names=("g", "x"))
+        return grid_sample(x, self.inverse_grid(g, x.shape[-2], x.shape[-1]))
+
+    def inverse_grid(self, g: torch.Tensor, height: int, width: int, *, pixel_tol: float = 0.5) -> torch.Tensor:
+        """The sampling grid of the inverse action on ``height × width`` images.
+
+        The inverse field (exact at the lattice nodes) is interpolated to the pixels, then checked at the centres
+        and edge midpoints of the lattice cells by mapping it back through ``g``; in every cell where it misses by
+        ``pixel_tol`` pixels or more, the preimage of each pixel is solved exactly (Newton's method where the
+        warp is one-to-one, a closed-form search over candidate cells where it folds).
+
+        Args:
+            g: elements ``(B, 2, N, N)``.
+            height, width: the image size (each at least 2).
+            pixel_tol: the largest position error, in pixels, accepted from interpolation; 0 solves every pixel.
+                The default 0.5 gives, on the accuracy protocol of ``benchmarks/group_actions.py``, the same mean
+                and max round-trip error as solving every pixel.
+
+        Returns:
+            ``(B, height, width, 2)``, for ``grid_sample(x, grid)``; differentiable in ``g``.
+        """
+        where = "MonotoneScaling.inverse_grid"
+        self.check(g, where=where)
+        for key, value in (("height", height), ("width", width)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 2:
+                raise ShapeError(f"{where}: expected {key} to be an int >= 2, got {value!r}")
+        if isinstance(pixel_tol, bool) or not isinstance(pixel_tol, (int, float)) or not pixel_tol >= 0:
+            raise ConfigError(f"{where}: expected pixel_tol to be a number >= 0, got {pixel_tol!r}")
+        return self._refine_grid(g, self._invert(g), height, width, float(pixel_tol))
 
     def distance(self, g, h):
         """Root-mean-square distance between the two sampling maps over the lattice nodes, shape ``(B,)``."""
@@ -160,47 +198,217 @@ class MonotoneScaling(Group, name="monotone"):
         logits = torch.log(torch.stack([dx, dy], dim=1).clamp_min(torch.finfo(g.dtype).tiny)) / self.temperature
         return logits - logits.mean(dim=-1, keepdim=True)
 
-    # ------------------------------------------------------------------ piecewise-bilinear evaluation
-    def _eval(self, field: torch.Tensor, points: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Value and Jacobian of the piecewise-bilinear map ``field`` at ``points``.
+    # ------------------------------------------------------------------ inversion
+    def _invert(self, g: torch.Tensor) -> torch.Tensor:
+        """The inverse fields ``(B, 2, N, N)`` of validated elements ``g: (B, 2, N, N)``.
+
+        Exact at the nodes (closed-form preimages, see :func:`_preimages`), then one Newton step that is
+        differentiable in ``g``: the residual is ~0, so the value does not move, but the step carries the
+        implicit-function gradient ``dp/dg = -J⁻¹ ∂g(p)/∂g`` to the solution.
+        """
+        b, n = g.shape[0], self.nodes
+        target = _lattice_points(n, n, device=g.device, dtype=g.dtype).expand(b, n, n, 2).reshape(-1, 2)
+        batch = torch.arange(b, device=g.device).repeat_interleave(n * n)
+        with torch.no_grad():
+            field = g.detach()
+            coef, cell, col, row = _node_candidates(field)
+            slot = (torch.div(cell, (n - 1) ** 2, rounding_mode="floor") * n + row) * n + col
+            index, cell, s, t = _preimages(coef, cell, col, row, slot, b * n * n)
+            p = torch.full((b * n * n, 2), float("nan"), device=g.device, dtype=g.dtype)
+            p[index] = _cell_point(cell, s, t, n, n)
+            # A node no cell claimed (NaN) can only come from a field that is not onto the square.
+            value, jac = _bilinear_eval(field, batch, p.nan_to_num(0.0))
+            err = float((value - target).abs().amax()) if index.numel() == p.shape[0] else float("inf")
+            if err > self._solve_tol(g.dtype):
+                raise ConvergenceError(
+                    f"MonotoneScaling.inverse: expected every lattice node to have a preimage under g, got a max "
+                    f"residual of {err:.3g} at the nodes (tolerance {self._solve_tol(g.dtype):.3g}); the field may "
+                    f"be degenerate or not onto the square"
+                )
+        value, _ = _bilinear_eval(g, batch, p, jacobian=False)
+        p = p - _solve2x2(jac, value - target)
+        return p.view(b, n, n, 2).permute(0, 3, 1, 2).contiguous()
+
+    def _refine_grid(self, g: torch.Tensor, inv: torch.Tensor, height: int, width: int,
+                     tol: float) -> torch.Tensor:
+        """The grid of :meth:`inverse_grid`: ``inv`` interpolated, re-solved at the pixels where that misses by > ``tol`` px.
 
         Args:
-            field: ``(B, 2, N, N)`` node values.
-            points: ``(B, 2, P, Q)`` normalized coordinates in ``[-1, 1]``.
+            g: validated elements ``(B, 2, N, N)``.
+            inv: their inverse fields ``(B, 2, N, N)`` (from :meth:`_invert`).
+            height, width: the image size.
+            tol: the accepted miss, in pixels.
 
         Returns:
-            ``(value, jac)`` with ``value: (B, 2, P, Q)`` and ``jac: (B, 2, 2, P, Q)``, ``jac[:, a, b] = ∂value_a/∂u_b``
-            (one-sided within the cell that holds the point, so it is exact for the bilinear piece).
+            The grid ``(B, height, width, 2)`` for :func:`equican.sampling.grid_sample`.
         """
-        b, _, n, _ = field.shape
-        scale = (n - 1) / 2
-        pos = (points + 1) * scale  # continuous node indices: channel 0 along j (x), channel 1 along i (y)
-        cell = pos.detach().floor().clamp(0, n - 2)
-        s, t = (pos - cell).unbind(dim=1)  # (B, P, Q) offsets inside the cell
-        j0, i0 = cell.long().unbind(dim=1)
-        flat = field.flatten(2)  # (B, 2, N*N)
+        n = self.nodes
+        grid = upsample_field(inv, height, width)
+        with torch.no_grad():
+            field = g.detach()
+            coef, lo, hi = _cell_pieces(field)
+            flag = _poor_cells(coef, inv.detach(), height, width, tol=tol)
+        if not bool(flag.any()):
+            return grid.permute(0, 2, 3, 1)
+        if grid is inv:  # an image the size of the lattice: upsample_field returned inv itself, which must not change
+            grid = grid.clone()
+        with torch.no_grad():
+            pixels = _OwnedPixels(flag, height, width)
+            batch, target = pixels.batch, pixels.points(g.dtype)
+            # The re-solved values are written into the channels-first grid in place (two flat indices per pixel),
+            # which spares a channels-last copy of the whole grid.
+            at_x = pixels.index + batch * (height * width)
+            at_y = at_x + height * width
+            flat = grid.detach().view(-1)
+            p = torch.stack([flat.index_select(0, at_x), flat.index_select(0, at_y)], dim=1)
+            # Where the warp folds, a pixel has several preimages and the closed-form search over candidate cells
+            # picks one by the rule of _preimages. Elsewhere the preimage is unique, and Newton from the
+            # interpolated value converges in a few steps; pixels where it does not join the search.
+            search = _folded_area(field, lo, hi).reshape(-1)[pixels.lattice]
+            smooth = torch.nonzero(~search).squeeze(1)
+            to_node = (n - 1) / 2
+            start, goal = (p[smooth] + 1) * to_node, (target[smooth] + 1) * to_node
+            px, py, done = _newton(coef, batch[smooth], start[:, 0], start[:, 1], goal[:, 0], goal[:, 1], n,
+                                   tol=_NEWTON_TOL * to_node * torch.finfo(g.dtype).eps)
+            p[smooth[done]] = torch.stack([px[done], py[done]], dim=1) / to_node - 1
+            search[smooth[~done]] = True
+            if bool(search.any()):
+                candidates = _pixel_candidates(coef, lo, hi, field.shape, pixels, search)
+                found, cell, s, t = _preimages(*candidates, pixels.index.numel())
+                # A pixel no cell claims would mean the field is not onto near it: it keeps the interpolated value.
+                p[found] = _cell_point(cell, s, t, n, n)
+        if g.requires_grad and torch.is_grad_enabled():
+            # The differentiable Newton step of _invert, at the re-solved pixels (a no-op in value: they are roots).
+            value, jac = _bilinear_eval(g, batch, p)
+            p = p - _solve2x2(jac.detach(), value - target)
+        flat = grid.view(-1)
+        flat.index_put_((at_x,), p[:, 0])
+        flat.index_put_((at_y,), p[:, 1])
+        return grid.permute(0, 2, 3, 1)
 
-        def corner(di: int, dj: int) -> torch.Tensor:
-            index = ((i0 + di) * n + (j0 + dj)).flatten(1)[:, None, :].expand(b, 2, -1)
-            return flat.gather(2, index).view(b, 2, *s.shape[1:])
 
-        c00, c01, c10, c11 = corner(0, 0), corner(0, 1), corner(1, 0), corner(1, 1)
-        s, t = s[:, None], t[:, None]
-        top = c00 + s * (c01 - c00)
-        bottom = c10 + s * (c11 - c10)
-        value = top + t * (bottom - top)
-        d_s = (1 - t) * (c01 - c00) + t * (c11 - c10)
-        d_t = bottom - top
-        jac = torch.stack([d_s, d_t], dim=2) * scale
-        return value, jac
+# Residual (in normalized units, times the dtype's eps) at which the per-pixel Newton iteration counts as
+# converged, and its iteration limit. The differentiable step needs a converged root for an exact gradient.
+_NEWTON_TOL = 64
+_NEWTON_ITERS = 4
+# Targets within this distance (in cell / lattice-index units) of a cell's image are tried against that cell, and
+# preimages this far outside a cell are accepted (clamped onto it), so that targets on a shared edge are claimed.
+_SLACK = 1e-4
+
+
+def _cramer(a: torch.Tensor, b: torch.Tensor, c: torch.Tensor, d: torch.Tensor, r0: torch.Tensor,
+            r1: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Solve ``[[a, b], [c, d]] @ (x0, x1) = (r0, r1)`` elementwise (all tensors of one shape)."""
+    det = a * d - b * c
+    return (d * r0 - b * r1) / det, (a * r1 - c * r0) / det
 
 
 def _solve2x2(jac: torch.Tensor, rhs: torch.Tensor) -> torch.Tensor:
-    """Solve ``jac @ step = rhs`` pointwise; ``jac: (B, 2, 2, P, Q)``, ``rhs: (B, 2, P, Q)``."""
-    a, b_, c, d = jac[:, 0, 0], jac[:, 0, 1], jac[:, 1, 0], jac[:, 1, 1]
-    det = a * d - b_ * c
-    r0, r1 = rhs[:, 0], rhs[:, 1]
-    return torch.stack([(d * r0 - b_ * r1) / det, (a * r1 - c * r0) / det], dim=1)
+    """Solve ``jac @ step = rhs`` pointwise; ``jac: (..., 2, 2)``, ``rhs: (..., 2)`` -> ``(..., 2)``."""
+    return torch.stack(_cramer(jac[..., 0, 0], jac[..., 0, 1], jac[..., 1, 0], jac[..., 1, 1], rhs[..., 0],
+                               rhs[..., 1]), dim=-1)
+
+
+def _lattice_points(height: int, width: int, *, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """Normalized coordinates ``(x, y)`` of a ``height × width`` lattice, channels last: ``(height, width, 2)``."""
+    return identity_field(height, width, batch=1, device=device, dtype=dtype)[0].permute(1, 2, 0)
+
+
+def _bilinear_eval(field: torch.Tensor, batch: torch.Tensor, points: torch.Tensor, *,
+                   jacobian: bool = True) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Value and Jacobian of the piecewise-bilinear maps ``field`` at scattered points, differentiable in both.
+
+    Args:
+        field: ``(B, 2, N, M)`` node values.
+        batch: ``(K,)`` long, the element each point belongs to.
+        points: ``(K, 2)`` normalized coordinates ``(x, y)``; outside ``[-1, 1]²`` the border cells are extended.
+        jacobian: also return the Jacobian (None otherwise).
+
+    Returns:
+        ``(value, jac)``: ``value: (K, 2)``; ``jac: (K, 2, 2)``, ``jac[:, a, b] = ∂value_a/∂u_b``, one-sided within
+        the cell that holds the point, so exact for its bilinear piece.
+    """
+    n, m = field.shape[-2:]
+    sx, sy = (m - 1) / 2, (n - 1) / 2  # normalized -> node-index units
+    coef = _cell_pieces(field)[0]
+    px, py = (points[:, 0] + 1) * sx, (points[:, 1] + 1) * sy
+    vx, vy, *derivatives = _piece_eval(coef, *_locate(px, py, batch, n, m), jacobian=jacobian)
+    value = torch.stack([vx / sx - 1, vy / sy - 1], dim=1)
+    if not jacobian:
+        return value, None
+    jxs, jys, jxt, jyt = derivatives
+    jac = torch.stack([torch.stack([jxs, jxt * (sy / sx)], dim=1), torch.stack([jys * (sx / sy), jyt], dim=1)], dim=1)
+    return value, jac
+
+
+def _locate(px: torch.Tensor, py: torch.Tensor, batch: torch.Tensor, n: int,
+            m: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The lattice cell holding each point and the point's local coordinates in it.
+
+    Args:
+        px, py: ``(K,)`` points in node-index units (``0 … M-1`` and ``0 … N-1``); batch: ``(K,)`` their elements.
+        n, m: the lattice size ``N × M``.
+
+    Returns:
+        ``(cell, s, t)``: the cell index as in :func:`_cell_pieces` and ``(s, t)``, in ``[0, 1]`` inside the
+        lattice (the border cells are extended beyond it).
+    """
+    j = px.detach().floor().clamp_(0, m - 2)
+    i = py.detach().floor().clamp_(0, n - 2)
+    return (batch * (n - 1) + i.long()) * (m - 1) + j.long(), px - j, py - i
+
+
+def _piece_eval(coef: torch.Tensor, cell: torch.Tensor, s: torch.Tensor, t: torch.Tensor, *,
+                jacobian: bool = True) -> tuple[torch.Tensor, ...]:
+    """Value, and Jacobian if asked, of the bilinear pieces ``coef: (8, K)`` (:func:`_cell_pieces`) at points.
+
+    Returns:
+        ``(vx, vy)``, then ``(jxs, jys, jxt, jyt)`` (the derivatives along s and along t) if ``jacobian``; each
+        ``(P,)`` for ``cell, s, t`` of shape ``(P,)``.
+    """
+    ax, bx, cx, dx, ay, by, cy, dy = coef.index_select(1, cell).unbind(0)
+    jxs, jys = bx + dx * t, by + dy * t
+    vx, vy = ax + jxs * s + cx * t, ay + jys * s + cy * t
+    if not jacobian:
+        return vx, vy
+    return vx, vy, jxs, jys, cx + dx * s, cy + dy * s
+
+
+def _newton(coef: torch.Tensor, batch: torch.Tensor, px: torch.Tensor, py: torch.Tensor, tx: torch.Tensor,
+            ty: torch.Tensor, n: int, *, tol: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Newton's method for ``field(p) = target`` at scattered points, in node-index units.
+
+    Args:
+        coef: ``(8, K)`` the pieces of an ``n × n`` lattice field (:func:`_cell_pieces`).
+        batch: ``(P,)`` each point's element.
+        px, py: ``(P,)`` the starting points; tx, ty: ``(P,)`` the targets.
+        tol: the largest residual (either coordinate) that counts as converged.
+
+    Returns:
+        ``(px, py, done)``: the points and whether each converged, ``(P,)`` each. Converged points leave the
+        iteration, so the later steps cost little.
+    """
+    out_x, out_y = px.clone(), py.clone()
+    done = torch.zeros(px.shape, dtype=torch.bool, device=px.device)
+    live = torch.arange(px.numel(), device=px.device)
+    for step in range(_NEWTON_ITERS + 1):
+        vx, vy, jxs, jys, jxt, jyt = _piece_eval(coef, *_locate(px, py, batch, n, n))
+        rx, ry = vx - tx, vy - ty
+        ok = torch.maximum(rx.abs(), ry.abs()) <= tol
+        finished = live[ok]
+        done[finished] = True
+        out_x[finished], out_y[finished] = px[ok], py[ok]
+        if step == _NEWTON_ITERS or bool(ok.all()):
+            break
+        keep = torch.nonzero(~ok).squeeze(1)
+        live, px, py, tx, ty, batch, rx, ry, jxs, jys, jxt, jyt = (
+            v.index_select(0, keep) for v in (live, px, py, tx, ty, batch, rx, ry, jxs, jys, jxt, jyt))
+        ds, dt = _cramer(jxs, jxt, jys, jyt, rx, ry)
+        # A singular Jacobian (on a fold line) gives a non-finite step: stay, and leave the point to the fallback.
+        move = ds.isfinite() & dt.isfinite()
+        px = torch.where(move, px - ds, px).clamp_(0, n - 1)
+        py = torch.where(move, py - dt, py).clamp_(0, n - 1)
+    return out_x, out_y, done
 
 
 def _corner_jacobians(g: torch.Tensor) -> torch.Tensor:
@@ -218,69 +426,292 @@ def _corner_jacobians(g: torch.Tensor) -> torch.Tensor:
                         cross(p11 - p10, p10 - p00), cross(p11 - p10, p11 - p01)], dim=1)
 
 
-def _invert_nodes(field: torch.Tensor, n: int, newton_iters: int = 12) -> torch.Tensor:
-    """Solve ``field(p) = u`` for every lattice node ``u`` of an ``n × n`` lattice; returns ``p: (B, 2, n, n)``.
+def _poor_cells(coef: torch.Tensor, inv: torch.Tensor, height: int, width: int, *, tol: float) -> torch.Tensor:
+    """The lattice cells where interpolating the node-level inverse misses by ``tol`` pixels or more.
 
-    The map is piecewise bilinear, so the solution is found cell by cell: every cell's image (a quadrilateral) is
-    intersected with the lattice through its bounding box, and for each node inside, the cell's bilinear map is
-    inverted by Newton's method from the cell centre (a smooth, low-degree problem where Newton converges in a few
-    steps). This needs no global initial guess, which is what a Newton solve over the whole warp lacks for strong
-    warps. Where the map folds (the paper's chart folds at high strength), several cells claim a node and any one
-    of them is kept: the result is then a right inverse, ``field(p) = u``.
+    The inverse field is interpolated at the cell centres and edge midpoints (the nodes are exact) and mapped back
+    through the field; the miss, in pixels of a ``height × width`` image, is the residual there.
+
+    Args:
+        coef: ``(8, K)`` the pieces of the field (:func:`_cell_pieces`).
+        inv: its inverse field ``(B, 2, N, M)``.
+
+    Returns:
+        ``(B, N-1, M-1)`` bool.
     """
-    b = field.shape[0]
-    cells = n - 1
-    h = 2.0 / cells
-    slack = 1e-4
-    q = (field + 1) / h  # node-index coordinates of every field value
-    c00, c01, c10, c11 = q[:, :, :-1, :-1], q[:, :, :-1, 1:], q[:, :, 1:, :-1], q[:, :, 1:, 1:]
-    corners = torch.stack([c00, c01, c10, c11])  # (4, B, 2, C, C)
-    start = torch.ceil(corners.amin(0) - slack).clamp(0, cells)
-    stop = torch.floor(corners.amax(0) + slack).clamp(0, cells)
-    k = int((stop - start).amax()) + 1 if stop.numel() else 1
-    offsets = torch.arange(k, device=field.device, dtype=field.dtype)
-    # Candidate targets: (B, C, C, k, k) nodes (col, row) in each cell's bounding box.
-    col = start[:, 0, :, :, None, None] + offsets[None, None, None, None, :]
-    row = start[:, 1, :, :, None, None] + offsets[None, None, None, :, None]
-    inside = (col <= stop[:, 0, :, :, None, None]) & (row <= stop[:, 1, :, :, None, None])
-    col, row = col.expand_as(inside), row.expand_as(inside)
-    shape = inside.shape
+    b, _, n, m = inv.shape
+    q = (inv + 1) * inv.new_tensor([(m - 1) / 2, (n - 1) / 2])[:, None, None]  # node-index units
+    px_per_node = ((width - 1) / (m - 1), (height - 1) / (n - 1))
 
-    def corner(c: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return c[:, 0, :, :, None, None], c[:, 1, :, :, None, None]
+    def miss(points: torch.Tensor, dx: float, dy: float) -> torch.Tensor:
+        # points: (B, 2, P, Q) interpolated preimages of the lattice points (j + dx, i + dy).
+        p, q_ = points.shape[-2:]
+        batch = torch.arange(b, device=inv.device).repeat_interleave(p * q_)
+        vx, vy = _piece_eval(coef, *_locate(points[:, 0].reshape(-1), points[:, 1].reshape(-1), batch, n, m),
+                             jacobian=False)
+        tx = torch.arange(q_, device=inv.device, dtype=inv.dtype) + dx
+        ty = torch.arange(p, device=inv.device, dtype=inv.dtype)[:, None] + dy
+        ex = (vx.view(b, p, q_) - tx).abs() * px_per_node[0]
+        ey = (vy.view(b, p, q_) - ty).abs() * px_per_node[1]
+        return torch.maximum(ex, ey)
 
-    (x00, y00), (x01, y01), (x10, y10), (x11, y11) = corner(c00), corner(c01), corner(c10), corner(c11)
-    s = torch.full(shape, 0.5, device=field.device, dtype=field.dtype)
-    t = torch.full(shape, 0.5, device=field.device, dtype=field.dtype)
-    for _ in range(newton_iters):
-        xt, yt = x00 + s * (x01 - x00), y00 + s * (y01 - y00)
-        xb, yb = x10 + s * (x11 - x10), y10 + s * (y11 - y10)
-        rx, ry = xt + t * (xb - xt) - col, yt + t * (yb - yt) - row
-        a = (1 - t) * (x01 - x00) + t * (x11 - x10)
-        c = (1 - t) * (y01 - y00) + t * (y11 - y10)
-        bb, d = xb - xt, yb - yt
-        det = a * d - bb * c
-        det = torch.where(det.abs() > 1e-12, det, torch.full_like(det, 1e-12))
-        s = (s - (d * rx - bb * ry) / det).clamp(-1.0, 2.0)
-        t = (t - (a * ry - c * rx) / det).clamp(-1.0, 2.0)
-    xt, yt = x00 + s * (x01 - x00), y00 + s * (y01 - y00)
-    xb, yb = x10 + s * (x11 - x10), y10 + s * (y11 - y10)
-    resid = torch.maximum((xt + t * (xb - xt) - col).abs(), (yt + t * (yb - yt) - row).abs())
-    hit = inside & (s >= -slack) & (s <= 1 + slack) & (t >= -slack) & (t <= 1 + slack) & (resid < 1e-3)
+    across = miss((q[..., :, :-1] + q[..., :, 1:]) / 2, 0.5, 0.0)  # (B, N, M-1): midpoints of horizontal edges
+    down = miss((q[..., :-1, :] + q[..., 1:, :]) / 2, 0.0, 0.5)  # (B, N-1, M): midpoints of vertical edges
+    centre = miss((q[..., :-1, :-1] + q[..., :-1, 1:] + q[..., 1:, :-1] + q[..., 1:, 1:]) / 4, 0.5, 0.5)
+    worst = torch.maximum(torch.maximum(centre, torch.maximum(across[:, :-1], across[:, 1:])),
+                          torch.maximum(down[:, :, :-1], down[:, :, 1:]))
+    return worst >= tol
 
-    # The solution in normalized coordinates: the cell origin (i, j) plus (s, t) cells.
-    jj = torch.arange(cells, device=field.device, dtype=field.dtype)
-    px = -1 + h * (jj[None, None, :, None, None] + s.clamp(0, 1))
-    py = -1 + h * (jj[None, :, None, None, None] + t.clamp(0, 1))
-    target = (row * n + col).long()
-    batch = torch.arange(b, device=field.device)[:, None, None, None, None].expand(shape)
-    out = torch.full((b, n * n, 2), float("nan"), device=field.device, dtype=field.dtype)
-    out[batch[hit], target[hit]] = torch.stack([px.expand(shape)[hit], py.expand(shape)[hit]], dim=-1)
-    out = out.view(b, n, n, 2).permute(0, 3, 1, 2)
-    # A node no cell claimed can only come from a field that is not onto the square; report it as non-converged
-    # by leaving it at the identity, where the residual check of the caller will see it.
-    missing = torch.isnan(out)
-    if bool(missing.any()):
-        ident = torch.linspace(-1, 1, n, device=field.device, dtype=field.dtype)
-        out = torch.where(missing, torch.stack([ident.expand(n, n), ident[:, None].expand(n, n)])[None], out)
-    return out
+
+# ---------------------------------------------------------------------- preimages of lattice points
+# A global Newton solve has no good start for strong warps and cannot choose between the several preimages of a
+# folded one. Instead the targets are rasterized: every lattice cell's image is intersected with the target lattice
+# through its bounding box, and each candidate (cell, target) pair is solved in closed form, the cell's bilinear map
+# being invertible through one quadratic. Only the candidate pairs are computed (a flat list, no padded boxes), and
+# the arithmetic runs on one 1-D tensor per coordinate.
+
+def _cell_pieces(field: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The bilinear pieces of every lattice cell of ``field: (B, 2, N, M)``, in node-index units.
+
+    Cell ``k = (b·(N-1) + i)·(M-1) + j`` maps its local coordinates ``(s, t) ∈ [0, 1]²`` to
+    ``a + b·s + c·t + d·s·t``, in units where the target nodes are the integer points.
+
+    Returns:
+        ``(coef, lo, hi)``: ``coef: (8, K)``, rows ``a, b, c, d`` of x then of y; ``lo, hi: (2, K)`` bound the
+        cell's image (x then y; the corners' min and max, since a bilinear cell lies in their convex hull).
+    """
+    n, m = field.shape[-2:]
+    q = (field + 1) * field.new_tensor([(m - 1) / 2, (n - 1) / 2])[:, None, None]
+    q = q.transpose(0, 1)  # (2, B, N, M)
+    q00, q01, q10, q11 = q[..., :-1, :-1], q[..., :-1, 1:], q[..., 1:, :-1], q[..., 1:, 1:]
+    coef = torch.stack([q00, q01 - q00, q10 - q00, q11 - q01 - q10 + q00], dim=1)  # (2, 4, B, N-1, M-1)
+    lo = torch.minimum(torch.minimum(q00, q01), torch.minimum(q10, q11))
+    hi = torch.maximum(torch.maximum(q00, q01), torch.maximum(q10, q11))
+    return coef.reshape(8, -1), lo.reshape(2, -1), hi.reshape(2, -1)
+
+
+def _expand_boxes(lo_x: torch.Tensor, hi_x: torch.Tensor, lo_y: torch.Tensor,
+                  hi_y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Every integer point of the boxes ``[lo_x, hi_x] × [lo_y, hi_y]`` (long tensors of shape ``(K,)``).
+
+    Returns:
+        ``(box, col, row)``, each of shape ``(T,)``: point ``(col, row)`` lies in box ``box``. Empty boxes
+        (``hi < lo``) contribute nothing.
+    """
+    nx = (hi_x - lo_x + 1).clamp_(min=0)
+    ny = (hi_y - lo_y + 1).clamp_(min=0)
+    counts = nx * ny
+    total = int(counts.sum())
+    box = torch.repeat_interleave(torch.arange(counts.numel(), device=counts.device), counts, output_size=total)
+    rank = torch.arange(total, device=counts.device) - (torch.cumsum(counts, 0) - counts).index_select(0, box)
+    width = nx.index_select(0, box)
+    row = torch.div(rank, width, rounding_mode="floor")
+    return box, lo_x.index_select(0, box) + (rank - row * width), lo_y.index_select(0, box) + row
+
+
+def _node_candidates(field: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Candidate (cell, node) pairs for inverting ``field: (B, 2, N, M)`` at its own lattice nodes.
+
+    Returns:
+        ``(coef, cell, col, row)``: the cells' pieces (see :func:`_cell_pieces`) and, per candidate ``(T,)``, the
+        cell and the target node's column and row.
+    """
+    coef, lo, hi = _cell_pieces(field)
+    n, m = field.shape[-2:]
+    lo = torch.ceil(lo - _SLACK).clamp_(min=0).long()
+    hi = torch.floor(hi + _SLACK).long().minimum(torch.tensor([[m - 1], [n - 1]], device=field.device))
+    cell, col, row = _expand_boxes(lo[0], hi[0], lo[1], hi[1])
+    return coef, cell, col, row
+
+
+def _overlapped_cells(lo: torch.Tensor, hi: torch.Tensor, n: int, m: int,
+                      cells: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """The (cell, lattice cell) pairs where a cell's image bounding box meets a cell of the ``n × m`` lattice.
+
+    Args:
+        lo, hi: ``(2, K)`` the bounding boxes in node units (:func:`_cell_pieces`).
+        cells: ``(K',)`` the cells to consider (default: all).
+
+    Returns:
+        ``(cell, lattice)``: ``(T,)`` each, the cell and the flat index of the lattice cell in ``(B, N-1, M-1)``.
+    """
+    if cells is not None:
+        lo, hi = lo[:, cells], hi[:, cells]
+    top = torch.tensor([[m - 2], [n - 2]], device=lo.device)
+    first = torch.floor(lo - _SLACK).clamp_(min=0).long().minimum(top)
+    last = torch.floor(hi + _SLACK).clamp_(min=0).long().minimum(top)
+    box, jc, ic = _expand_boxes(first[0], last[0], first[1], last[1])
+    cell = box if cells is None else cells[box]
+    return cell, (torch.div(cell, (n - 1) * (m - 1), rounding_mode="floor") * (n - 1) + ic) * (m - 1) + jc
+
+
+def _folded_area(field: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor) -> torch.Tensor:
+    """The lattice cells that may hold points with several preimages, ``(B, N-1, M-1)`` bool.
+
+    The border is fixed, so every point has one more orientation-preserving preimage than reversing ones: a point
+    with several preimages has one in a folded cell. The cells met by the folded cells' image bounding boxes
+    cover them all.
+    """
+    b, _, n, m = field.shape
+    folded = torch.nonzero(_corner_jacobians(field).amin(dim=1).reshape(-1) <= 0).squeeze(1)
+    area = torch.zeros(b * (n - 1) * (m - 1), dtype=torch.bool, device=field.device)
+    if folded.numel():
+        area[_overlapped_cells(lo, hi, n, m, folded)[1]] = True
+    return area.view(b, n - 1, m - 1)
+
+
+class _OwnedPixels:
+    """The pixels of a ``height × width`` image that belong to the flagged cells of an ``N × M`` lattice.
+
+    Every pixel belongs to exactly one lattice cell (cell ``j`` owns the columns ``c`` with
+    ``j ≤ c·(M-1)/(W-1) < j+1``, the last cell also the right border; rows alike), so no pixel is listed twice.
+
+    Attributes:
+        index: ``(P,)`` flat pixel indices into ``(B, height, width)``.
+        batch, col, row: ``(P,)`` each pixel's element, column and row.
+        lattice: ``(P,)`` the flat index of each pixel's lattice cell in ``(B, N-1, M-1)``.
+        height, width: the image size.
+    """
+
+    def __init__(self, flag: torch.Tensor, height: int, width: int) -> None:
+        b, n1, m1 = flag.shape
+        device = flag.device
+        j, i = torch.arange(m1, device=device), torch.arange(n1, device=device)
+        first_col = (j * (width - 1) + m1 - 1) // m1  # ceil(j·(W-1)/(M-1))
+        last_col = torch.cat([first_col[1:] - 1, first_col.new_tensor([width - 1])])
+        first_row = (i * (height - 1) + n1 - 1) // n1
+        last_row = torch.cat([first_row[1:] - 1, first_row.new_tensor([height - 1])])
+        self.height, self.width = height, width
+        fb, fi, fj = flag.nonzero().unbind(dim=1)
+        box, self.col, self.row = _expand_boxes(first_col[fj], last_col[fj], first_row[fi], last_row[fi])
+        self.batch = fb[box]
+        self.index = (self.batch * height + self.row) * width + self.col
+        self.lattice = ((fb * n1 + fi) * m1 + fj)[box]
+
+    def points(self, dtype: torch.dtype) -> torch.Tensor:
+        """Normalized coordinates of the pixels, ``(P, 2)``."""
+        return torch.stack([self.col.to(dtype) * (2 / (self.width - 1)) - 1,
+                            self.row.to(dtype) * (2 / (self.height - 1)) - 1], dim=1)
+
+
+def _pixel_candidates(coef: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor, shape: torch.Size,
+                      pixels: _OwnedPixels, wanted: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """Candidate (cell, pixel) pairs for the ``wanted`` pixels of ``pixels``.
+
+    Args:
+        coef, lo, hi: the pieces of a field of shape ``shape = (B, 2, N, M)`` (:func:`_cell_pieces`).
+        pixels: the owned pixels of the flagged lattice cells.
+        wanted: ``(P,)`` bool over ``pixels``, the pixels to solve.
+
+    Returns:
+        ``(coef, cell, col, row, slot)`` as in :func:`_node_candidates` (pieces in pixel units), plus each
+        candidate's position in ``pixels``.
+    """
+    b, _, n, m = shape
+    device = coef.device
+    height, width = pixels.height, pixels.width
+    slot = torch.nonzero(wanted).squeeze(1)
+    col, row, owner = pixels.col[slot], pixels.row[slot], pixels.lattice[slot]
+    # (cell, lattice cell) pairs whose bounding boxes overlap, in node units, for the lattice cells that own a
+    # wanted pixel, grouped by lattice cell: each wanted pixel is then tried against its lattice cell's group.
+    box, lattice = _overlapped_cells(lo, hi, n, m)
+    needed = torch.zeros(b * (n - 1) * (m - 1), dtype=torch.bool, device=device)
+    needed[owner] = True
+    keep = needed[lattice]
+    lattice, box = lattice[keep], box[keep]
+    order = torch.argsort(lattice)
+    group = box[order]
+    count = torch.bincount(lattice, minlength=needed.numel())
+    start = torch.cumsum(count, 0) - count
+    pixel, _, rank = _expand_boxes(torch.zeros_like(owner), torch.zeros_like(owner), torch.zeros_like(owner),
+                                   count[owner] - 1)
+    cell = group[start[owner][pixel] + rank]
+    col, row, slot = col[pixel], row[pixel], slot[pixel]
+    # Keep the pairs whose pixel lies in the cell image's bounding box (in pixel units): a cheap test that
+    # spares most of the closed-form solves.
+    fx, fy = (width - 1) / (m - 1), (height - 1) / (n - 1)
+    cx, cy = col.to(lo.dtype) / fx, row.to(lo.dtype) / fy
+    inside = ((cx >= lo[0, cell] - _SLACK) & (cx <= hi[0, cell] + _SLACK) & (cy >= lo[1, cell] - _SLACK)
+              & (cy <= hi[1, cell] + _SLACK))
+    scale = coef.new_tensor([fx] * 4 + [fy] * 4)[:, None]
+    return coef * scale, cell[inside], col[inside], row[inside], slot[inside]
+
+
+def _preimages(coef: torch.Tensor, cell: torch.Tensor, col: torch.Tensor, row: torch.Tensor, slot: torch.Tensor,
+               size: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Solve the candidate pairs and keep one preimage per target.
+
+    Args:
+        coef: ``(8, K)`` the cells' pieces in target units (:func:`_cell_pieces`).
+        cell, col, row: ``(T,)`` the candidates: cell, and the target's column and row in target units.
+        slot: ``(T,)`` the target's index in ``[0, size)``.
+        size: the number of targets.
+
+    Returns:
+        ``(found, cell, s, t)``, each ``(P,)``: target ``found`` is the image of the point ``(s, t)`` of cell
+        ``cell``. Targets no candidate reaches are absent.
+
+    Where the map folds, a target has several preimages. An orientation-preserving one is kept, and among those
+    the one where the map compresses least (smallest Frobenius norm of its Jacobian): ``act(g, x)`` is sampled
+    most finely there, so reading it back there loses least, while the reversed sheet is a thin strip between
+    two fold lines (on the accuracy protocol of benchmarks/group_actions.py this rule roughly halves the largest
+    round-trip errors at folds compared with the smallest norm alone). Preimages strictly inside their cell come
+    before ones on an edge claimed with the slack, whose clamping moves them slightly.
+    """
+    ax, bx, cx, dx, ay, by, cy, dy = coef.index_select(1, cell).unbind(0)
+    qx, qy = col.to(coef.dtype) - ax, row.to(coef.dtype) - ay
+    # q = b·s + c·t + d·s·t; crossing with (c + d·s) eliminates t:
+    # cross(b, d)·s² + (cross(b, c) - cross(q, d))·s - cross(q, c) = 0.
+    qa = bx * dy - by * dx
+    qb = bx * cy - by * cx - (qx * dy - qy * dx)
+    qc = qy * cx - qx * cy
+    disc = qb * qb - 4 * qa * qc
+    # The numerically stable pair of roots: no cancellation, and the root that stays finite as qa -> 0 (a
+    # parallelogram cell, the common case) is qc / big.
+    big = -0.5 * (qb + torch.copysign(disc.clamp(min=0).sqrt(), qb))
+
+    def solve(s: torch.Tensor, sel: slice | torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        bx_, cx_, dx_, by_, cy_, dy_, qx_, qy_ = (v[sel] for v in (bx, cx, dx, by, cy, dy, qx, qy))
+        ex, ey = cx_ + dx_ * s, cy_ + dy_ * s
+        t = ((qx_ - bx_ * s) * ex + (qy_ - by_ * s) * ey) / (ex * ex + ey * ey)
+        outside = torch.maximum(torch.maximum(-s, s - 1), torch.maximum(-t, t - 1)).clamp_(min=0)
+        s, t = s.clamp(0, 1), t.clamp(0, 1)
+        jx, jy = bx_ + dx_ * t, by_ + dy_ * t  # ∂/∂s; ∂/∂t is (ex, ey) at the clamped s
+        ex, ey = cx_ + dx_ * s, cy_ + dy_ * s
+        residual = torch.maximum((jx * s + cx_ * t - qx_).abs(), (jy * s + cy_ * t - qy_).abs())
+        hit = (outside <= _SLACK) & (residual < 1e-3) & (disc[sel] >= 0)
+        norm2 = jx * jx + jy * jy + ex * ex + ey * ey
+        # Lexicographic (outside, reversed, norm) in one number: inside and orientation-preserving -> [0, 1),
+        # inside and reversed -> [1, 2), on the slack -> [2, 2 + slack].
+        key = norm2 / (1 + norm2) + (jx * ey - ex * jy <= 0).to(norm2.dtype)
+        key = torch.where(outside > 0, 2 + outside, key)
+        return s, t, torch.where(hit, key, torch.full_like(key, float("inf")))
+
+    s, t, key = solve(qc / big, slice(None))
+    # The other root lies in its cell only where the cell folds over itself (rare): solve those alone.
+    other = big / qa
+    two = torch.nonzero((other >= -_SLACK) & (other <= 1 + _SLACK)).squeeze(1)
+    if two.numel():
+        s2, t2, key2 = solve(other[two], two)
+        better = key2 < key[two]
+        two = two[better]
+        s[two], t[two], key[two] = s2[better], t2[better], key2[better]
+
+    # Per target the smallest key; ties (a point on an edge shared by two cells) go to the first candidate, so
+    # the choice does not depend on the order of a parallel scatter.
+    best = torch.full((size,), float("inf"), device=coef.device, dtype=coef.dtype)
+    best.scatter_reduce_(0, slot, key, reduce="amin")
+    winner = torch.nonzero(torch.isfinite(key) & (key <= best.index_select(0, slot))).squeeze(1)
+    first = torch.full((size,), cell.numel(), device=coef.device, dtype=torch.long)
+    first.scatter_reduce_(0, slot.index_select(0, winner), winner, reduce="amin")
+    found = torch.nonzero(first < cell.numel()).squeeze(1)
+    chosen = first.index_select(0, found)
+    return found, cell.index_select(0, chosen), s.index_select(0, chosen), t.index_select(0, chosen)
+
+
+def _cell_point(cell: torch.Tensor, s: torch.Tensor, t: torch.Tensor, n: int, m: int) -> torch.Tensor:
+    """Normalized coordinates ``(P, 2)`` of the points ``(s, t)`` of lattice cells ``cell`` (see :func:`_cell_pieces`)."""
+    within = cell % ((n - 1) * (m - 1))
+    i = torch.div(within, m - 1, rounding_mode="floor")
+    j = within - i * (m - 1)
+    return torch.stack([-1 + 2 * (j.to(s.dtype) + s) / (m - 1), -1 + 2 * (i.to(t.dtype) + t) / (n - 1)], dim=1)

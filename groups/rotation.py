@@ -56,11 +56,13 @@ class Rotation2d(Group, name="rotation"):
         return wrap_angle(g - h).abs()[:, 0]
 
     def tolerance(self, dtype):
-        # element: angles are added and wrapped, so only rounding (of values up to π) remains.
-        # action: two bilinear resamplings of the band-limited test images (measured max 0.020 in float32 and
-        # float64 over 200 seeds with the default max_angle; bound set at about 1.5x that).
-        element = 8 * math.pi * torch.finfo(dtype).eps
-        return Tolerance(element=element, action=0.03)
+        # Measured with equican.testing.measure_law_errors: seeds 0-1999, batch 4, the default max_angle, action
+        # laws on the interior of 32×32 band-limited images (the protocol of equican.testing.images).
+        # element: largest error 10 eps in float64 and 8 eps in float32 (associativity: sums of angles up to 3π,
+        # where one rounding is up to 4 eps, are wrapped twice); bound 16 eps.
+        # action: largest error 0.0314 (float64) and 0.0331 (float32), both the inverse action, i.e. two bilinear
+        # resamplings (homomorphism 0.0294 / 0.0282); bound 0.05, 1.5x.
+        return Tolerance(element=16 * torch.finfo(dtype).eps, action=0.05)
 
     def act(self, g, x):
         return affine_sample(x, self.sampling_matrix(g, x.shape[-2], x.shape[-1]))
@@ -141,7 +143,12 @@ class CyclicRotation2d(Rotation2d, name="cyclic"):
 
     def tolerance(self, dtype):
         if self.exact:
-            return Tolerance(element=8 * math.pi * torch.finfo(dtype).eps, action=0.0)
+            # Measured 0 for every law (n = 4, seeds 0-1999, both dtypes, white-noise images): every element is
+            # computed by the one formula 2πk/n, wrapped, and rot90 moves pixels without arithmetic. The element
+            # bound allows one ulp of π (2 eps) for elements computed elsewhere; the action bound is 0.
+            return Tolerance(element=2 * torch.finfo(dtype).eps, action=0.0)
+        # Interpolated rotations by multiples of 2π/n: a subset of Rotation2d's elements, so its bounds hold
+        # (measured for n = 8 over seeds 0-199: largest action error MEASURE-C8).
         return super().tolerance(dtype)
 
     def act(self, g, x):

@@ -47,8 +47,14 @@ class Scale2d(Group, name="scale"):
         return (g - h).abs()[:, 0]
 
     def tolerance(self, dtype):
-        # action: two bilinear resamplings of band-limited test images (see Rotation2d.tolerance for the protocol).
-        return Tolerance(element=16 * torch.finfo(dtype).eps, action=0.03)
+        # Measured with equican.testing.measure_law_errors: seeds 0-1999, batch 4, the default max_log_scale,
+        # action laws on the interior of 32×32 band-limited images (the protocol of equican.testing.images).
+        # element: largest error 0.5 eps (float64) and 1 eps (float32), associativity; the bound 2 eps is also a
+        # proof: each side adds three log-scales of magnitude below 1 in two roundings of at most eps/2 each.
+        # action: largest error 0.0412 (float64) and 0.0420 (float32), inverse action (homomorphism 0.0393 /
+        # 0.0419); bound 0.063, 1.5x. Larger than rotation's because shrinking by up to e^-0.3 compresses the
+        # content, raising its curvature per pixel (by up to e^0.6) before the next resampling.
+        return Tolerance(element=2 * torch.finfo(dtype).eps, action=0.063)
 
     def act(self, g, x):
         inv = torch.exp(-g[:, 0])

@@ -1,0 +1,196 @@
+"""Canonicalizers: networks and solvers that predict, for each input, the group element that canonicalizes it.
+
+Every kind shares one interface, :class:`Canonicalizer`: ``forward(x)`` returns a :class:`CanonResult` holding the
+canonical input ``act(inverse(g), x)``, the element ``g`` and solver statistics. The kinds differ only in how they
+find ``g``:
+
+* :class:`IdentityCanonicalizer`: ``g = e`` (the baseline without canonicalization).
+* :class:`DirectCanonicalizer`: one pass of an update network (the "no fixed point" ablation).
+* :class:`DEQCanonicalizer`: the fixed point of that update, solved with torchdeq (the paper's DEC).
+* :class:`OptimizationCanonicalizer`: gradient descent (or Adam) on an energy of the canonical input.
+* :class:`EquivariantCanonicalizer`: an escnn C_n-equivariant network scoring the n rotations (needs escnn).
+
+Convention: (shared by every kind)
+    A canonicalizer works in the group's unconstrained chart (:meth:`~equican.Group.from_unconstrained`), and the
+    chart parametrizes the *canonicalizing* element ``h = g⁻¹``: ``z ↦ h = from_unconstrained(z)``, canonical
+    input ``act(h, x)``, returned element ``g = inverse(h)``. Searching over ``h`` rather than ``g`` means every
+    solver iteration costs one action and no inversion; the single inversion happens once, at the end. ``z = 0`` is
+    the identity, the starting point of every iterative kind.
+
+    For discrete groups (``group.discrete``) the chart must be one score per element, shape ``(n,)``, with
+    ``from_unconstrained`` picking the highest score (as :class:`~groups.rotation.CyclicRotation2d` does). The
+    canonical input then carries a straight-through gradient: its value is the action of the arg-max element, its
+    gradient that of the softmax-weighted mixture of all ``n`` actions, so that the scores can be trained.
+
+Nothing is stored on the module between calls; the caller keeps ``g`` to map outputs back (see
+:class:`~equican.canon.wrapper.Canonicalized`).
+"""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from .. import _validate as V
+from ..errors import ConfigError, DeviceError, DTypeError
+from ..group import Group
+
+__all__ = ["CanonResult", "Canonicalizer", "IdentityCanonicalizer", "DirectCanonicalizer", "DEQCanonicalizer",
+           "DEQConfig", "SolverSettings", "ConvergenceWarning", "OptimizationCanonicalizer", "OptimizationConfig",
+           "UpdateNet", "Canonicalized"]  # EquivariantCanonicalizer: imported on first use (escnn is optional)
+
+
+@dataclass(frozen=True)
+class CanonResult:
+    """What a canonicalizer returns for a batch ``x: (B, C, H, W)``.
+
+    Attributes:
+        x: the canonical inputs ``act(inverse(g), x)``, shape ``(B, C, H, W)``.
+        g: the predicted elements, shape ``(B, *group.param_shape)``; ``act(g, result.x) ≈ x`` where the group acts
+            invertibly.
+        info: solver statistics (tensors of leading size ``B`` or plain numbers); keys depend on the kind.
+    """
+
+    x: torch.Tensor
+    g: torch.Tensor
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+class Canonicalizer(nn.Module, abc.ABC):
+    """Base class of every canonicalizer: subclasses write :meth:`solve`.
+
+    Args:
+        group: the group whose elements are predicted.
+
+    Raises:
+        ConfigError: ``group`` is not an :class:`~equican.Group`, or it is discrete without a score chart ``(n,)``.
+    """
+
+    def __init__(self, group: Group) -> None:
+        super().__init__()
+        if not isinstance(group, Group):
+            raise ConfigError(f"{type(self).__name__}: expected group to be an equican.Group, "
+                              f"got {type(group).__name__}")
+        if group.discrete and len(group.unconstrained_shape) != 1:
+            raise ConfigError(f"{type(self).__name__}: expected a discrete group with one score per element "
+                              f"(unconstrained shape (n,)), got unconstrained shape {group.unconstrained_shape}")
+        self.group = group
+
+    @abc.abstractmethod
+    def solve(self, x: torch.Tensor) -> tuple[torch.Tensor, dict[str, Any]]:
+        """Find the chart parameters of the canonicalizing element of each input.
+
+        Args:
+            x: validated inputs, shape ``(B, C, H, W)``.
+
+        Returns:
+            ``(z, info)``: ``z`` of shape ``(B, *group.unconstrained_shape)`` with ``from_unconstrained(z) = g⁻¹``,
+            and the solver statistics for :attr:`CanonResult.info`.
+        """
+
+    def forward(self, x: torch.Tensor) -> CanonResult:
+        """Canonicalize a batch.
+
+        Args:
+            x: inputs of shape ``(B, C, H, W)``, float32 or float64, finite, of the parameters' dtype.
+
+        Returns:
+            :class:`CanonResult` with ``x: (B, C, H, W)``, ``g: (B, *param_shape)`` and the kind's ``info``.
+
+        Raises:
+            ShapeError, DTypeError, NonFiniteError: on invalid ``x``.
+        """
+        self.check_input(x, where=f"{type(self).__name__}.forward")
+        z, info = self.solve(x)
+        h = self.group.from_unconstrained(z)
+        return CanonResult(x=self.canonical_input(z, h, x), g=self.group.inverse(h), info=info)
+
+    def canonical_input(self, z: torch.Tensor, h: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """``act(h, x)`` with ``h = from_unconstrained(z)``, differentiable in ``z`` for every group.
+
+        Args:
+            z: chart parameters ``(B, *unconstrained_shape)``.
+            h: the elements ``from_unconstrained(z)``, ``(B, *param_shape)`` (passed in so it is computed once).
+            x: inputs ``(B, C, H, W)``.
+
+        Returns:
+            ``(B, C, H, W)``; for discrete groups with the straight-through gradient of the module docstring.
+        """
+        hard = self.group.act(h, x)
+        if not self.group.discrete:
+            return hard
+        n = self.group.unconstrained_shape[0]
+        weights = torch.softmax(z, dim=1)  # (B, n)
+        soft = 0
+        for i in range(n):
+            # from_unconstrained of a one-hot score vector is the i-th element, whatever the group's labelling.
+            onehot = torch.zeros_like(z)
+            onehot[:, i] = 1
+            soft = soft + weights[:, i, None, None, None] * self.group.act(self.group.from_unconstrained(onehot), x)
+        return hard + (soft - soft.detach())
+
+    def prior_loss(self, g: torch.Tensor) -> torch.Tensor:
+        """Squared distance of each element to the identity, shape ``(B,)``: a regularizer toward ``g = e``.
+
+        The square (not the distance itself) is smooth at the identity, where every iterative kind starts and where
+        an untrained network stays; its gradient there is exactly 0.
+
+        Args:
+            g: elements of shape ``(B, *param_shape)``.
+        """
+        e = self.group.identity_like(g)
+        if g.requires_grad:
+            with torch.no_grad():
+                at_identity = self.group.distance(g, e) == 0
+            if bool(at_identity.any()):
+                # A distance written with a square root (an RMS) has the derivative 0·∞ = NaN where it is 0, although
+                # its square has derivative 0 there: set those rows' gradient to that exact value.
+                mask = at_identity.view(-1, *([1] * (g.ndim - 1)))
+                g = g.view_as(g)
+                g.register_hook(lambda grad: torch.where(mask, torch.zeros_like(grad), grad))
+        return self.group.distance(g, e).pow(2)
+
+    def check_input(self, x: torch.Tensor, *, where: str) -> None:
+        """Validate an input batch: ``(B, C, H, W)``, float32/float64, finite, on the parameters' dtype/device."""
+        V.require_batch_images(x, where=where, name="x")
+        p = next(self.parameters(), None)
+        if p is not None and p.dtype != x.dtype:
+            raise DTypeError(f"{where}: expected x of the parameters' dtype {p.dtype}, got {x.dtype} "
+                             f"(convert the canonicalizer with .to(dtype))")
+        if p is not None and p.device != x.device:
+            raise DeviceError(f"{where}: expected x on the parameters' device {p.device}, got {x.device}")
+
+    def zeros(self, x: torch.Tensor) -> torch.Tensor:
+        """Chart parameters of the identity for a batch like ``x``: zeros of shape ``(B, *unconstrained_shape)``."""
+        return x.new_zeros((x.shape[0], *self.group.unconstrained_shape))
+
+    def extra_repr(self) -> str:
+        return f"group={self.group!r}"
+
+
+class IdentityCanonicalizer(Canonicalizer):
+    """``g = e`` for every input: the canonical input is the input itself. The baseline without canonicalization."""
+
+    def solve(self, x: torch.Tensor) -> tuple[torch.Tensor, dict[str, Any]]:
+        return self.zeros(x), {}
+
+
+# Imported after the base class, which they subclass.
+from .direct import DirectCanonicalizer  # noqa: E402
+from .deq import ConvergenceWarning, DEQCanonicalizer, DEQConfig, SolverSettings  # noqa: E402
+from .nets import UpdateNet  # noqa: E402
+from .optimize import OptimizationCanonicalizer, OptimizationConfig  # noqa: E402
+from .wrapper import Canonicalized  # noqa: E402
+
+
+def __getattr__(name: str) -> Any:
+    # escnn is optional and slow to import: load the equivariant canonicalizer only when it is asked for.
+    if name == "EquivariantCanonicalizer":
+        from .equivariant import EquivariantCanonicalizer
+
+        return EquivariantCanonicalizer
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,0 +1,70 @@
+"""The update map shared by the direct and DEQ canonicalizers, and the direct (single-pass) canonicalizer."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..errors import ConfigError
+from ..group import Group
+from . import Canonicalizer
+
+__all__ = ["UpdateCanonicalizer", "DirectCanonicalizer"]
+
+
+class UpdateCanonicalizer(Canonicalizer):
+    """A canonicalizer built on an update network ``Δ_θ``: base of :class:`DirectCanonicalizer` and the DEQ kind.
+
+    The update map on chart parameters is
+
+        ``f_θ(z; x) = P(z) + Δ_θ(act(h(z), x))``,  ``h(z) = from_unconstrained(z)``,  ``P = to_unconstrained ∘ h``.
+
+    Why this form: the network looks at the input as the current estimate canonicalizes it and predicts the
+    remaining correction, so a fixed point ``z*`` is a ``z`` whose canonical input the network accepts
+    (``Δ_θ = 0``). That condition is unchanged when ``x`` is replaced by ``act(k, x)`` and ``h`` by ``h k⁻¹``,
+    so the form can express equivariant predictions; the paper's replacement form ``z ← Δ_θ(act(h(z), x))``
+    cannot (its fixed point is a function of the canonical input alone, which is the same for ``x`` and
+    ``act(k, x)``). ``P`` maps ``z`` to the chart's own representative of ``h(z)``: charts with redundant
+    directions (softmax logits are unchanged by adding a constant to a row) would otherwise drift along them
+    without end and never meet a residual tolerance.
+
+    Args:
+        group: the group.
+        net: ``Δ_θ``, mapping ``(B, C, H, W)`` images to ``(B, *group.unconstrained_shape)``; e.g.
+            :class:`~equican.canon.nets.UpdateNet`.
+    """
+
+    def __init__(self, group: Group, net: nn.Module) -> None:
+        super().__init__(group)
+        if not isinstance(net, nn.Module):
+            raise ConfigError(f"{type(self).__name__}: expected net to be a torch.nn.Module, got {type(net).__name__}")
+        self.net = net
+
+    def step(self, z: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """One application of the update map ``f_θ(z; x)``.
+
+        Args:
+            z: chart parameters ``(B, *unconstrained_shape)``.
+            x: inputs ``(B, C, H, W)``.
+
+        Returns:
+            The updated chart parameters, ``(B, *unconstrained_shape)``.
+        """
+        h = self.group.from_unconstrained(z)
+        dz = self.net(self.group.act(h, x))
+        if tuple(dz.shape) != tuple(z.shape):
+            raise ConfigError(f"{type(self).__name__}: expected the update network to return shape "
+                              f"{tuple(z.shape)}, got {tuple(dz.shape)}")
+        return self.group.to_unconstrained(h) + dz
+
+
+class DirectCanonicalizer(UpdateCanonicalizer):
+    """One application of the update map from the identity: ``z = f_θ(0; x)`` (the "no fixed point" ablation).
+
+    ``info`` is empty. See :class:`UpdateCanonicalizer` for the arguments.
+    """
+
+    def solve(self, x: torch.Tensor) -> tuple[torch.Tensor, dict[str, Any]]:
+        return self.step(self.zeros(x), x), {}

@@ -1,0 +1,275 @@
+"""The ``equican`` command.
+
+``equican show-groups`` loads a few MNIST digits (the subset bundled with the package unless ``--data`` names a
+directory of MNIST IDX files), acts on them with random elements of every registered group, writes a PNG grid
+(rows: groups; columns: original, transformed ``act(g, x)``, transformed back ``act(g⁻¹, act(g, x))``) and prints
+each group's measured law errors from :func:`equican.testing.check_group_laws`.
+
+Exit status: 0 on success, 1 when some group fails its laws, 2 on bad input (the message says what was wrong).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import zlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from .data import load_mnist
+from .errors import ConfigError, DataError, EquicanError
+from .group import Group, list_groups, make_group
+
+__all__ = ["main", "build_parser", "show_groups", "render_grid", "GroupRow", "CANVAS"]
+
+#: Side of the canvas the 28×28 digits are centred on, so that rotations and zooms do not cut them off.
+CANVAS = 40
+MAX_COUNT = 32
+
+
+@dataclass(frozen=True)
+class GroupRow:
+    """One group's row of the grid and its measurements.
+
+    Attributes:
+        name: the registry name.
+        group: the group, built with its defaults.
+        g: the sampled elements, shape ``(K, *group.param_shape)``.
+        original: the digits, shape ``(K, 1, CANVAS, CANVAS)``, float32 in ``[0, 1]``.
+        transformed: ``act(g, original)``, same shape.
+        restored: ``act(inverse(g), transformed)``, same shape.
+        report: the :class:`~equican.testing.LawReport` of ``check_group_laws(group)``.
+    """
+
+    name: str
+    group: Group
+    g: torch.Tensor
+    original: torch.Tensor
+    transformed: torch.Tensor
+    restored: torch.Tensor
+    report: Any
+
+    @property
+    def roundtrip_error(self) -> float:
+        """Mean ``|restored - original|`` over the digits' pixels (content pushed out of the canvas is lost)."""
+        return float((self.restored - self.original).abs().mean())
+
+
+def _parse_names(values: Sequence[str] | None) -> list[str]:
+    """``["monotone,rotation", "affine"]`` -> ``["monotone", "rotation", "affine"]`` (order kept, no repeats)."""
+    if values is None:
+        return list_groups()
+    names: list[str] = []
+    for value in values:
+        for name in value.split(","):
+            name = name.strip()
+            if name and name not in names:
+                names.append(name)
+    if not names:
+        raise ConfigError("show-groups: expected at least one group name in --groups, got none")
+    return names
+
+
+def load_digits(count: int, *, data: str | Path | None = None, split: str = "train") -> torch.Tensor:
+    """The first ``count`` digits of ``split``, centred on a ``CANVAS × CANVAS`` black canvas.
+
+    Args:
+        count: how many digits, ``1 <= count <= MAX_COUNT``.
+        data: a directory of MNIST IDX files, or None for the bundled subset.
+        split: ``"train"`` or ``"test"``.
+
+    Returns:
+        Shape ``(count, 1, CANVAS, CANVAS)``, float32 in ``[0, 1]``.
+
+    Raises:
+        ConfigError: ``count`` out of range.
+        DataError: missing or corrupt files, or fewer than ``count`` digits in them.
+    """
+    if isinstance(count, bool) or not isinstance(count, int) or not 1 <= count <= MAX_COUNT:
+        raise ConfigError(f"show-groups: expected --count between 1 and {MAX_COUNT}, got {count!r}")
+    images, _ = load_mnist(split, root=data, limit=count)
+    if images.shape[0] < count:
+        raise DataError(f"show-groups: expected at least {count} {split} digits in {data or 'the bundled subset'}, "
+                        f"got {images.shape[0]}")
+    pad = CANVAS - images.shape[-1]
+    x = images[:, None].to(torch.float32) / 255.0
+    return F.pad(x, (pad // 2, pad - pad // 2, pad // 2, pad - pad // 2))
+
+
+def show_groups(names: Sequence[str] | None = None, *, data: str | Path | None = None, split: str = "train",
+                count: int = 6, seed: int = 0) -> list[GroupRow]:
+    """Act on digits with random elements of each group and measure each group's laws.
+
+    Args:
+        names: registry names (default: every registered group).
+        data: a directory of MNIST IDX files, or None for the bundled subset.
+        split: ``"train"`` or ``"test"``.
+        count: number of digits ``K``.
+        seed: seeds the law checks and, mixed with a checksum of the group's name, each group's
+            ``torch.Generator`` (so a group's row does not depend on which other groups are shown, and groups with
+            similar parametrizations do not all get the same draws).
+
+    Returns:
+        One :class:`GroupRow` per group, in the order given.
+
+    Raises:
+        UnknownNameError: a name is not registered (the message lists the registered ones).
+        ConfigError, DataError: bad ``count``/``split``/``seed`` or unreadable data.
+    """
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise ConfigError(f"show-groups: expected --seed to be a non-negative int, got {seed!r}")
+    names = _parse_names(names)
+    groups = [(name, make_group(name)) for name in names]  # every name is resolved before any work starts
+    x = load_digits(count, data=data, split=split)
+    # Imported here: equican.testing pulls in hypothesis, which `equican --help` should not pay for.
+    from .testing import check_group_laws
+
+    rows = []
+    for name, group in groups:
+        generator = torch.Generator().manual_seed(seed * 1_000_003 + zlib.crc32(name.encode()))
+        g = group.sample(count, generator=generator, dtype=x.dtype)
+        with torch.no_grad():
+            transformed = group.act(g, x)
+            restored = group.act(group.inverse(g), transformed)
+        report = check_group_laws(group, seed=seed)
+        rows.append(GroupRow(name, group, g, x, transformed, restored, report))
+    return rows
+
+
+def _strip(images: torch.Tensor, gap: int = 2) -> torch.Tensor:
+    """``(K, 1, H, W)`` -> one ``(H, K·W + (K-1)·gap)`` strip, the gaps NaN (drawn in the colormap's 'bad' colour)."""
+    k, _, h, w = images.shape
+    out = torch.full((h, k * w + (k - 1) * gap), float("nan"))
+    for i in range(k):
+        out[:, i * (w + gap): i * (w + gap) + w] = images[i, 0].clamp(0, 1)
+    return out
+
+
+def render_grid(rows: Sequence[GroupRow], *, title: str = "") -> Any:
+    """Draw the grid: one row per group, columns original / transformed / transformed back.
+
+    Args:
+        rows: the output of :func:`show_groups`.
+        title: a line above the grid.
+
+    Returns:
+        A ``matplotlib.figure.Figure`` (not attached to pyplot; save it with ``fig.savefig``).
+    """
+    # Figure + the Agg canvas directly: no pyplot global state, no GUI backend, works headless.
+    import matplotlib
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    count = rows[0].original.shape[0]
+    columns = [("original  x", "original"), ("transformed  act(g, x)", "transformed"),
+               ("transformed back  act(g⁻¹, act(g, x))", "restored")]
+    strip_w = max(0.6 * count, 2.8)  # inches per column: wide enough for the longest column title
+    height, width = _strip(rows[0].original).shape
+    row_h = max(0.6 * count, 0.0) * height / width + 0.3  # the strip's own aspect, plus room between rows
+    fig = Figure(figsize=(3 * strip_w + 2.0, max(row_h, 0.75) * len(rows) + 0.8), dpi=110, layout="constrained")
+    FigureCanvasAgg(fig)
+    cmap = matplotlib.colormaps["gray"].with_extremes(bad="#5b7fa8")
+    axes = fig.subplots(len(rows), 3, squeeze=False)
+    for r, row in enumerate(rows):
+        for c, (heading, field) in enumerate(columns):
+            ax = axes[r, c]
+            ax.imshow(_strip(getattr(row, field)).numpy(), cmap=cmap, vmin=0, vmax=1, interpolation="nearest")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if r == 0:
+                ax.set_title(heading, fontsize=10)
+        status = "laws passed" if row.report.passed else "LAWS FAILED"
+        axes[r, 0].set_ylabel(f"{row.name}\n{type(row.group).__name__}\n{status}", rotation=0, ha="right",
+                              va="center", fontsize=9, color="black" if row.report.passed else "red")
+        axes[r, 2].text(1.02, 0.5, f"round trip\nmean |Δ|\n{row.roundtrip_error:.3f}", transform=axes[r, 2].transAxes,
+                        ha="left", va="center", fontsize=8)
+    if title:
+        fig.suptitle(title, fontsize=11)
+    return fig
+
+
+def _summary(rows: Sequence[GroupRow]) -> str:
+    """A table: per group, laws passed, the worst error/tolerance ratio, and the digits' round-trip error."""
+    lines = [f"{'group':<12} {'class':<18} {'laws':<7} {'worst error/tolerance':>22} {'digits mean |Δ|':>16}",
+             "-" * 79]
+    for row in rows:
+        ratios = [r.error / r.tolerance for r in row.report.results if r.tolerance > 0]
+        worst = f"{max(ratios):.3g}" if ratios else "-"
+        lines.append(f"{row.name:<12} {type(row.group).__name__:<18} {'passed' if row.report.passed else 'FAILED':<7} "
+                     f"{worst:>22} {row.roundtrip_error:>16.4f}")
+    return "\n".join(lines)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of the ``equican`` command."""
+    parser = argparse.ArgumentParser(prog="equican", description="equican: equivariance by canonicalization.")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    show = commands.add_parser(
+        "show-groups", help="draw every group acting on MNIST digits and print the measured group-law errors",
+        description="Act on K MNIST digits with random elements of each registered group, write a PNG grid "
+                    "(original, transformed, transformed back) and print each group's measured law errors.")
+    show.add_argument("--data", metavar="DIR", default=None,
+                      help="directory of MNIST IDX files (train-images-idx3-ubyte[.gz], ...); default: the subset "
+                           "bundled with the package")
+    show.add_argument("--split", choices=("train", "test"), default="train", help="which split (default: train)")
+    show.add_argument("--out", metavar="PATH", type=Path, default=Path("outputs/show_groups.png"),
+                      help="PNG to write (default: outputs/show_groups.png)")
+    show.add_argument("--seed", type=int, default=0, help="seed of the sampled elements and law checks (default 0)")
+    show.add_argument("--count", metavar="K", type=int, default=6, help=f"digits per row, 1..{MAX_COUNT} (default 6)")
+    show.add_argument("--groups", metavar="NAMES", nargs="+", default=None,
+                      help="group names, space- or comma-separated (default: every registered group)")
+    return parser
+
+
+def _run_show_groups(args: argparse.Namespace) -> int:
+    rows = show_groups(args.groups, data=args.data, split=args.split, count=args.count, seed=args.seed)
+    for row in rows:
+        print(f"== {row.name}: {row.group!r}")
+        print(row.report)
+        print()
+    print(_summary(rows))
+    source = args.data or "bundled MNIST subset"
+    fig = render_grid(rows, title=f"equican show-groups: {args.count} {args.split} digits from {source}, "
+                                  f"seed {args.seed}")
+    try:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(args.out)
+    except OSError as exc:
+        raise ConfigError(f"show-groups: expected a writable --out path, got {args.out} ({exc.strerror or exc})") \
+            from None
+    print(f"\nwrote {args.out}")
+    failed = [row.name for row in rows if not row.report.passed]
+    if failed:
+        print(f"equican show-groups: group laws failed for: {', '.join(failed)}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the ``equican`` command with ``argv`` (default: ``sys.argv[1:]``); returns the exit status.
+
+    Errors in the input (an unknown group, a missing data directory, a bad count) print one line to stderr and
+    return 2 instead of raising, so the command never shows a traceback for a user mistake.
+    """
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # argparse has printed usage and the problem; keep main() a function that returns
+        return int(exc.code or 0)
+    if args.command is None:
+        parser.print_help(sys.stderr)
+        return 2
+    try:
+        return _run_show_groups(args)
+    except EquicanError as exc:
+        print(f"equican {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,27 @@
+"""The testing toolkit of equican: the group laws, equivariance checkers and hypothesis strategies, for users too.
+
+* :func:`check_group_laws` measures every group law of a group (identity, inverse, associativity, the action laws,
+  shapes and dtypes, randomness, the chart, optionally a gradcheck) and returns a :class:`LawReport` of measured
+  errors and tolerances.
+* :class:`GroupContract`: subclass it in a test module (``class TestMyGroup(GroupContract): group = MyGroup()``) to
+  get one hypothesis-driven pytest test per law.
+* :func:`assert_equivariant` and :func:`assert_invariant` check functions of images and return a :class:`LawResult`.
+* :mod:`equican.testing.strategies`: hypothesis strategies for elements and images (:func:`elements`,
+  :func:`images`, :func:`elements_and_images`).
+* :func:`band_limited_images` and :func:`white_noise_images`: the test images the tolerances are measured on.
+* :func:`measure_law_errors`: the largest law errors over many seeds, to set a new group's ``tolerance``.
+"""
+
+from .checkers import assert_equivariant, assert_invariant
+from .contract import GroupContract
+from .images import NOISE_PERIOD, WINDOW_RADIUS, band_limited_images, interior, radial_window, white_noise_images
+from .laws import (DEFAULT_LAWS, LAWS, VERDICT_LAWS, LawReport, LawResult, LawSetup, check_group_laws,
+                   measure_law_errors, run_law)
+from .strategies import batch_sizes, elements, elements_and_images, images, seeds
+
+__all__ = [
+    "DEFAULT_LAWS", "LAWS", "NOISE_PERIOD", "VERDICT_LAWS", "WINDOW_RADIUS", "GroupContract", "LawReport", "LawResult",
+    "LawSetup", "assert_equivariant", "assert_invariant", "band_limited_images", "batch_sizes", "check_group_laws",
+    "elements", "elements_and_images", "images", "interior", "measure_law_errors", "radial_window", "run_law",
+    "seeds", "white_noise_images",
+]

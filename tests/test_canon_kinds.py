@@ -1,0 +1,159 @@
+"""Every canonicalizer kind on every registered group: shapes, dtypes, round trip, gradients, input validation."""
+
+from __future__ import annotations
+
+import warnings
+
+import pytest
+import torch
+from _canon_helpers import KINDS, make_kind, smooth_images
+
+from equican import list_groups, make_group
+from equican.canon import (Canonicalized, CanonResult, ConvergenceWarning, DEQConfig, IdentityCanonicalizer,
+                           OptimizationConfig, SolverSettings)
+from equican.errors import ConfigError, DTypeError, NonFiniteError, ShapeError
+
+SIZE = 16
+
+
+def _run(canon, x):
+    with warnings.catch_warnings():
+        # Random (untrained) update networks are not contractive; non-convergence is tested in test_canon_deq.py.
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        return canon(x)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("group_name", list_groups())
+def test_shapes_dtypes_round_trip(group_name, kind, dtype):
+    group = make_group(group_name)
+    canon = make_kind(kind, group, 2).to(dtype)
+    x = smooth_images(3, 2, SIZE, seed=1, dtype=dtype)
+    res = _run(canon, x)
+    assert isinstance(res, CanonResult)
+    assert res.x.shape == x.shape and res.x.dtype == dtype
+    assert res.g.shape == (3, *group.param_shape) and res.g.dtype == dtype
+    group.check(res.g)
+    # The random heads move g away from the identity for the learned kinds, so the round trip is not trivial.
+    if kind != "identity" and not group.discrete:
+        assert float(group.distance(res.g, group.identity_like(res.g)).detach().max()) > 1e-3
+    # act(g, canonical x) = x: compared on the central half, which no element used here moves out of the image.
+    back = group.act(res.g, res.x)
+    q = SIZE // 4
+    err = float((back - x)[..., q:-q, q:-q].detach().abs().max())
+    assert err <= group.tolerance(dtype).action + 1e-6, err
+
+
+@pytest.mark.parametrize("kind", [k for k in KINDS if k != "identity"])
+@pytest.mark.parametrize("group_name", list_groups())
+def test_gradients_reach_parameters(group_name, kind):
+    group = make_group(group_name)
+    canon = make_kind(kind, group, 1).train()
+    x = smooth_images(2, 1, SIZE, seed=2)
+    res = _run(canon, x)
+    target = smooth_images(2, 1, SIZE, seed=3)
+    loss = (res.x - target).square().mean() + canon.prior_loss(res.g).mean()
+    loss.backward()
+    grads = [p.grad for p in canon.parameters()]
+    assert all(g is None or bool(torch.isfinite(g).all()) for g in grads)
+    assert sum(float(g.abs().sum()) for g in grads if g is not None) > 0
+
+
+def test_identity_canonicalizer_is_the_identity():
+    group = make_group("monotone")
+    x = smooth_images(2, 1, SIZE, seed=0)
+    res = IdentityCanonicalizer(group)(x)
+    assert torch.allclose(res.x, x, atol=1e-6)
+    assert float(group.distance(res.g, group.identity_like(res.g)).max()) < 1e-6
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_invalid_inputs_raise(kind):
+    canon = make_kind(kind, make_group("rotation"), 1)
+    x = smooth_images(2, 1, SIZE, seed=0)
+    bad = x.clone()
+    bad[1, 0, 3, 4] = float("nan")
+    with pytest.raises(NonFiniteError, match="expected finite values in x"):
+        canon(bad)
+    with pytest.raises(ShapeError, match=r"expected x of shape \(B, C, H, W\)"):
+        canon(x[0])
+    with pytest.raises(DTypeError):
+        canon(x.to(torch.int64))
+    if kind != "identity":
+        with pytest.raises(DTypeError, match="parameters' dtype"):
+            canon(x.double())
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_no_state_between_calls(kind):
+    canon = make_kind(kind, make_group("affine"), 1).eval()
+    x1, x2 = smooth_images(2, 1, SIZE, seed=4), smooth_images(2, 1, SIZE, seed=5)
+    before = {k: v.clone() for k, v in canon.state_dict().items()}
+    attrs = set(vars(canon))
+    a = _run(canon, x1)
+    _run(canon, x2)
+    b = _run(canon, x1)
+    assert torch.equal(a.x, b.x) and torch.equal(a.g, b.g)
+    assert set(vars(canon)) == attrs
+    assert all(torch.equal(before[k], v) for k, v in canon.state_dict().items())
+
+
+@pytest.mark.parametrize("group_name", list_groups())
+def test_prior_loss(group_name):
+    group = make_group(group_name)
+    canon = IdentityCanonicalizer(group)
+    e = group.identity(3).requires_grad_()
+    loss = canon.prior_loss(e)
+    assert loss.shape == (3,) and float(loss.detach().abs().max()) < 1e-10
+    loss.sum().backward()
+    assert bool(torch.isfinite(e.grad).all())  # finite at the identity, where every solve starts
+    g = group.sample(64, generator=torch.Generator().manual_seed(0))
+    assert float(canon.prior_loss(g).max()) > 0
+
+
+def test_configs_are_validated():
+    with pytest.raises(ConfigError, match="solver"):
+        SolverSettings(solver="newton")
+    with pytest.raises(ConfigError, match="max_iter >= 3"):
+        SolverSettings(solver="anderson", max_iter=2)
+    with pytest.raises(ConfigError, match="tol"):
+        SolverSettings(tol=0.0)
+    with pytest.raises(ConfigError, match="gradient"):
+        DEQConfig(gradient="backprop")
+    with pytest.raises(ConfigError, match="on_nonconvergence"):
+        DEQConfig(on_nonconvergence="nan")
+    with pytest.raises(ConfigError, match="train"):
+        DEQConfig(train={"max_iter": 3})
+    with pytest.raises(ConfigError, match="unroll"):
+        OptimizationConfig(steps=2, unroll=3)
+    with pytest.raises(ConfigError, match="optimizer"):
+        OptimizationConfig(optimizer="lbfgs")
+    with pytest.raises(ConfigError, match="expected group"):
+        IdentityCanonicalizer("monotone")
+    with pytest.raises(dataclasses_frozen_error()):
+        DEQConfig().gradient = "implicit"
+
+
+def dataclasses_frozen_error():
+    import dataclasses
+
+    return dataclasses.FrozenInstanceError
+
+
+def test_canonicalized_wrapper():
+    group = make_group("cyclic")
+    canon = make_kind("direct", group, 1)
+    x = smooth_images(4, 1, SIZE, seed=6)
+    pointwise = torch.nn.Conv2d(1, 3, 1)
+    # A pointwise model commutes with every rot90, so the equivariant wrapper must reproduce it exactly.
+    y = Canonicalized(pointwise, canon, output="equivariant")(x)
+    assert torch.allclose(y, pointwise(x), atol=1e-6)
+    # Invariant: the model sees the canonical input.
+    pooled = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(SIZE * SIZE, 5))
+    inv = Canonicalized(pooled, canon)(x)
+    assert torch.allclose(inv, pooled(canon(x).x), atol=1e-6)
+    with pytest.raises(ShapeError, match="equivariant model output"):
+        Canonicalized(pooled, canon, output="equivariant")(x)
+    with pytest.raises(ConfigError, match="output"):
+        Canonicalized(pooled, canon, output="covariant")
