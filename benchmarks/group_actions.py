@@ -9,10 +9,14 @@ Rows:
 * ``per_axis``: the paper's inversion (our own implementation of it): each pixel row's x-warp and each pixel
   column's y-warp inverted independently by searchsorted and linear interpolation;
 * ``node_lattice``: ``act(inverse(g), ·)``, the inverse element (exact at the lattice nodes) interpolated;
-* ``act_inverse``: ``MonotoneScaling.act_inverse``, the inverse re-solved per pixel where interpolation misses by
-  half a pixel or more (what canonicalizers use);
-* ``exact_per_pixel``: the inverse solved at every pixel (``inverse_grid(..., pixel_tol=0)``): no inverse sampled
-  bilinearly can do better, so this row is the floor that the two bilinear resamplings leave.
+* ``act_inverse``: ``MonotoneScaling.act_inverse`` (the inverse action; ``act(inverse(g), ·)`` by definition), the
+  inverse re-solved per pixel where interpolating it misses by half a pixel or more;
+* ``exact_per_pixel``: the inverse solved at every pixel (``inverse_grid(..., pixel_tol=0)``), the floor that the
+  two bilinear resamplings leave to any inverse sampled at the pixels' exact preimages (the per-axis inversion
+  edges below it on separable warps: it inverts the pixel samples' linear interpolation, whose weights match
+  those of the resampling);
+* ``exact_warp_exact_inverse`` (diagnostic): ``act(g, x)`` computed without resampling error (the bicubic image
+  read at the sampling map), then the exact inverse: the error of the one remaining bilinear resampling.
 
 (b) Speed on (64, 3, 224, 224) float32 CPU for every registered group at its defaults (``make_group(name)``):
 ``act``, ``inverse``, the inverse action ``act_inverse`` (inverse included) and ``compose``, each as a ratio to
@@ -22,7 +26,8 @@ The sampling time depends on the grid (a monotone warp's grid samples ~2x slower
 is why each group is compared with its own. Reference rows: kornia's ``warp_affine`` with the pixel matrix
 equivalent to the affine elements (the affine, rotation and scale groups build a separable grid instead, for speed),
 and the per-axis inverse action. All operations are measured interleaved in one run; times are the minimum over
-``--repeats`` (medians are in the JSON).
+``--repeats`` (medians are in the JSON), with ``--threads`` torch threads (default 1: on a CPU shared with other
+work, multi-threaded timings of many small operations are dominated by threads waiting for each other).
 
 Writes ``group_actions.json`` and ``group_actions.png`` to ``--out`` (default outputs/benchmarks), prints a table.
 
@@ -55,10 +60,21 @@ MARGIN = 4
 
 
 # ---------------------------------------------------------------------- (a) accuracy
-def smooth_images(count: int, *, size: int, generator: torch.Generator) -> torch.Tensor:
-    """Bicubic upsampling of 8×8 uniform noise, shape ``(count, 1, size, size)``."""
+def smooth_images(count: int, *, size: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """Bicubic upsampling of 8×8 uniform noise: ``(images (count, 1, size, size), noise (count, 1, 8, 8))``."""
     noise = torch.rand(count, 1, 8, 8, generator=generator)
-    return F.interpolate(noise, size=(size, size), mode="bicubic", align_corners=True)
+    return F.interpolate(noise, size=(size, size), mode="bicubic", align_corners=True), noise
+
+
+def exact_warp(noise: torch.Tensor, group, g: torch.Tensor, size: int) -> torch.Tensor:
+    """``act(g, x)`` without resampling error: the continuous image (bicubic in the noise) read at the sampling map.
+
+    ``F.grid_sample(noise, ..., mode="bicubic", padding_mode="border")`` is the same cubic convolution as
+    ``F.interpolate(..., mode="bicubic")`` that made the images, evaluated at any point instead of the pixels.
+    """
+    sampling = group.act(g, coordinate_images(g.shape[0], size, size))  # g⁻¹·u at every pixel (exact: linear image)
+    return F.grid_sample(noise, sampling.permute(0, 2, 3, 1), mode="bicubic", padding_mode="border",
+                         align_corners=True)
 
 
 def protocol_warps(count: int, *, generator: torch.Generator, separable: bool) -> tuple[object, torch.Tensor]:
@@ -107,19 +123,24 @@ def round_trip_error(x: torch.Tensor, back: torch.Tensor) -> dict[str, float]:
 
 def accuracy(count: int, seed: int) -> dict:
     generator = torch.Generator().manual_seed(seed)
-    x = smooth_images(count, size=64, generator=generator)
+    x, noise = smooth_images(count, size=64, generator=generator)
     methods: dict[str, dict[str, dict[str, float]]] = {}
     folds: dict[str, dict[str, float]] = {}
     for kind in ("nonseparable", "separable"):
         group, g = protocol_warps(count, generator=generator, separable=kind == "separable")
         y = group.act(g, x)
         folded = group.folded_fraction(g)
-        folds[kind] = {"mean_folded_cells": float(folded.mean()), "warps_with_folds": float((folded > 0).float().mean())}
+        folds[kind] = {"mean_folded_cells": float(folded.mean()),
+                       "warps_with_folds": float((folded > 0).float().mean())}
         backs = {
             "per_axis": grid_sample(y, per_axis_inverse_grid(g, 64, 64)),
             "node_lattice": group.act(group.inverse(g), y),
             "act_inverse": group.act_inverse(g, y),
             "exact_per_pixel": grid_sample(y, group.inverse_grid(g, 64, 64, pixel_tol=0)),
+            # Diagnostic: the forward warp without its resampling error, then the exact inverse: what one bilinear
+            # resampling of the warped content costs by itself.
+            "exact_warp_exact_inverse": grid_sample(exact_warp(noise, group, g, 64),
+                                                    group.inverse_grid(g, 64, 64, pixel_tol=0)),
         }
         for name, back in backs.items():
             methods.setdefault(name, {})[kind] = round_trip_error(x, back)
@@ -233,12 +254,12 @@ def print_report(result: dict) -> None:
     for kind, f in acc["folds"].items():
         print(f"    {kind}: {100 * f['warps_with_folds']:.0f}% of warps fold, "
               f"{100 * f['mean_folded_cells']:.1f}% of lattice cells folded on average")
-    print(f"    {'method':18s} {'nonsep mean':>12s} {'nonsep max':>11s} {'sep mean':>10s} {'sep max':>9s}")
+    print(f"    {'method':26s} {'nonsep mean':>12s} {'nonsep max':>11s} {'sep mean':>10s} {'sep max':>9s}")
     for name, m in acc["methods"].items():
         n, s = m["nonseparable"], m["separable"]
-        print(f"    {name:18s} {n['mean']:12.4f} {n['max']:11.3f} {s['mean']:10.4f} {s['max']:9.3f}")
+        print(f"    {name:26s} {n['mean']:12.4f} {n['max']:11.3f} {s['mean']:10.4f} {s['max']:9.3f}")
     t = acc["targets"]
-    print(f"    {'target':18s} {t['nonseparable_mean']:12.4f} {t['nonseparable_max']:11.3f} "
+    print(f"    {'target':26s} {t['nonseparable_mean']:12.4f} {t['nonseparable_max']:11.3f} "
           f"{t['separable_mean']:10.4f} {'':>9s}")
     sp = result["speed"]
     print(f"\n(b) speed on {tuple(sp['shape'])} {sp['dtype']} {sp['device']}, {result['config']['threads']} thread(s), "
@@ -276,10 +297,11 @@ def plot(result: dict, path: Path) -> None:
     left.axhline(TARGETS["act_inverse_ratio"], color="C2", ls="--", lw=1,
                  label=f"monotone act_inverse target ≤{TARGETS['act_inverse_ratio']}")
     left.set_yscale("log")
+    left.set_ylim(top=30)
     left.set_ylabel("time / grid_sample on the same grid")
     shape = "×".join(map(str, result["speed"]["shape"]))
     left.set_title(f"speed, {shape} float32 CPU, {result['config']['threads']} thread(s)")
-    left.legend(fontsize=8)
+    left.legend(fontsize=8, loc="upper left", ncol=3)
 
     methods = result["accuracy"]["methods"]
     names = list(methods)
@@ -292,11 +314,12 @@ def plot(result: dict, path: Path) -> None:
                                 (TARGETS["nonseparable_max"], "non-sep max target", "C1"),
                                 (TARGETS["separable_mean"], "sep mean target", "C2")):
         right.axhline(value, color=color, ls="--", lw=1, label=label)
-    right.set_xticks(range(len(names)), [n.replace("_", "\n") for n in names], fontsize=8)
+    right.set_xticks(range(len(names)), [n.replace("_", "\n") for n in names], fontsize=7)
     right.set_yscale("log")
+    right.set_ylim(1e-3, 5)
     right.set_ylabel("|act(g⁻¹, act(g, x)) − x| on the interior")
     right.set_title("monotone round trip, R=4, logits U(0,1)")
-    right.legend(fontsize=7)
+    right.legend(fontsize=7, loc="upper right", ncol=2)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

@@ -68,6 +68,7 @@ _VALIDATED: dict[str, tuple[str, ...]] = {
     "compose": ("g", "h"),
     "inverse": ("g",),
     "act": ("g", "x"),
+    "act_inverse": ("g", "x"),
     "distance": ("g", "h"),
     "to_unconstrained": ("g",),
     "from_unconstrained": ("z",),
@@ -275,7 +276,7 @@ def _wrap_factory(fn: Callable[..., Any], method: str) -> Callable[..., Any]:
 
 # The defaults written on Group itself are validated too: __init_subclass__ only wraps what a subclass defines, so a
 # group keeping the default chart or distance (Rotation2d, Scale2d) would otherwise accept any shape, NaN included.
-for _method in ("distance", "to_unconstrained", "from_unconstrained"):
+for _method in ("act_inverse", "distance", "to_unconstrained", "from_unconstrained"):
     setattr(Group, _method, _validated(_method, _VALIDATED[_method], Group.__dict__[_method]))
 del _method
 

@@ -42,7 +42,7 @@ def test_writes_json_and_plot(quick_run):
 def test_accuracy_section_structure(quick_run):
     _, result, _ = quick_run
     methods = result["accuracy"]["methods"]
-    assert set(methods) == {"per_axis", "node_lattice", "act_inverse", "exact_per_pixel"}
+    assert set(methods) == {"per_axis", "node_lattice", "act_inverse", "exact_per_pixel", "exact_warp_exact_inverse"}
     for per_kind in methods.values():
         assert set(per_kind) == {"nonseparable", "separable"}
         for stats in per_kind.values():

@@ -1,11 +1,20 @@
-"""Data: an IDX reader/writer and MNIST loading (the bundled subset or a user's full copy).
+"""Data: an IDX reader/writer, MNIST loading (the bundled subset or a user's full copy), and datasets built on it.
 
 ``load_mnist()`` with no ``root`` reads the small subset shipped inside the package, so examples and tests need
-no download; pass ``root=`` a directory of MNIST IDX files to use a full copy.
+no download; pass ``root=`` a directory of MNIST IDX files to use a full copy. On top of it:
+
+* :class:`LocalScaleMNIST` (and :func:`local_scale_mnist` for tensors): the paper's Locally Scaled MNIST, several
+  digits each rescaled by its own factor, with :class:`LocalScalePairs` for the local-scale error.
+* :class:`TransformedMNIST` (and :func:`transformed_mnist`): digits transformed by random elements of any group.
+* :func:`index_generator`: the per-index random generators that make both reproducible under random access.
 """
 
 from .idx import IdxHeader, read_idx, read_idx_header, write_idx
+from .local_scale import LAYOUTS, LocalScaleConfig, LocalScaleMNIST, LocalScalePairs, local_scale_mnist
 from .mnist import BUNDLED_MNIST_DIR, MNIST_FILES, load_mnist, mnist_files
+from .seeding import index_generator
+from .transformed import TransformedConfig, TransformedMNIST, transformed_mnist
 
-__all__ = ["BUNDLED_MNIST_DIR", "IdxHeader", "MNIST_FILES", "load_mnist", "mnist_files", "read_idx",
-           "read_idx_header", "write_idx"]
+__all__ = ["BUNDLED_MNIST_DIR", "IdxHeader", "LAYOUTS", "LocalScaleConfig", "LocalScaleMNIST", "LocalScalePairs",
+           "MNIST_FILES", "TransformedConfig", "TransformedMNIST", "index_generator", "load_mnist",
+           "local_scale_mnist", "mnist_files", "read_idx", "read_idx_header", "transformed_mnist", "write_idx"]

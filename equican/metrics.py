@@ -1,0 +1,336 @@
+"""Evaluation metrics: accuracy, group invariance and equivariance errors, and the paper's local-scale error.
+
+Every metric is one function taking
+
+* ``model``: any callable ``x -> output``, an ``nn.Module`` or a plain function. Classification metrics need logits of
+  shape ``(B, K)``; :func:`equivariance_error` needs dense outputs ``(B, C', H', W')`` that the group can act on.
+  ``nn.Module`` models are switched to ``eval()`` for the call and their training flags restored afterwards.
+* ``data``: either in-memory tensors, a ``torch.Tensor`` or a *tuple* of tensors with equal first dimension, which
+  the metric splits into batches of ``batch_size``; or any other iterable of batches (a ``DataLoader``, a list of
+  batches), each batch a tensor or a tuple/list of tensors. Each metric documents which entries of a batch it reads.
+* ``device``: where batches are moved; by default the device of the model's first parameter (for a module with
+  parameters), otherwise wherever the batch already is.
+
+They run under ``torch.no_grad()`` and return a Python float, the mean over samples, or with ``per_sample=True`` the
+pair ``(mean, per-sample tensor)`` (on the CPU). Random group elements come from
+:func:`~equican.data.seeding.index_generator` keyed by ``(seed, n)`` for the ``n``-th sample seen, so a metric's value
+does not depend on the batch size, only on the order of the samples.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any, Union
+
+import torch
+from torch import nn
+
+from . import _validate as V
+from .data.local_scale import require_int
+from .data.seeding import index_generator
+from .errors import ConfigError, DTypeError, ShapeError
+from .group import Group, make_group
+
+__all__ = ["accuracy", "invariance_error", "local_scale_error", "equivariance_error", "paper_invariance_group"]
+
+Model = Callable[[torch.Tensor], torch.Tensor]
+Data = Union[torch.Tensor, tuple[torch.Tensor, ...], Iterable[Any]]
+Result = Union[float, tuple[float, torch.Tensor]]
+
+
+def paper_invariance_group() -> Group:
+    """The monotone-scaling group of the paper's invariance evaluation: ``R = 8`` cells, logits from ``U[0, 0.25)``.
+
+    Built through the registry: ``make_group("monotone", cells=8, strength=0.25)``.
+    """
+    return make_group("monotone", cells=8, strength=0.25)
+
+
+# ---------------------------------------------------------------------------------------------- plumbing
+def _require_group(group: object, *, where: str) -> Group:
+    if not isinstance(group, Group):
+        raise ConfigError(f"{where}: expected group to be an equican.Group (e.g. make_group(name, ...)), "
+                          f"got {type(group).__name__}")
+    return group
+
+
+def _model_device(model: Model, device: torch.device | str | None) -> torch.device | None:
+    if device is not None:
+        return torch.device(device)
+    if isinstance(model, nn.Module):
+        first = next(model.parameters(), None)
+        if first is not None:
+            return first.device
+    return None
+
+
+@contextlib.contextmanager
+def _evaluating(model: Model) -> Iterator[None]:
+    """Put an ``nn.Module`` (every submodule) in eval mode, restoring each one's training flag afterwards."""
+    if not isinstance(model, nn.Module):
+        yield
+        return
+    flags = [(m, m.training) for m in model.modules()]
+    model.eval()
+    try:
+        yield
+    finally:
+        for m, training in flags:
+            m.training = training
+
+
+def _batches(data: Data, batch_size: int, *, where: str) -> Iterator[tuple[torch.Tensor, ...]]:
+    """Batches of ``data`` as tuples of tensors (see the module docstring for the accepted forms)."""
+    require_int(batch_size, low=1, where=where, name="batch_size")
+    if isinstance(data, torch.Tensor):
+        data = (data,)
+    if isinstance(data, tuple) and data and all(isinstance(t, torch.Tensor) for t in data):
+        sizes = {t.shape[0] if t.ndim else None for t in data}
+        if len(sizes) != 1 or None in sizes:
+            raise ShapeError(f"{where}: expected tensors with one common first (sample) dimension, got shapes "
+                             f"{', '.join(V.fmt_shape(t.shape) for t in data)}")
+        n = data[0].shape[0]
+        for start in range(0, n, batch_size):
+            yield tuple(t[start:start + batch_size] for t in data)
+        return
+    if isinstance(data, (str, bytes)) or not isinstance(data, Iterable):
+        raise DTypeError(f"{where}: expected data to be a tensor, a tuple of tensors or an iterable of batches, "
+                         f"got {type(data).__name__}")
+    for batch in data:
+        items = (batch,) if isinstance(batch, torch.Tensor) else batch
+        if not isinstance(items, (tuple, list)) or not all(isinstance(t, torch.Tensor) for t in items):
+            raise DTypeError(f"{where}: expected each batch to be a tensor or a tuple/list of tensors, "
+                             f"got {type(batch).__name__}")
+        yield tuple(items)
+
+
+def _entries(batch: tuple[torch.Tensor, ...], count: int, *, where: str, names: str) -> tuple[torch.Tensor, ...]:
+    if len(batch) < count:
+        raise ShapeError(f"{where}: expected batches of at least {count} tensors ({names}), got {len(batch)}")
+    return batch[:count]
+
+
+def _move(t: torch.Tensor, device: torch.device | None) -> torch.Tensor:
+    return t if device is None else t.to(device)
+
+
+def _logits(model: Model, x: torch.Tensor, *, where: str) -> torch.Tensor:
+    out = model(x)
+    if not isinstance(out, torch.Tensor) or out.ndim != 2 or out.shape[0] != x.shape[0]:
+        shape = V.fmt_shape(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+        raise ShapeError(f"{where}: expected the model to return logits of shape ({x.shape[0]}, K) for a batch of "
+                         f"{x.shape[0]}, got {shape}")
+    V.require_finite(out, where=where, name="the model's logits")
+    return out
+
+
+def _elements(group: Group, seed: int, start: int, count: int, *, device: torch.device,
+              dtype: torch.dtype) -> torch.Tensor:
+    """Elements for samples ``start .. start+count-1``, each drawn from its own ``(seed, n)`` generator."""
+    return torch.cat([group.sample(1, generator=index_generator(seed, n), device=device, dtype=dtype)
+                      for n in range(start, start + count)])
+
+
+def _finish(values: list[torch.Tensor], per_sample: bool, *, where: str) -> Result:
+    if not values or sum(v.shape[0] for v in values) == 0:
+        raise ShapeError(f"{where}: expected at least one sample, got empty data")
+    per = torch.cat([v.detach().cpu() for v in values])
+    mean = float(per.double().mean())
+    return (mean, per) if per_sample else mean
+
+
+# ---------------------------------------------------------------------------------------------- metrics
+@torch.no_grad()
+def accuracy(model: Model, data: Data, *, batch_size: int = 256, device: torch.device | str | None = None,
+             per_sample: bool = False) -> Result:
+    """Top-1 accuracy: the fraction of samples whose largest logit is at the label.
+
+    Args:
+        model: ``x (B, ...) -> logits (B, K)``.
+        data: batches ``(x, y, ...)`` with labels ``y (B,)`` of an integer dtype in ``[0, K)``.
+        batch_size: for in-memory tensors.
+        device: where to evaluate (default: the model's).
+        per_sample: also return the per-sample correctness, bool ``(N,)``.
+
+    Returns:
+        The accuracy in ``[0, 1]`` (and the per-sample tensor).
+
+    Raises:
+        ShapeError, DTypeError: malformed data or logits, labels out of range, or no samples.
+    """
+    where = "accuracy"
+    device = _model_device(model, device)
+    correct = []
+    with _evaluating(model):
+        for batch in _batches(data, batch_size, where=where):
+            x, y = (_move(t, device) for t in _entries(batch, 2, where=where, names="x, y"))
+            if y.ndim != 1 or y.shape[0] != x.shape[0]:
+                raise ShapeError(f"{where}: expected labels of shape ({x.shape[0]},), got {V.fmt_shape(y.shape)}")
+            if y.dtype.is_floating_point or y.dtype.is_complex or y.dtype == torch.bool:
+                raise DTypeError(f"{where}: expected integer labels, got {y.dtype}")
+            logits = _logits(model, x, where=where)
+            if y.numel() and (int(y.min()) < 0 or int(y.max()) >= logits.shape[1]):
+                raise ShapeError(f"{where}: expected labels in [0, {logits.shape[1]}) for {logits.shape[1]} logits, "
+                                 f"got values in [{int(y.min())}, {int(y.max())}]")
+            correct.append(logits.argmax(dim=1) == y)
+    return _finish(correct, per_sample, where=where)
+
+
+@torch.no_grad()
+def invariance_error(model: Model, data: Data, group: Group, *, seed: int = 0, batch_size: int = 64,
+                     device: torch.device | str | None = None, per_sample: bool = False) -> Result:
+    """Group invariance error: the mean of ``‖softmax(f(x)) − softmax(f(act(g, x)))‖₂`` over the samples.
+
+    Each sample gets its own random element ``g = group.sample(...)`` at the group's configured strength; the
+    paper evaluates monotone scaling with :func:`paper_invariance_group`. The value lies in ``[0, √2]``; 0 means
+    the predicted distribution did not move.
+
+    Args:
+        model: ``x (B, C, H, W) -> logits (B, K)``.
+        data: batches whose first entry is ``x (B, C, H, W)``, float32/float64 (further entries are ignored).
+        group: any :class:`~equican.Group`, e.g. ``make_group("rotation")``.
+        seed: the ``n``-th sample's element is drawn from ``index_generator(seed, n)``.
+        batch_size: for in-memory tensors.
+        device: where to evaluate (default: the model's).
+        per_sample: also return the per-sample errors, ``(N,)``.
+
+    Returns:
+        The mean error (and the per-sample tensor).
+
+    Raises:
+        ConfigError: ``group`` is not a Group, or an invalid ``seed``/``batch_size``.
+        ShapeError, DTypeError, NonFiniteError: malformed data or logits, or no samples.
+    """
+    where = "invariance_error"
+    _require_group(group, where=where)
+    require_int(seed, where=where, name="seed", low=0)
+    device = _model_device(model, device)
+    errors, seen = [], 0
+    with _evaluating(model):
+        for batch in _batches(data, batch_size, where=where):
+            x = _move(_entries(batch, 1, where=where, names="x")[0], device)
+            V.require_batch_images(x, where=where, name="x")
+            g = _elements(group, seed, seen, x.shape[0], device=x.device, dtype=x.dtype)
+            p = torch.softmax(_logits(model, x, where=where), dim=1)
+            p_g = torch.softmax(_logits(model, group.act(g, x), where=where), dim=1)
+            errors.append((p - p_g).norm(dim=1))
+            seen += x.shape[0]
+    return _finish(errors, per_sample, where=where)
+
+
+@torch.no_grad()
+def local_scale_error(model: Model, data: Data, *, batch_size: int = 16, device: torch.device | str | None = None,
+                      per_sample: bool = False) -> Result:
+    """The paper's local-scale error: relative L2 change of the prediction when the digits are rescaled.
+
+    For each sample, ``p_ref = softmax(f(reference))`` on the composite with every digit at scale 1 and
+    ``p_j = softmax(f(rescaled_j))`` on each of its ``k`` rescaled versions; the error is
+    ``‖p_ref − p_j‖₂ / ‖p_ref‖₂``, averaged over the ``k`` rescalings and the samples. (``‖p_ref‖₂ >= 1/√K > 0``
+    for a probability vector, so the ratio is always defined.)
+
+    Args:
+        model: ``x (B, C, H, W) -> logits (B, K)``.
+        data: batches ``(reference, rescaled, ...)`` with ``reference (B, C, H, W)`` and ``rescaled
+            (B, k, C, H, W)``, as :meth:`equican.data.LocalScaleMNIST.rescaling_pairs` yields them.
+        batch_size: for in-memory tensors (samples per batch; the model sees ``batch_size · k`` rescaled images).
+        device: where to evaluate (default: the model's).
+        per_sample: also return the errors of every rescaling, ``(N, k)``.
+
+    Returns:
+        The mean error (and the ``(N, k)`` tensor).
+
+    Raises:
+        ShapeError, DTypeError, NonFiniteError: malformed data or logits, or no samples.
+    """
+    where = "local_scale_error"
+    device = _model_device(model, device)
+    errors = []
+    with _evaluating(model):
+        for batch in _batches(data, batch_size, where=where):
+            reference, rescaled = (_move(t, device)
+                                   for t in _entries(batch, 2, where=where, names="reference, rescaled"))
+            V.require_batch_images(reference, where=where, name="reference")
+            V.require_tensor(rescaled, where=where, name="rescaled")
+            if (rescaled.ndim != 5 or rescaled.shape[0] != reference.shape[0] or rescaled.shape[1] < 1
+                    or rescaled.shape[2:] != reference.shape[1:]):
+                raise ShapeError(f"{where}: expected rescaled of shape ({reference.shape[0]}, k, "
+                                 f"{', '.join(map(str, reference.shape[1:]))}) with k >= 1 to match reference "
+                                 f"{V.fmt_shape(reference.shape)}, got {V.fmt_shape(rescaled.shape)}")
+            V.require_same_placement(reference, rescaled, where=where, names=("reference", "rescaled"))
+            V.require_finite(rescaled, where=where, name="rescaled")
+            b, k = rescaled.shape[:2]
+            p_ref = torch.softmax(_logits(model, reference, where=where), dim=1)  # (B, K)
+            p_s = torch.softmax(_logits(model, rescaled.flatten(0, 1), where=where), dim=1).view(b, k, -1)
+            errors.append((p_ref[:, None] - p_s).norm(dim=2) / p_ref.norm(dim=1)[:, None])
+    if errors and len({e.shape[1] for e in errors}) != 1:
+        raise ShapeError(f"{where}: expected the same k in every batch, got {sorted({e.shape[1] for e in errors})}")
+    return _finish(errors, per_sample, where=where)
+
+
+@torch.no_grad()
+def equivariance_error(model: Model, data: Data, group: Group, *, seed: int = 0, border: int = 0,
+                       eps: float = 1e-12, batch_size: int = 64, device: torch.device | str | None = None,
+                       per_sample: bool = False) -> Result:
+    """Equivariance error of a dense model: the relative L2 distance ``‖f(act(g, x)) − act(g, f(x))‖ / ‖act(g, f(x))‖``.
+
+    Normalization: per sample, both norms are taken over every entry (channels and pixels) of the output, after
+    dropping ``border`` pixels on each side; the ratio is averaged over the samples. The denominator is clamped at
+    ``eps``, so a sample whose transformed output is 0 contributes ``‖f(act(g, x))‖ / eps`` (0 when that is 0
+    too). Relative error makes the value independent of the output's scale: 0 is exact equivariance, and 1 is as
+    far off as an output of 0.
+
+    Each sample gets its own random element ``g = group.sample(...)``; the same ``g`` acts on the input and on the
+    output, so the output must be an image ``(B, C', H', W')`` the group can act on (normalized coordinates make
+    any resolution work).
+
+    Args:
+        model: ``x (B, C, H, W) -> y (B, C', H', W')``.
+        data: batches whose first entry is ``x (B, C, H, W)`` (further entries are ignored).
+        group: any :class:`~equican.Group`.
+        seed: the ``n``-th sample's element is drawn from ``index_generator(seed, n)``.
+        border: output pixels excluded on each side, e.g. where zero padding meets rotated corners.
+        eps: the clamp of the denominator, > 0.
+        batch_size: for in-memory tensors.
+        device: where to evaluate (default: the model's).
+        per_sample: also return the per-sample errors, ``(N,)``.
+
+    Returns:
+        The mean relative error (and the per-sample tensor).
+
+    Raises:
+        ConfigError: ``group`` is not a Group, or an invalid ``seed``/``border``/``eps``/``batch_size``.
+        ShapeError, DTypeError, NonFiniteError: malformed data or outputs, or no samples.
+    """
+    where = "equivariance_error"
+    _require_group(group, where=where)
+    require_int(seed, where=where, name="seed", low=0)
+    require_int(border, where=where, name="border", low=0)
+    if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not eps > 0:
+        raise ConfigError(f"{where}: expected eps > 0, got {eps!r}")
+    device = _model_device(model, device)
+    errors, seen = [], 0
+    with _evaluating(model):
+        for batch in _batches(data, batch_size, where=where):
+            x = _move(_entries(batch, 1, where=where, names="x")[0], device)
+            V.require_batch_images(x, where=where, name="x")
+            g = _elements(group, seed, seen, x.shape[0], device=x.device, dtype=x.dtype)
+            y = model(x)
+            y_g = model(group.act(g, x))
+            for name, out in (("f(x)", y), ("f(act(g, x))", y_g)):
+                if not isinstance(out, torch.Tensor) or out.ndim != 4 or out.shape[0] != x.shape[0]:
+                    shape = V.fmt_shape(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+                    raise ShapeError(f"{where}: expected the model's output {name} of shape ({x.shape[0]}, C, H, W), "
+                                     f"got {shape}")
+            if y_g.shape != y.shape:
+                raise ShapeError(f"{where}: expected f(act(g, x)) of the shape of f(x) {V.fmt_shape(y.shape)}, "
+                                 f"got {V.fmt_shape(y_g.shape)}")
+            if y.shape[-1] <= 2 * border or y.shape[-2] <= 2 * border:
+                raise ConfigError(f"{where}: expected border < half the output size {tuple(y.shape[-2:])}, "
+                                  f"got {border}")
+            expected = group.act(g.to(y.dtype), y)
+            crop = (slice(None), slice(None), slice(border, y.shape[-2] - border), slice(border, y.shape[-1] - border))
+            diff = (y_g - expected)[crop].flatten(1).norm(dim=1)
+            errors.append(diff / expected[crop].flatten(1).norm(dim=1).clamp_min(eps))
+            seen += x.shape[0]
+    return _finish(errors, per_sample, where=where)
