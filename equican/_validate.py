@@ -10,7 +10,7 @@ from collections.abc import Sequence
 
 import torch
 
-from .errors import DeviceError, DTypeError, NonFiniteError, ShapeError
+from .errors import ConfigError, DeviceError, DTypeError, NonFiniteError, ShapeError
 
 FLOAT_DTYPES = (torch.float32, torch.float64)
 
@@ -76,3 +76,10 @@ def require_batch_size(batch: object, *, where: str) -> int:
     if isinstance(batch, bool) or not isinstance(batch, int) or batch < 0:
         raise ShapeError(f"{where}: expected batch to be a non-negative int, got {batch!r}")
     return batch
+
+
+def require_int(value: object, *, low: int, where: str, name: str) -> int:
+    """A configuration integer ``>= low`` (bools are rejected); raises :class:`ConfigError`."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        raise ConfigError(f"{where}: expected {name} to be an int >= {low}, got {value!r}")
+    return value

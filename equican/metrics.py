@@ -27,7 +27,6 @@ import torch
 from torch import nn
 
 from . import _validate as V
-from .data.local_scale import require_int
 from .data.seeding import index_generator
 from .errors import ConfigError, DTypeError, ShapeError
 from .group import Group, make_group
@@ -82,7 +81,7 @@ def _evaluating(model: Model) -> Iterator[None]:
 
 def _batches(data: Data, batch_size: int, *, where: str) -> Iterator[tuple[torch.Tensor, ...]]:
     """Batches of ``data`` as tuples of tensors (see the module docstring for the accepted forms)."""
-    require_int(batch_size, low=1, where=where, name="batch_size")
+    V.require_int(batch_size, low=1, where=where, name="batch_size")
     if isinstance(data, torch.Tensor):
         data = (data,)
     if isinstance(data, tuple) and data and all(isinstance(t, torch.Tensor) for t in data):
@@ -204,7 +203,7 @@ def invariance_error(model: Model, data: Data, group: Group, *, seed: int = 0, b
     """
     where = "invariance_error"
     _require_group(group, where=where)
-    require_int(seed, where=where, name="seed", low=0)
+    V.require_int(seed, where=where, name="seed", low=0)
     device = _model_device(model, device)
     errors, seen = [], 0
     with _evaluating(model):
@@ -304,8 +303,8 @@ def equivariance_error(model: Model, data: Data, group: Group, *, seed: int = 0,
     """
     where = "equivariance_error"
     _require_group(group, where=where)
-    require_int(seed, where=where, name="seed", low=0)
-    require_int(border, where=where, name="border", low=0)
+    V.require_int(seed, where=where, name="seed", low=0)
+    V.require_int(border, where=where, name="border", low=0)
     if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not eps > 0:
         raise ConfigError(f"{where}: expected eps > 0, got {eps!r}")
     device = _model_device(model, device)

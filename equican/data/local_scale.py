@@ -56,12 +56,6 @@ _RESCALING_STREAM = 1
 _MAX_DIGITS = 18
 
 
-def require_int(value: object, *, low: int, where: str, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < low:
-        raise ConfigError(f"{where}: expected {name} to be an int >= {low}, got {value!r}")
-    return value
-
-
 @dataclass(frozen=True)
 class LocalScaleConfig:
     """How Locally Scaled MNIST composites are made (the paper's setting by default).
@@ -90,16 +84,16 @@ class LocalScaleConfig:
 
     def __post_init__(self) -> None:
         where = "LocalScaleConfig"
-        require_int(self.digits, low=1, where=where, name="digits")
+        V.require_int(self.digits, low=1, where=where, name="digits")
         if self.digits > _MAX_DIGITS:
             raise ConfigError(f"{where}: expected digits <= {_MAX_DIGITS} (labels are int64), got {self.digits}")
-        require_int(self.cell, low=1, where=where, name="cell")
-        require_int(self.canvas, low=1, where=where, name="canvas")
+        V.require_int(self.cell, low=1, where=where, name="cell")
+        V.require_int(self.canvas, low=1, where=where, name="canvas")
         if self.canvas < self.digits * self.cell:
             raise ConfigError(f"{where}: expected canvas >= digits * cell = {self.digits * self.cell} so that every "
                               f"layout fits, got {self.canvas}")
-        require_int(self.stride, low=1, where=where, name="stride")
-        require_int(self.seed, low=0, where=where, name="seed")
+        V.require_int(self.stride, low=1, where=where, name="stride")
+        V.require_int(self.seed, low=0, where=where, name="seed")
         low_high = tuple(self.scale_range) if isinstance(self.scale_range, (tuple, list)) else None
         if (low_high is None or len(low_high) != 2
                 or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in low_high)
@@ -351,7 +345,7 @@ class LocalScaleMNIST(Dataset):
         scales and of the other rescalings, and the same whatever ``k`` (the first 3 of ``k = 5`` are ``k = 3``).
         """
         i = self._index(index)
-        require_int(k, low=1, where=f"{type(self).__name__}.rescaling_scales", name="k")
+        V.require_int(k, low=1, where=f"{type(self).__name__}.rescaling_scales", name="k")
         return torch.cat([self._draw_scales(index_generator(self.config.seed, i, _RESCALING_STREAM + j), 1)
                           for j in range(k)])
 
@@ -405,7 +399,7 @@ class LocalScalePairs(Dataset):
         if not isinstance(dataset, LocalScaleMNIST):
             raise ConfigError(f"LocalScalePairs: expected a LocalScaleMNIST, got {type(dataset).__name__}")
         self.dataset = dataset
-        self.k = require_int(k, low=1, where="LocalScalePairs", name="k")
+        self.k = V.require_int(k, low=1, where="LocalScalePairs", name="k")
 
     def __len__(self) -> int:
         return len(self.dataset)

@@ -25,7 +25,8 @@ from torch.utils.data import Dataset
 
 from ..errors import ConfigError
 from ..group import Group, make_group
-from .local_scale import require_int, check_digits, digit_to_float, require_index
+from .. import _validate as V
+from .local_scale import check_digits, digit_to_float, require_index
 from .mnist import load_mnist
 from .seeding import index_generator
 
@@ -71,8 +72,8 @@ class TransformedConfig:
             raise ConfigError(f"{where}: expected group to be a registered name or an equican.Group, "
                               f"got {type(self.group).__name__}")
         object.__setattr__(self, "group_args", MappingProxyType(args))
-        require_int(self.canvas, low=2, where=where, name="canvas")
-        require_int(self.seed, low=0, where=where, name="seed")
+        V.require_int(self.canvas, low=2, where=where, name="canvas")
+        V.require_int(self.seed, low=0, where=where, name="seed")
 
 
 class TransformedMNIST(Dataset):
@@ -157,7 +158,7 @@ class TransformedMNIST(Dataset):
             batch_size: items per call of ``group.act``.
         """
         indices = [self._index(i) for i in (range(len(self)) if indices is None else indices)]
-        require_int(batch_size, low=1, where=f"{type(self).__name__}.tensors", name="batch_size")
+        V.require_int(batch_size, low=1, where=f"{type(self).__name__}.tensors", name="batch_size")
         side = self.config.canvas
         chunks = []
         for start in range(0, len(indices), batch_size):
