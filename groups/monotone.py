@@ -157,15 +157,27 @@ class MonotoneScaling(Group, name="monotone"):
         return self._refine_grid(g, self._invert(g), height, width, float(pixel_tol))
 
     def distance(self, g, h):
-        """Root-mean-square distance between the two sampling maps over the lattice nodes, shape ``(B,)``."""
-        return (g - h).pow(2).sum(dim=1).mean(dim=(1, 2)).sqrt()
+        """Root-mean-square distance between the two sampling maps over the lattice nodes, shape ``(B,)``.
+
+        Differentiable everywhere: where ``g = h`` the root has no derivative, and the gradient there is 0 (a
+        subgradient, and the exact gradient of the squared distance), never NaN.
+        """
+        mean_square = (g - h).pow(2).sum(dim=1).mean(dim=(1, 2))
+        positive = mean_square > 0
+        # Both wheres are needed: sqrt's derivative at 0 is infinite, and the outer where alone would pass on
+        # 0·∞ = NaN. The inner one keeps 0 out of sqrt, so that branch's gradient is finite and then masked.
+        return torch.where(positive, torch.where(positive, mean_square, 1.0).sqrt(), 0.0)
 
     def tolerance(self, dtype):
-        # element: compose and inverse are exact at the nodes; the laws compare fields that went through
-        # bilinear evaluation between nodes (measured max RMS 1.5e-3 in float64 over 200 seeds at the default
-        # strength; the float32 solve adds rounding of order 1e-6). action: two bilinear resamplings of the test
-        # images plus the between-node error of composite/inverse fields (measured max 0.024).
-        return Tolerance(element=3e-3, action=0.04)
+        # Measured with equican.testing.measure_law_errors: seeds 0-1999, batch 4, the default configuration,
+        # action laws on the interior of 32×32 band-limited images (the protocol of equican.testing.images).
+        # element: compose and inverse are exact at the nodes, so identity and compose(g⁻¹, g) = e hold to
+        # rounding (1e-16 / 6e-8); compose(g, g⁻¹) = e evaluates the inverse field between its nodes, where it is
+        # only bilinear: largest RMS error 0.0111 (float64) / 0.0089 (float32), associativity 0.0029; bound 0.017.
+        # Both dtypes share it: the between-node error dwarfs float32 rounding.
+        # action: largest error 0.0405 (float64) / 0.0415 (float32), inverse action (homomorphism 0.0317 /
+        # 0.0322; act_inverse at most 0.0519, float32); bound 0.062, 1.5x the largest through inverse().
+        return Tolerance(element=0.017, action=0.062)
 
     def invalid_reason(self, g):
         tol = 1e3 * torch.finfo(g.dtype).eps

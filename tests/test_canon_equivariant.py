@@ -22,6 +22,7 @@ def c4_canon():
     return EquivariantCanonicalizer(make_group("cyclic", n=4), in_channels=2, channels=(4,), kernel_size=3).eval()
 
 
+@torch.no_grad()
 def test_invariant_under_every_rot90(c4_canon):
     x = torch.rand(6, 2, 17, 17, generator=torch.Generator().manual_seed(1))
     ref = c4_canon(x)
@@ -34,6 +35,7 @@ def test_invariant_under_every_rot90(c4_canon):
         assert float(group.distance(res.g, group.compose(rot, ref.g)).max()) <= 1e-5
 
 
+@torch.no_grad()
 def test_scores_roll_with_rotations(c4_canon):
     x = torch.rand(3, 2, 12, 12, generator=torch.Generator().manual_seed(2))
     s = c4_canon.scores(x)

@@ -9,8 +9,8 @@ import torch
 from _canon_helpers import KINDS, make_kind, smooth_images
 
 from equican import list_groups, make_group
-from equican.canon import (Canonicalized, CanonResult, ConvergenceWarning, DEQConfig, IdentityCanonicalizer,
-                           OptimizationConfig, SolverSettings)
+from equican.canon import (Canonicalized, Canonicalizer, CanonResult, ConvergenceWarning, DEQConfig,
+                           IdentityCanonicalizer, OptimizationConfig, SolverSettings)
 from equican.errors import ConfigError, DTypeError, NonFiniteError, ShapeError
 
 SIZE = 16
@@ -107,7 +107,9 @@ def test_prior_loss(group_name):
     loss = canon.prior_loss(e)
     assert loss.shape == (3,) and float(loss.detach().abs().max()) < 1e-10
     loss.sum().backward()
-    assert bool(torch.isfinite(e.grad).all())  # finite at the identity, where every solve starts
+    # Exactly 0 at the identity (the loss's minimum), where every solve starts: in particular not NaN, which a
+    # distance written with a square root (monotone's RMS) gives unless it guards its derivative at 0.
+    assert float(e.grad.abs().max()) == 0
     g = group.sample(64, generator=torch.Generator().manual_seed(0))
     assert float(canon.prior_loss(g).max()) > 0
 
@@ -157,3 +159,44 @@ def test_canonicalized_wrapper():
         Canonicalized(pooled, canon, output="equivariant")(x)
     with pytest.raises(ConfigError, match="output"):
         Canonicalized(pooled, canon, output="covariant")
+
+
+class FixedChart(Canonicalizer):
+    """Canonicalizes with given chart parameters ``z`` (the same for every call): a known, possibly strong, warp."""
+
+    def __init__(self, group, z):
+        super().__init__(group)
+        self.z = z
+
+    def solve(self, x):
+        return self.z.to(x.dtype), {}
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("strength", [0.25, 1.0])
+def test_equivariant_outputs_map_back_through_act_inverse(strength, dtype):
+    # A pointwise model commutes with every warp, so the equivariant wrapper should return model(x) itself; what
+    # it misses is the error of mapping back. act_inverse(h, ·) solves monotone's inverse per pixel where the
+    # lattice is too coarse, act(g, ·) interpolates g = inverse(h) between nodes: at the default strength no cell
+    # needs solving and the two agree; at strength 1 (folded warps) the per-pixel solve is measured 6-7x more
+    # accurate (max error 0.0036 vs 0.0246 in float32, 0.011 vs 0.074 in float64).
+    group = make_group("monotone", strength=strength)
+    z = torch.rand(6, *group.unconstrained_shape, generator=torch.Generator().manual_seed(0)) * strength
+    canon = FixedChart(group, z)
+    x = smooth_images(6, 1, 48, seed=3, dtype=dtype)
+    model = torch.nn.Conv2d(1, 2, 1).to(dtype)
+    with torch.no_grad():
+        res = canon(x)
+        assert torch.equal(res.x, group.act(res.h, x))
+        y = Canonicalized(model, canon, output="equivariant")(x)
+        assert torch.equal(y, canon.uncanonicalize(res, model(res.x)))
+        crop = (slice(None), slice(None), slice(6, -6), slice(6, -6))
+        new = float((y - model(x))[crop].abs().max())
+        old = float((group.act(res.g, model(res.x)) - model(x))[crop].abs().max())
+        without_h = CanonResult(x=res.x, g=res.g, info=res.info)
+        assert torch.equal(canon.uncanonicalize(without_h, model(res.x)), group.act(res.g, model(res.x)))
+    assert new <= old + 1e-7, (new, old)
+    assert new <= group.tolerance(dtype).action, new
+    if strength == 1.0:
+        assert float(group.folded_fraction(res.h).max()) > 0  # the regime where interpolating g is off
+        assert new < 0.5 * old, (new, old)

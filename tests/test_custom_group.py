@@ -77,9 +77,13 @@ def test_check_group_laws_passes_for_the_new_group(dtype):
 
 def test_registry_driven_contract_tests_include_the_new_group(request):
     """Every law test in test_laws.py was collected for ``shear_x`` too, without a line of test code for it."""
-    law_items = [item for item in request.session.items if item.path.name == "test_laws.py"]
+    items = request.session.items
+    law_items = [item for item in items if item.path.name == "test_laws.py"]
     if not law_items:
         pytest.skip("tests/test_laws.py is not part of this run")
+    if items.index(law_items[0]) < items.index(request.node):
+        pytest.skip("tests/test_laws.py was collected before this module registered shear_x (files given out of "
+                    "alphabetical order on the command line)")
     shear_items = [item for item in law_items
                    if isinstance(getattr(item, "callspec", None) and item.callspec.params.get("group"),
                                  HorizontalShear)]

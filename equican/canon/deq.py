@@ -14,19 +14,15 @@ import torch
 from torch import nn
 from torchdeq import get_deq
 
-from ..errors import ConfigError
+from ..errors import ConfigError, ConvergenceWarning
 from ..group import Group
 from .direct import UpdateCanonicalizer
 
-__all__ = ["SolverSettings", "DEQConfig", "DEQCanonicalizer", "ConvergenceWarning"]
+__all__ = ["SolverSettings", "DEQConfig", "DEQCanonicalizer"]
 
 _SOLVERS = ("anderson", "broyden", "fixed_point_iter")
 _GRADIENTS = ("implicit", "phantom")
 _POLICIES = ("best", "identity")
-
-
-class ConvergenceWarning(UserWarning):
-    """A fixed-point solve stopped at its iteration cap above its tolerance for some inputs."""
 
 
 def _require(ok: bool, where: str, message: str) -> None:
@@ -85,8 +81,8 @@ class DEQConfig:
         backward_solver, backward_max_iter, backward_tol: the adjoint solve of the implicit gradient.
         on_nonconvergence: what an input that did not converge gets: ``"best"`` (the iterate with the lowest
             residual, torchdeq's choice) or ``"identity"`` (``g = e``). Either way one
-            :class:`ConvergenceWarning` is issued per call, ``info["converged"]`` is False for it, and a
-            non-finite iterate always falls back to the identity: the result is never NaN.
+            :class:`~equican.errors.ConvergenceWarning` is issued per call, ``info["converged"]`` is False for it,
+            and a non-finite iterate always falls back to the identity: the result is never NaN.
     """
 
     train: SolverSettings = field(default_factory=SolverSettings)

@@ -18,7 +18,8 @@ class Canonicalized(nn.Module):
     """``model`` run on canonical inputs; for equivariant outputs, mapped back by the predicted element.
 
     ``invariant``: ``y = model(act(g⁻¹, x))``; any output shape. ``equivariant``: ``y = act(g, model(act(g⁻¹, x)))``
-    for dense outputs ``(B, C', H, W)`` on the input's grid (segmentation maps, feature maps).
+    for dense outputs ``(B, C', H, W)`` on the input's grid (segmentation maps, feature maps), mapped back with
+    :meth:`~equican.canon.Canonicalizer.uncanonicalize` (the group's inverse action of the canonicalizing element).
 
     Args:
         model: the network to wrap.
@@ -49,7 +50,7 @@ class Canonicalized(nn.Module):
             got = V.fmt_shape(y.shape) if isinstance(y, torch.Tensor) else type(y).__name__
             raise ShapeError(f"Canonicalized.forward: expected an equivariant model output of shape "
                              f"({x.shape[0]}, C', {x.shape[-2]}, {x.shape[-1]}), got {got}")
-        return self.canonicalizer.group.act(res.g, y)
+        return self.canonicalizer.uncanonicalize(res, y)
 
     def extra_repr(self) -> str:
         return f"output={self.output!r}"

@@ -10,8 +10,12 @@
   :func:`images`, :func:`elements_and_images`).
 * :func:`band_limited_images` and :func:`white_noise_images`: the test images the tolerances are measured on.
 * :func:`measure_law_errors`: the largest law errors over many seeds, to set a new group's ``tolerance``.
+* Canonicalizer checkers (:mod:`equican.testing.canon`): :func:`assert_canonicalizer_invariant`,
+  :func:`assert_g_equivariant`, :func:`assert_round_trip` and the errors they measure.
 """
 
+from .canon import (assert_canonicalizer_invariant, assert_g_equivariant, assert_round_trip,
+                    canonicalizer_invariance_error, g_equivariance_error, round_trip_error)
 from .checkers import assert_equivariant, assert_invariant
 from .contract import GroupContract
 from .images import NOISE_PERIOD, WINDOW_RADIUS, band_limited_images, interior, radial_window, white_noise_images
@@ -21,7 +25,8 @@ from .strategies import batch_sizes, elements, elements_and_images, images, seed
 
 __all__ = [
     "DEFAULT_LAWS", "LAWS", "NOISE_PERIOD", "VERDICT_LAWS", "WINDOW_RADIUS", "GroupContract", "LawReport", "LawResult",
-    "LawSetup", "assert_equivariant", "assert_invariant", "band_limited_images", "batch_sizes", "check_group_laws",
-    "elements", "elements_and_images", "images", "interior", "measure_law_errors", "radial_window", "run_law",
-    "seeds", "white_noise_images",
+    "LawSetup", "assert_canonicalizer_invariant", "assert_equivariant", "assert_g_equivariant", "assert_invariant",
+    "assert_round_trip", "band_limited_images", "batch_sizes", "canonicalizer_invariance_error", "check_group_laws",
+    "elements", "elements_and_images", "g_equivariance_error", "images", "interior", "measure_law_errors",
+    "radial_window", "round_trip_error", "run_law", "seeds", "white_noise_images",
 ]

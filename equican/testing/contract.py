@@ -85,7 +85,8 @@ def _law_test(law: str) -> Any:
 
     test.__name__ = f"test_{law}"
     test.__qualname__ = f"GroupContract.test_{law}"
-    test.__doc__ = f"The group law {law!r} holds for hypothesis-drawn seeds: {LAWS[law].__doc__.splitlines()[0]}"
+    summary = " ".join((LAWS[law].__doc__ or "").split("\n\n")[0].split())
+    test.__doc__ = f"The group law {law!r} holds for hypothesis-drawn seeds: {summary}"
     return test
 
 
