@@ -131,6 +131,27 @@ def _elements(group: Group, seed: int, start: int, count: int, *, device: torch.
                       for n in range(start, start + count)])
 
 
+def _transformed_pairs(model: Model, data: Data, group: Group, *, seed: int, batch_size: int,
+                       device: torch.device | str | None, where: str
+                       ) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+    """Yield ``(x, g, act(g, x))`` per batch, with the ``n``-th sample's element drawn from ``(seed, n)``.
+
+    Shared by the group metrics so that they draw the same elements for the same data, whatever the batching;
+    the model is in eval mode while the generator runs.
+    """
+    _require_group(group, where=where)
+    V.require_int(seed, where=where, name="seed", low=0)
+    device = _model_device(model, device)
+    seen = 0
+    with _evaluating(model):
+        for batch in _batches(data, batch_size, where=where):
+            x = _move(_entries(batch, 1, where=where, names="x")[0], device)
+            V.require_batch_images(x, where=where, name="x")
+            g = _elements(group, seed, seen, x.shape[0], device=x.device, dtype=x.dtype)
+            yield x, g, group.act(g, x)
+            seen += x.shape[0]
+
+
 def _finish(values: list[torch.Tensor], per_sample: bool, *, where: str) -> Result:
     if not values or sum(v.shape[0] for v in values) == 0:
         raise ShapeError(f"{where}: expected at least one sample, got empty data")
@@ -202,19 +223,12 @@ def invariance_error(model: Model, data: Data, group: Group, *, seed: int = 0, b
         ShapeError, DTypeError, NonFiniteError: malformed data or logits, or no samples.
     """
     where = "invariance_error"
-    _require_group(group, where=where)
-    V.require_int(seed, where=where, name="seed", low=0)
-    device = _model_device(model, device)
-    errors, seen = [], 0
-    with _evaluating(model):
-        for batch in _batches(data, batch_size, where=where):
-            x = _move(_entries(batch, 1, where=where, names="x")[0], device)
-            V.require_batch_images(x, where=where, name="x")
-            g = _elements(group, seed, seen, x.shape[0], device=x.device, dtype=x.dtype)
-            p = torch.softmax(_logits(model, x, where=where), dim=1)
-            p_g = torch.softmax(_logits(model, group.act(g, x), where=where), dim=1)
-            errors.append((p - p_g).norm(dim=1))
-            seen += x.shape[0]
+    errors = []
+    for x, _, gx in _transformed_pairs(model, data, group, seed=seed, batch_size=batch_size, device=device,
+                                       where=where):
+        p = torch.softmax(_logits(model, x, where=where), dim=1)
+        p_g = torch.softmax(_logits(model, gx, where=where), dim=1)
+        errors.append((p - p_g).norm(dim=1))
     return _finish(errors, per_sample, where=where)
 
 
@@ -302,34 +316,27 @@ def equivariance_error(model: Model, data: Data, group: Group, *, seed: int = 0,
         ShapeError, DTypeError, NonFiniteError: malformed data or outputs, or no samples.
     """
     where = "equivariance_error"
-    _require_group(group, where=where)
-    V.require_int(seed, where=where, name="seed", low=0)
     V.require_int(border, where=where, name="border", low=0)
     if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not eps > 0:
         raise ConfigError(f"{where}: expected eps > 0, got {eps!r}")
-    device = _model_device(model, device)
-    errors, seen = [], 0
-    with _evaluating(model):
-        for batch in _batches(data, batch_size, where=where):
-            x = _move(_entries(batch, 1, where=where, names="x")[0], device)
-            V.require_batch_images(x, where=where, name="x")
-            g = _elements(group, seed, seen, x.shape[0], device=x.device, dtype=x.dtype)
-            y = model(x)
-            y_g = model(group.act(g, x))
-            for name, out in (("f(x)", y), ("f(act(g, x))", y_g)):
-                if not isinstance(out, torch.Tensor) or out.ndim != 4 or out.shape[0] != x.shape[0]:
-                    shape = V.fmt_shape(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
-                    raise ShapeError(f"{where}: expected the model's output {name} of shape ({x.shape[0]}, C, H, W), "
-                                     f"got {shape}")
-            if y_g.shape != y.shape:
-                raise ShapeError(f"{where}: expected f(act(g, x)) of the shape of f(x) {V.fmt_shape(y.shape)}, "
-                                 f"got {V.fmt_shape(y_g.shape)}")
-            if y.shape[-1] <= 2 * border or y.shape[-2] <= 2 * border:
-                raise ConfigError(f"{where}: expected border < half the output size {tuple(y.shape[-2:])}, "
-                                  f"got {border}")
-            expected = group.act(g.to(y.dtype), y)
-            crop = (slice(None), slice(None), slice(border, y.shape[-2] - border), slice(border, y.shape[-1] - border))
-            diff = (y_g - expected)[crop].flatten(1).norm(dim=1)
-            errors.append(diff / expected[crop].flatten(1).norm(dim=1).clamp_min(eps))
-            seen += x.shape[0]
+    errors = []
+    for x, g, gx in _transformed_pairs(model, data, group, seed=seed, batch_size=batch_size, device=device,
+                                       where=where):
+        y = model(x)
+        y_g = model(gx)
+        for name, out in (("f(x)", y), ("f(act(g, x))", y_g)):
+            if not isinstance(out, torch.Tensor) or out.ndim != 4 or out.shape[0] != x.shape[0]:
+                shape = V.fmt_shape(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+                raise ShapeError(f"{where}: expected the model's output {name} of shape ({x.shape[0]}, C, H, W), "
+                                 f"got {shape}")
+        if y_g.shape != y.shape:
+            raise ShapeError(f"{where}: expected f(act(g, x)) of the shape of f(x) {V.fmt_shape(y.shape)}, "
+                             f"got {V.fmt_shape(y_g.shape)}")
+        if y.shape[-1] <= 2 * border or y.shape[-2] <= 2 * border:
+            raise ConfigError(f"{where}: expected border < half the output size {tuple(y.shape[-2:])}, "
+                              f"got {border}")
+        expected = group.act(g.to(y.dtype), y)
+        crop = (slice(None), slice(None), slice(border, y.shape[-2] - border), slice(border, y.shape[-1] - border))
+        diff = (y_g - expected)[crop].flatten(1).norm(dim=1)
+        errors.append(diff / expected[crop].flatten(1).norm(dim=1).clamp_min(eps))
     return _finish(errors, per_sample, where=where)

@@ -6,9 +6,11 @@ import math
 
 import torch
 
-from equican import Group, Tolerance
+from equican import Tolerance
 from equican.errors import ConfigError, ShapeError
 from equican.sampling import affine_sample
+
+from ._one_parameter import OneParameterGroup
 
 
 def wrap_angle(theta: torch.Tensor) -> torch.Tensor:
@@ -16,7 +18,7 @@ def wrap_angle(theta: torch.Tensor) -> torch.Tensor:
     return torch.remainder(theta + math.pi, 2 * math.pi) - math.pi
 
 
-class Rotation2d(Group, name="rotation"):
+class Rotation2d(OneParameterGroup, name="rotation"):
     """SO(2): rotations of the image about its centre by an angle.
 
     Convention:
@@ -36,15 +38,8 @@ class Rotation2d(Group, name="rotation"):
         self.max_angle = float(max_angle)
 
     @property
-    def param_shape(self) -> tuple[int, ...]:
-        return (1,)
-
-    def identity(self, batch, *, device=None, dtype=None):
-        return torch.zeros(batch, 1, device=device, dtype=dtype)
-
-    def sample(self, batch, *, generator=None, device=None, dtype=None):
-        return self._uniform((batch, 1), -self.max_angle, self.max_angle, generator=generator, device=device,
-                             dtype=dtype)
+    def sample_bound(self) -> float:
+        return self.max_angle
 
     def compose(self, g, h):
         return wrap_angle(g + h)

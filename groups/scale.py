@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import torch
 
-from equican import Group, Tolerance
+from equican import Tolerance
 from equican.errors import ConfigError
 from equican.sampling import affine_sample
 
+from ._one_parameter import OneParameterGroup
 
-class Scale2d(Group, name="scale"):
+
+class Scale2d(OneParameterGroup, name="scale"):
     """The multiplicative group of positive scalings ``u ↦ e^s u`` about the image centre.
 
     Convention:
@@ -27,15 +29,8 @@ class Scale2d(Group, name="scale"):
         self.max_log_scale = float(max_log_scale)
 
     @property
-    def param_shape(self) -> tuple[int, ...]:
-        return (1,)
-
-    def identity(self, batch, *, device=None, dtype=None):
-        return torch.zeros(batch, 1, device=device, dtype=dtype)
-
-    def sample(self, batch, *, generator=None, device=None, dtype=None):
-        return self._uniform((batch, 1), -self.max_log_scale, self.max_log_scale, generator=generator,
-                             device=device, dtype=dtype)
+    def sample_bound(self) -> float:
+        return self.max_log_scale
 
     def compose(self, g, h):
         return g + h
