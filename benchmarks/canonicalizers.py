@@ -25,7 +25,7 @@ count, interleaved, so that load from other work on the (shared) machine hits al
 before and after is recorded. Writes ``canonicalizers.json`` and ``canonicalizers.png`` to ``--out`` (default
 outputs/benchmarks) and prints the table.
 
-    python benchmarks/canonicalizers.py            # full (about 15 minutes on 2 cores)
+    python benchmarks/canonicalizers.py            # full (about 20 minutes on 2 shared cores)
     python benchmarks/canonicalizers.py --quick    # seconds: tiny sizes and training (exercised by a test)
 """
 
@@ -73,9 +73,9 @@ class Settings:
     repeats: int = 5
     threads: tuple[int, ...] = (1, 2)
     max_steps: int = 64
-    # (optimizer, lr, Adam's betas): SGD around lr 1 (a Newton-like step where the update network has learned
-    # Δ ≈ -Δz; lr 3 diverged in a first exploration), Adam with torch's default betas, and Adam with the betas of
-    # the paper's inner optimization (0.2, 0.6).
+    # (optimizer, lr, Adam's betas): SGD around lr 1 (a Newton-like step where the trained update predicts the
+    # remaining correction, i.e. its Jacobian in z is near -I; lr 3 diverged in a first exploration), Adam with
+    # torch's default betas, and Adam with the betas of the paper's inner optimization (0.2, 0.6).
     optimizers: tuple[tuple[str, float, tuple[float, float]], ...] = (
         ("sgd", 0.3, (0.9, 0.999)), ("sgd", 1.0, (0.9, 0.999)), ("sgd", 2.0, (0.9, 0.999)),
         ("adam", 0.003, (0.9, 0.999)), ("adam", 0.01, (0.9, 0.999)), ("adam", 0.03, (0.9, 0.999)),
@@ -275,6 +275,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--threads", type=int, nargs="+", default=None, help="torch thread counts to time")
     parser.add_argument("--repeats", type=int, default=None, help="timing repeats (median reported)")
     args = parser.parse_args(argv)
+    if any(n < 1 for n in args.threads or ()) or (args.repeats is not None and args.repeats < 1):
+        parser.error(f"expected positive --threads and --repeats, got {args.threads} and {args.repeats}")
     s = QUICK if args.quick else Settings()
     overrides = {k: v for k, v in (("threads", tuple(args.threads) if args.threads else None),
                                    ("repeats", args.repeats)) if v is not None}

@@ -28,8 +28,9 @@ ACTIVATIONS = ("relu", "softplus")
 
 def _instance_norm(y: torch.Tensor) -> torch.Tensor:
     # Instance normalization without affine parameters is group normalization with one group per channel: the same
-    # per-sample, per-channel statistics over H×W. group_norm has a channels-last CPU kernel (measured 4x faster than
-    # instance_norm's on 16×32×70×70 channels-last features), and the network runs channels-last for its convolutions.
+    # per-sample, per-channel statistics over H×W. group_norm has a channels-last CPU kernel, and the network runs
+    # channels-last for its convolutions (measured on 16×32×70×70, one thread: 0.09 ms per image, against 1.24 for
+    # instance_norm on the same channels-last tensor and 0.36 on a contiguous one).
     return F.group_norm(y, y.shape[1])
 
 
@@ -58,7 +59,8 @@ class ResidualBlock(nn.Module):
 
     def _act(self, y: torch.Tensor) -> torch.Tensor:
         # In place for ReLU (and the skip's add_ in forward): the operands are fresh intermediates that no backward
-        # formula saves, and skipping the copies saves memory traffic (about 15% of the network's time on one thread).
+        # formula needs unmodified, and skipping the copies saves memory traffic (10-20% of the network's time,
+        # measured on one thread).
         return F.relu_(y) if self.activation == "relu" else F.softplus(y)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
