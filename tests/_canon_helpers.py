@@ -14,6 +14,26 @@ from equican.canon.nets import EnergyNet, UpdateNet
 KINDS = ("identity", "direct", "deq", "optimization")
 
 
+def finite_difference_gradient(loss, parameters, *, eps: float = 1e-6) -> torch.Tensor:
+    """Central differences of the scalar ``loss()`` in every entry of ``parameters``, flattened in order, float64.
+
+    Each entry is perturbed in place by ``±eps`` and restored, under ``torch.no_grad``.
+    """
+    numeric = []
+    with torch.no_grad():
+        for p in parameters:
+            flat = p.view(-1)
+            for i in range(p.numel()):
+                old = flat[i].item()
+                flat[i] = old + eps
+                up = loss().item()
+                flat[i] = old - eps
+                down = loss().item()
+                flat[i] = old
+                numeric.append((up - down) / (2 * eps))
+    return torch.tensor(numeric, dtype=torch.float64)
+
+
 def smooth_images(batch: int, channels: int, size: int, *, seed: int, dtype=torch.float32) -> torch.Tensor:
     """Band-limited images in [0, 1]: a few random low-frequency cosines, so bilinear resampling is accurate."""
     gen = torch.Generator().manual_seed(seed)

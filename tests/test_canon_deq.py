@@ -12,6 +12,8 @@ from equican import make_group
 from equican.canon import ConvergenceWarning, DEQCanonicalizer, DEQConfig, DirectCanonicalizer, SolverSettings
 from equican.errors import EquicanWarning, NonFiniteError
 
+from _canon_helpers import finite_difference_gradient
+
 SIZE = 24
 
 
@@ -91,19 +93,7 @@ def test_implicit_gradient_matches_finite_differences():
     loss().backward()
     analytic = torch.cat([p.grad.flatten() for p in canon.parameters()])
     canon.eval()  # the fixed point itself, solved to 1e-9, for the differences
-    numeric = []
-    eps = 1e-6
-    with torch.no_grad():
-        for p in canon.parameters():
-            for i in range(p.numel()):
-                old = p.view(-1)[i].item()
-                p.view(-1)[i] = old + eps
-                up = loss().item()
-                p.view(-1)[i] = old - eps
-                down = loss().item()
-                p.view(-1)[i] = old
-                numeric.append((up - down) / (2 * eps))
-    numeric = torch.tensor(numeric, dtype=torch.float64)
+    numeric = finite_difference_gradient(loss, canon.parameters())
     assert float(numeric.abs().max()) > 1e-2  # a non-trivial gradient
     assert torch.allclose(analytic, numeric, rtol=1e-5, atol=1e-7), (analytic, numeric)
     # Negative control: the one-step (Jacobian-free) phantom gradient is a different quantity here.

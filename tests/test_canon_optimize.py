@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from _canon_helpers import finite_difference_gradient
 from test_canon_deq import MomentUpdate, blobs
 
 from equican import make_group
@@ -43,19 +44,7 @@ def test_unrolled_gradient_matches_finite_differences(optimizer):
     canon.zero_grad()
     loss().backward()  # second derivatives of the energy through the actions: needs twice_differentiable()
     analytic = torch.cat([p.grad.flatten() for p in canon.parameters()])
-    numeric = []
-    eps = 1e-6
-    with torch.no_grad():
-        for p in canon.parameters():
-            for i in range(p.numel()):
-                old = p.view(-1)[i].item()
-                p.view(-1)[i] = old + eps
-                up = loss().item()
-                p.view(-1)[i] = old - eps
-                down = loss().item()
-                p.view(-1)[i] = old
-                numeric.append((up - down) / (2 * eps))
-    numeric = torch.tensor(numeric, dtype=torch.float64)
+    numeric = finite_difference_gradient(loss, canon.parameters())
     assert float(numeric.abs().max()) > 1e-2
     assert torch.allclose(analytic, numeric, rtol=1e-5, atol=1e-7), (analytic, numeric)
 
