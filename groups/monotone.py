@@ -52,8 +52,7 @@ class MonotoneScaling(Group, name="monotone"):
 
     def __init__(self, cells: int = 4, refine: int = 8, strength: float = 0.25, temperature: float = 3.0) -> None:
         for key, value in (("cells", cells), ("refine", refine)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ConfigError(f"MonotoneScaling: expected {key} to be a positive int, got {value!r}")
+            V.require_int(value, low=1, where="MonotoneScaling", name=key)
         for key, value in (("strength", strength), ("temperature", temperature)):
             if not (isinstance(value, (int, float)) and 0 <= value < 1e3):
                 raise ConfigError(f"MonotoneScaling: expected {key} to be a number in [0, 1000), got {value!r}")

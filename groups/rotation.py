@@ -7,6 +7,7 @@ import math
 import torch
 
 from equican import Tolerance
+from equican import _validate as V
 from equican.errors import ConfigError, ShapeError
 from equican.sampling import affine_sample
 
@@ -89,9 +90,7 @@ class CyclicRotation2d(Rotation2d, name="cyclic"):
     discrete = True
 
     def __init__(self, n: int = 4) -> None:
-        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-            raise ConfigError(f"CyclicRotation2d: expected n to be a positive int, got {n!r}")
-        self.n = n
+        self.n = V.require_int(n, low=1, where="CyclicRotation2d", name="n")
 
     @property
     def max_angle(self) -> float:  # the inherited Rotation2d state, fixed for a cyclic group

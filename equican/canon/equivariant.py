@@ -11,6 +11,7 @@ from typing import Any
 
 import torch
 
+from .. import _validate as V
 from ..errors import ConfigError
 from ..group import Group
 from . import Canonicalizer
@@ -54,8 +55,7 @@ class EquivariantCanonicalizer(Canonicalizer):
         if not group.discrete:
             raise ConfigError(f"EquivariantCanonicalizer: expected a discrete (cyclic) group, got {group!r}")
         for key, value in (("in_channels", in_channels), ("kernel_size", kernel_size)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ConfigError(f"EquivariantCanonicalizer: expected {key} to be a positive int, got {value!r}")
+            V.require_int(value, low=1, where="EquivariantCanonicalizer", name=key)
         if kernel_size % 2 == 0:
             raise ConfigError(f"EquivariantCanonicalizer: expected an odd kernel_size, got {kernel_size}")
         channels = tuple(channels)

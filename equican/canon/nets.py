@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .. import _validate as V
 from ..errors import ConfigError
 from ..group import Group
 
@@ -112,8 +113,7 @@ class UpdateNet(nn.Module):
                  pool: int = 2, activation: str = "relu", out_scale: float = 1.0) -> None:
         super().__init__()
         for key, value in (("in_channels", in_channels), ("pool", pool)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ConfigError(f"UpdateNet: expected {key} to be a positive int, got {value!r}")
+            V.require_int(value, low=1, where="UpdateNet", name=key)
         out_shape = tuple(out_shape)
         if not out_shape or not all(isinstance(s, int) and s >= 1 for s in out_shape):
             raise ConfigError(f"UpdateNet: expected out_shape to be a non-empty tuple of positive ints, "
