@@ -27,7 +27,7 @@ import torch
 from torch import nn
 
 from . import _validate as V
-from .data.seeding import index_generator
+from .data.seeding import keyed_elements
 from .errors import ConfigError, DTypeError, ShapeError
 from .group import Group, make_group
 
@@ -124,13 +124,6 @@ def _logits(model: Model, x: torch.Tensor, *, where: str) -> torch.Tensor:
     return out
 
 
-def _elements(group: Group, seed: int, start: int, count: int, *, device: torch.device,
-              dtype: torch.dtype) -> torch.Tensor:
-    """Elements for samples ``start .. start+count-1``, each drawn from its own ``(seed, n)`` generator."""
-    return torch.cat([group.sample(1, generator=index_generator(seed, n), device=device, dtype=dtype)
-                      for n in range(start, start + count)])
-
-
 def _transformed_pairs(model: Model, data: Data, group: Group, *, seed: int, batch_size: int,
                        device: torch.device | str | None, where: str
                        ) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
@@ -147,7 +140,8 @@ def _transformed_pairs(model: Model, data: Data, group: Group, *, seed: int, bat
         for batch in _batches(data, batch_size, where=where):
             x = _move(_entries(batch, 1, where=where, names="x")[0], device)
             V.require_batch_images(x, where=where, name="x")
-            g = _elements(group, seed, seen, x.shape[0], device=x.device, dtype=x.dtype)
+            g = keyed_elements(group, seed, [(n,) for n in range(seen, seen + x.shape[0])], device=x.device,
+                               dtype=x.dtype)
             yield x, g, group.act(g, x)
             seen += x.shape[0]
 

@@ -34,6 +34,11 @@ class MonotoneScaling(Group, name="monotone"):
         ``softmax(temperature·z[0, i])`` are the widths of the ``cells`` segments of the x-warp on coarse row ``i``,
         ``softmax(temperature·z[1, j])`` those of the y-warp on coarse column ``j``; cumulative sums place the knots
         and bilinear interpolation (exact on the refined lattice) fills the cells. Constant logits give the identity.
+        One departure from the paper: each width is floored, ``w = (1 - min_width)·softmax + min_width / cells``,
+        so no segment shrinks below ``min_width`` of its uniform width. Without it, logits of ordinary size (a
+        learned canonicalizer reaches ``|z| ~ 1``) underflow a width in float32 and the warp collapses a segment
+        to a point, which has no inverse. The floor keeps constant logits at the identity and only weakens a
+        warp's deviation from uniform by the factor ``1 - min_width`` (2% by default).
 
         Composition and inversion leave the chart (the composite of two such warps is not one of them) but stay in
         the lattice representation: ``compose`` evaluates one field at the other's nodes; ``inverse`` solves
@@ -48,9 +53,12 @@ class MonotoneScaling(Group, name="monotone"):
         refine: lattice nodes per warp segment; ``N = cells·refine + 1``.
         strength: :meth:`sample` draws every logit from ``U[0, strength)`` (the paper evaluates with 0.25).
         temperature: softmax temperature (3 in the paper).
+        min_width: the floor of every segment's width, as a fraction of the uniform width ``1 / cells``; in
+            ``[0, 1)`` (0 is the paper's chart, which float32 cannot invert once a width underflows).
     """
 
-    def __init__(self, cells: int = 4, refine: int = 8, strength: float = 0.25, temperature: float = 3.0) -> None:
+    def __init__(self, cells: int = 4, refine: int = 8, strength: float = 0.25, temperature: float = 3.0,
+                 min_width: float = 0.02) -> None:
         for key, value in (("cells", cells), ("refine", refine)):
             V.require_int(value, low=1, where="MonotoneScaling", name=key)
         for key, value in (("strength", strength), ("temperature", temperature)):
@@ -58,6 +66,9 @@ class MonotoneScaling(Group, name="monotone"):
                 raise ConfigError(f"MonotoneScaling: expected {key} to be a number in [0, 1000), got {value!r}")
         if temperature == 0:
             raise ConfigError("MonotoneScaling: expected temperature > 0, got 0")
+        if isinstance(min_width, bool) or not (isinstance(min_width, (int, float)) and 0 <= min_width < 1):
+            raise ConfigError(f"MonotoneScaling: expected min_width to be a number in [0, 1), got {min_width!r}")
+        self.min_width = float(min_width)
         self.cells, self.refine = cells, refine
         self.strength, self.temperature = float(strength), float(temperature)
 
@@ -198,7 +209,8 @@ class MonotoneScaling(Group, name="monotone"):
 
     # ------------------------------------------------------------------ the paper's chart
     def from_unconstrained(self, z):
-        widths = torch.softmax(self.temperature * z, dim=-1)  # (B, 2, R+1, R), each row sums to 1
+        # (B, 2, R+1, R), each row sums to 1 and no width is below min_width / R (see the class docstring).
+        widths = (1 - self.min_width) * torch.softmax(self.temperature * z, dim=-1) + self.min_width / self.cells
         knots = torch.cumsum(widths, dim=-1)
         # Divide by the last knot so that the border lands on exactly 1, whatever the rounding of the sum.
         knots = torch.cat([torch.zeros_like(knots[..., :1]), knots / knots[..., -1:]], dim=-1)
@@ -215,7 +227,9 @@ class MonotoneScaling(Group, name="monotone"):
         coarse = g[:, :, :: self.refine, :: self.refine]
         dx = torch.diff(coarse[:, 0], dim=-1)  # (B, R+1, R): x-segments along each coarse row
         dy = torch.diff(coarse[:, 1], dim=-2).transpose(-1, -2)  # (B, R+1, R): y-segments along each coarse column
-        logits = torch.log(torch.stack([dx, dy], dim=1).clamp_min(torch.finfo(g.dtype).tiny)) / self.temperature
+        # Undo the knots' map to [-1, 1] (segment = 2·width) and the width floor, leaving the softmax's output.
+        soft = (torch.stack([dx, dy], dim=1) / 2 - self.min_width / self.cells) / (1 - self.min_width)
+        logits = torch.log(soft.clamp_min(torch.finfo(g.dtype).tiny)) / self.temperature
         return logits - logits.mean(dim=-1, keepdim=True)
 
     # ------------------------------------------------------------------ inversion
@@ -231,14 +245,14 @@ class MonotoneScaling(Group, name="monotone"):
         batch = torch.arange(b, device=g.device).repeat_interleave(n * n)
         with torch.no_grad():
             field = g.detach()
-            coef, cell, col, row = _node_candidates(field)
-            slot = (torch.div(cell, (n - 1) ** 2, rounding_mode="floor") * n + row) * n + col
-            index, cell, s, t = _preimages(coef, cell, col, row, slot, b * n * n)
-            p = torch.full((b * n * n, 2), float("nan"), device=g.device, dtype=g.dtype)
-            p[index] = _cell_point(cell, s, t, n, n)
-            # A node no cell claimed (NaN) can only come from a field that is not onto the square.
-            value, jac = _bilinear_eval(field, batch, p.nan_to_num(0.0))
-            err = float((value - target).abs().amax()) if index.numel() == p.shape[0] else float("inf")
+            p, value, jac, err = _node_preimages(field, batch, target)
+            if err > self._solve_tol(g.dtype) and g.dtype == torch.float32:
+                # Strongly folded float32 fields can leave a node on a cell edge that rounding moves out of every
+                # candidate cell (seen once in 256 warps with |z| ~ 3 and 26% of the cells folded); float64
+                # resolves it, and costs nothing on the usual path.
+                p = _node_preimages(field.double(), batch, target.double())[0].float()
+                value, jac = _bilinear_eval(field, batch, p.nan_to_num(0.0))
+                err = float((value - target).abs().amax()) if bool(torch.isfinite(p).all()) else float("inf")
             if err > self._solve_tol(g.dtype):
                 raise ConvergenceError(
                     f"MonotoneScaling.inverse: expected every lattice node to have a preimage under g, got a max "
@@ -664,6 +678,26 @@ def _pixel_candidates(coef: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor, sh
               & (cy <= hi[1, cell] + _SLACK))
     scale = coef.new_tensor([fx] * 4 + [fy] * 4)[:, None]
     return coef * scale, cell[inside], col[inside], row[inside], slot[inside]
+
+
+def _node_preimages(field: torch.Tensor, batch: torch.Tensor, target: torch.Tensor
+                    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, float]:
+    """Preimages of the lattice nodes under ``field: (B, 2, N, N)``, with the field's value and Jacobian there.
+
+    Returns:
+        ``(p, value, jac, err)``: ``p (B·N·N, 2)`` (NaN for a node no cell claims), the field and its Jacobian at
+        ``p`` (see :func:`_bilinear_eval`), and the largest node residual (inf when a node is unclaimed).
+    """
+    b, n = field.shape[0], field.shape[-1]
+    coef, cell, col, row = _node_candidates(field)
+    slot = (torch.div(cell, (n - 1) ** 2, rounding_mode="floor") * n + row) * n + col
+    index, cell, s, t = _preimages(coef, cell, col, row, slot, b * n * n)
+    p = torch.full((b * n * n, 2), float("nan"), device=field.device, dtype=field.dtype)
+    p[index] = _cell_point(cell, s, t, n, n)
+    # A node no cell claimed (NaN) can only come from a field that is not onto the square.
+    value, jac = _bilinear_eval(field, batch, p.nan_to_num(0.0))
+    err = float((value - target).abs().amax()) if index.numel() == p.shape[0] else float("inf")
+    return p, value, jac, err
 
 
 def _preimages(coef: torch.Tensor, cell: torch.Tensor, col: torch.Tensor, row: torch.Tensor, slot: torch.Tensor,

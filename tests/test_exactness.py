@@ -144,7 +144,7 @@ def test_monotone_identity_is_exact_to_float_precision(size, dtype):
 def test_monotone_chart_with_known_logits_places_the_knots():
     """Segment widths (0.1, 0.2, 0.3, 0.4) put the x-knots at -1, -0.8, -0.4, 0.2, 1; widths in reverse order put
     the y-knots at -1, -0.2, 0.4, 0.8, 1; between knots the lattice is linear."""
-    monotone = make_group("monotone")  # cells 4, refine 8, temperature 3
+    monotone = make_group("monotone", min_width=0.0)  # the paper's chart: cells 4, refine 8, temperature 3
     widths = torch.tensor([0.1, 0.2, 0.3, 0.4], dtype=torch.float64)
     z = torch.empty(1, 2, 5, 4, dtype=torch.float64)
     z[0, 0] = torch.log(widths) / monotone.temperature  # softmax(3·z) = widths on every coarse row
@@ -163,6 +163,36 @@ def test_monotone_chart_with_known_logits_places_the_knots():
     lin = torch.linspace(-1, 1, monotone.nodes, dtype=torch.float64)
     ramps = torch.stack([lin.expand(monotone.nodes, -1), lin[:, None].expand(-1, monotone.nodes)])[None]
     assert (monotone.act(g, ramps) - g).abs().max() <= 1e-14
+
+
+def test_monotone_width_floor_keeps_every_segment_and_the_identity():
+    """With min_width m, widths are (1 - m)·softmax + m/R: constant logits still give the identity, extreme logits
+    leave every segment at least m/R wide, and the chart's round trip stays exact."""
+    monotone = make_group("monotone", min_width=0.2)
+    zero = torch.zeros(1, *monotone.unconstrained_shape, dtype=torch.float64)
+    assert (monotone.from_unconstrained(zero) - monotone.identity(1, dtype=torch.float64)).abs().max() <= 1e-15
+    z = torch.zeros(1, 2, 5, 4, dtype=torch.float64)
+    z[0, :, :, 0] = 50.0  # softmax puts all width on the first segment of every row and column
+    g = monotone.from_unconstrained(z)
+    knots = g[0, 0, 0, ::monotone.refine]
+    widths = torch.diff(knots) / 2
+    expected = torch.tensor([0.8 + 0.05, 0.05, 0.05, 0.05], dtype=torch.float64)
+    assert torch.allclose(widths, expected, atol=1e-12)
+    assert (monotone.from_unconstrained(monotone.to_unconstrained(g)) - g).abs().max() <= 1e-12
+
+
+def test_monotone_inverse_of_large_float32_logits():
+    """Regression: logits of |z| ~ 1-10 (what a trained canonicalizer reaches) used to underflow a width in float32
+    and make inverse raise; the floor and the float64 retry on strongly folded fields keep them invertible."""
+    monotone = make_group("monotone")
+    for scale in (1.0, 3.0, 10.0):
+        z = torch.randn(256, *monotone.unconstrained_shape, generator=torch.Generator().manual_seed(0)) * scale
+        g = monotone.from_unconstrained(z)
+        inv = monotone.inverse(g)
+        assert torch.isfinite(inv).all()
+        # A right inverse at the nodes: g's sampling map evaluated at inv's node values gives the lattice.
+        residual = monotone.compose(inv, g) - monotone.identity(256)
+        assert residual.abs().max() <= 1e-3, scale
 
 
 # ---------------------------------------------------------------------------------------------- scale

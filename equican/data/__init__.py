@@ -12,9 +12,9 @@ no download; pass ``root=`` a directory of MNIST IDX files to use a full copy. O
 from .idx import IdxHeader, read_idx, read_idx_header, write_idx
 from .local_scale import LAYOUTS, LocalScaleConfig, LocalScaleMNIST, LocalScalePairs, local_scale_mnist
 from .mnist import BUNDLED_MNIST_DIR, MNIST_FILES, load_mnist, mnist_files
-from .seeding import index_generator
+from .seeding import index_generator, keyed_elements
 from .transformed import TransformedConfig, TransformedMNIST, transformed_mnist
 
 __all__ = ["BUNDLED_MNIST_DIR", "IdxHeader", "LAYOUTS", "LocalScaleConfig", "LocalScaleMNIST", "LocalScalePairs",
-           "MNIST_FILES", "TransformedConfig", "TransformedMNIST", "index_generator", "load_mnist",
+           "MNIST_FILES", "TransformedConfig", "TransformedMNIST", "index_generator", "keyed_elements", "load_mnist",
            "local_scale_mnist", "mnist_files", "read_idx", "read_idx_header", "transformed_mnist", "write_idx"]

@@ -7,12 +7,15 @@ first or last, alone or in a batch, by one worker or several, and a metric gives
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
+from typing import Any
+
 import numpy as np
 import torch
 
 from ..errors import ConfigError
 
-__all__ = ["index_generator"]
+__all__ = ["index_generator", "keyed_elements"]
 
 
 def index_generator(seed: int, *keys: int) -> torch.Generator:
@@ -37,3 +40,23 @@ def index_generator(seed: int, *keys: int) -> torch.Generator:
             raise ConfigError(f"index_generator: expected {name} to be a non-negative int, got {value!r}")
     state = np.random.SeedSequence([int(seed), *(int(k) for k in keys)]).generate_state(1, dtype=np.uint32)
     return torch.Generator().manual_seed(int(state[0]))
+
+
+def keyed_elements(group: Any, seed: int, keys: Iterable[Sequence[int]], *, device: torch.device | str,
+                   dtype: torch.dtype) -> torch.Tensor:
+    """One random element of ``group`` per key, each from its own ``index_generator(seed, *key)``.
+
+    What makes random transformations independent of batching, ordering and the number of processes: a metric
+    keys its ``n``-th sample by ``(n,)``, a training method its sample ``i`` in epoch ``e`` by ``(stream, e, i)``.
+
+    Args:
+        group: an :class:`~equican.Group`.
+        seed: a non-negative int.
+        keys: one tuple of non-negative ints per element.
+        device, dtype: of the elements.
+
+    Returns:
+        ``(len(keys), *group.param_shape)``.
+    """
+    return torch.cat([group.sample(1, generator=index_generator(seed, *key), device=device, dtype=dtype)
+                      for key in keys])

@@ -1,0 +1,417 @@
+"""The configuration of a training run: frozen dataclasses, read from YAML or TOML, overridden from the command line.
+
+A run is described by one :class:`TrainConfig` with five sections. Three of them name a component and pass it
+options, the same way each time (``name`` + ``options``), and the component validates its own options:
+
+* ``data`` (:class:`DataConfig`): ``dataset`` is ``"local_scale"`` (Locally Scaled MNIST, options of
+  :class:`~equican.data.LocalScaleConfig`), ``"transformed"`` (options of
+  :class:`~equican.data.TransformedConfig`) or ``"mnist"`` (plain digits, no options); ``root`` a directory of MNIST
+  IDX files (None: the bundled subset); ``train_limit`` / ``test_limit`` cap the source digits read.
+* ``model`` (:class:`ModelConfig`): ``name`` is one of the package's models (``"cnn"``, ``"vit"``) or any timm
+  model; ``options`` are its keyword arguments (see :func:`equican.models.build_model`).
+* ``method`` (:class:`MethodConfig`): ``name`` of a training method, the ``group`` it uses and that group's
+  constructor arguments, and the method's ``options`` (see :mod:`equican.methods`).
+* ``optim`` (:class:`OptimConfig`): AdamW, the learning-rate schedule, epochs and the global batch size.
+* ``eval`` (:class:`EvalConfig`): which metrics are computed after training and on how many test samples.
+
+A file holds the same nesting (``[optim]`` / ``optim:`` sections); fields left out keep their defaults. Overrides
+are ``dotted.key=value`` strings whose value is parsed as YAML (``optim.lr=3e-4``, ``data.options.digits=2``,
+``model.options.channels=[16, 32]``). Every value is validated when the dataclass is made, so a bad file or flag
+fails before any data is read or any model is built.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import tomllib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+import yaml
+
+from . import _validate as V
+from .errors import ConfigError, DataError
+
+__all__ = ["DataConfig", "ModelConfig", "MethodConfig", "OptimConfig", "EvalConfig", "TrainConfig", "DATASETS",
+           "SCHEDULES", "load_config", "apply_overrides", "packaged_configs", "from_options"]
+
+#: Dataset names :class:`DataConfig` accepts.
+DATASETS: tuple[str, ...] = ("local_scale", "transformed", "mnist")
+#: Learning-rate schedules :class:`OptimConfig` accepts: after ``warmup_steps`` of linear warm-up, ``"cosine"``
+#: decays to 0 at the last step, ``"linear"`` decays linearly to 0, ``"constant"`` stays at ``lr``.
+SCHEDULES: tuple[str, ...] = ("cosine", "linear", "constant")
+
+
+def _options(value: Any, *, where: str, name: str) -> Mapping[str, Any]:
+    """A read-only copy of an options mapping with string keys (nested mappings stay as given)."""
+    if not isinstance(value, Mapping) or not all(isinstance(k, str) for k in value):
+        raise ConfigError(f"{where}: expected {name} to be a mapping of option names to values, got {value!r}")
+    return MappingProxyType(dict(value))
+
+
+def _name(value: Any, *, where: str, name: str) -> str:
+    if not isinstance(value, str) or not value:
+        raise ConfigError(f"{where}: expected {name} to be a non-empty string, got {value!r}")
+    return value
+
+
+def _positive_number(value: Any, *, where: str, name: str, zero: bool = False) -> float:
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    if not ok or value < 0 or (value == 0 and not zero):
+        bound = ">= 0" if zero else "> 0"
+        raise ConfigError(f"{where}: expected {name} to be a finite number {bound}, got {value!r}")
+    return float(value)
+
+
+def _optional_int(value: Any, *, low: int, where: str, name: str) -> None:
+    if value is not None:
+        V.require_int(value, low=low, where=where, name=name)
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Which data a run trains and evaluates on.
+
+    Attributes:
+        dataset: one of :data:`DATASETS`.
+        options: the dataset's settings: fields of :class:`~equican.data.LocalScaleConfig` for ``"local_scale"``
+            (digits, cell, canvas, scale_range, layouts, stride, seed), of :class:`~equican.data.TransformedConfig`
+            for ``"transformed"`` (group, group_args, canvas, seed); none for ``"mnist"``.
+        root: a directory of MNIST IDX files, or None for the subset bundled with the package.
+        train_limit, test_limit: read at most this many source digits of each split (None: all).
+    """
+
+    dataset: str = "local_scale"
+    options: Mapping[str, Any] = field(default_factory=dict, hash=False)
+    root: str | None = None
+    train_limit: int | None = None
+    test_limit: int | None = None
+
+    def __post_init__(self) -> None:
+        where = "DataConfig"
+        if self.dataset not in DATASETS:
+            raise ConfigError(f"{where}: expected dataset in {DATASETS}, got {self.dataset!r}")
+        object.__setattr__(self, "options", _options(self.options, where=where, name="options"))
+        if self.root is not None and not isinstance(self.root, str):
+            raise ConfigError(f"{where}: expected root to be None or a directory path, got {self.root!r}")
+        _optional_int(self.train_limit, low=1, where=where, name="train_limit")
+        _optional_int(self.test_limit, low=1, where=where, name="test_limit")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """The classifier: ``name`` from :func:`equican.models.list_models` or any timm model, with its ``options``."""
+
+    name: str = "cnn"
+    options: Mapping[str, Any] = field(default_factory=dict, hash=False)
+
+    def __post_init__(self) -> None:
+        _name(self.name, where="ModelConfig", name="name")
+        object.__setattr__(self, "options", _options(self.options, where="ModelConfig", name="options"))
+
+
+@dataclass(frozen=True)
+class MethodConfig:
+    """How the classifier is trained (see :mod:`equican.methods` for the names and their options).
+
+    Attributes:
+        name: the method, e.g. ``"plain"``, ``"augment"``, ``"dec"``.
+        group: the registered group the method uses (ignored by methods that use none); None takes the method's
+            default group.
+        group_options: the group's constructor arguments, e.g. ``{"cells": 4, "strength": 0.25}``.
+        options: the method's own settings, e.g. ``{"prior_weight": 0.1}`` for ``"dec"``.
+    """
+
+    name: str = "plain"
+    group: str | None = None
+    group_options: Mapping[str, Any] = field(default_factory=dict, hash=False)
+    options: Mapping[str, Any] = field(default_factory=dict, hash=False)
+
+    def __post_init__(self) -> None:
+        where = "MethodConfig"
+        _name(self.name, where=where, name="name")
+        if self.group is not None:
+            _name(self.group, where=where, name="group")
+        object.__setattr__(self, "group_options", _options(self.group_options, where=where, name="group_options"))
+        object.__setattr__(self, "options", _options(self.options, where=where, name="options"))
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    """AdamW and its learning-rate schedule.
+
+    Attributes:
+        epochs: passes over the training set.
+        batch_size: the *global* batch: under ``torchrun`` with ``N`` processes each takes ``batch_size / N``
+            (which must divide evenly), so a run's updates do not depend on ``N``.
+        lr, weight_decay, betas: AdamW's.
+        schedule: one of :data:`SCHEDULES`, stepped once per batch.
+        warmup_steps: batches of linear warm-up from 0 to ``lr``.
+        grad_clip: clip the global gradient norm to this value (None: no clipping).
+    """
+
+    epochs: int = 5
+    batch_size: int = 64
+    lr: float = 1e-3
+    weight_decay: float = 0.05
+    betas: tuple[float, float] = (0.9, 0.999)
+    schedule: str = "cosine"
+    warmup_steps: int = 0
+    grad_clip: float | None = 1.0
+
+    def __post_init__(self) -> None:
+        where = "OptimConfig"
+        V.require_int(self.epochs, low=1, where=where, name="epochs")
+        V.require_int(self.batch_size, low=1, where=where, name="batch_size")
+        _positive_number(self.lr, where=where, name="lr")
+        _positive_number(self.weight_decay, where=where, name="weight_decay", zero=True)
+        betas = tuple(self.betas) if isinstance(self.betas, (list, tuple)) else None
+        if betas is None or len(betas) != 2 or not all(
+                isinstance(b, (int, float)) and not isinstance(b, bool) and 0 <= b < 1 for b in betas):
+            raise ConfigError(f"{where}: expected betas to be two numbers in [0, 1), got {self.betas!r}")
+        object.__setattr__(self, "betas", (float(betas[0]), float(betas[1])))
+        if self.schedule not in SCHEDULES:
+            raise ConfigError(f"{where}: expected schedule in {SCHEDULES}, got {self.schedule!r}")
+        V.require_int(self.warmup_steps, low=0, where=where, name="warmup_steps")
+        if self.grad_clip is not None:
+            _positive_number(self.grad_clip, where=where, name="grad_clip")
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """What is measured after training (see :mod:`equican.metrics`).
+
+    Attributes:
+        enabled: evaluate at the end of training (``equican evaluate`` always does).
+        limit: evaluate on the first ``limit`` test samples (None: all).
+        batch_size: evaluation batch size.
+        invariance_group, invariance_options: the group and strength of the invariance error; by default the
+            paper's monotone evaluation (``cells=8, strength=0.25``).
+        rescalings: ``k``, rescalings per composite for the local-scale error (Locally Scaled MNIST only).
+        seed: seed of the invariance error's random elements.
+    """
+
+    enabled: bool = True
+    limit: int | None = None
+    batch_size: int = 64
+    invariance_group: str = "monotone"
+    invariance_options: Mapping[str, Any] = field(default_factory=lambda: {"cells": 8, "strength": 0.25},
+                                                  hash=False)
+    rescalings: int = 3
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        where = "EvalConfig"
+        if not isinstance(self.enabled, bool):
+            raise ConfigError(f"{where}: expected enabled to be true or false, got {self.enabled!r}")
+        _optional_int(self.limit, low=1, where=where, name="limit")
+        V.require_int(self.batch_size, low=1, where=where, name="batch_size")
+        _name(self.invariance_group, where=where, name="invariance_group")
+        object.__setattr__(self, "invariance_options",
+                           _options(self.invariance_options, where=where, name="invariance_options"))
+        V.require_int(self.rescalings, low=1, where=where, name="rescalings")
+        V.require_int(self.seed, low=0, where=where, name="seed")
+
+
+_SECTIONS = {"data": DataConfig, "model": ModelConfig, "method": MethodConfig, "optim": OptimConfig,
+             "eval": EvalConfig}
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """A whole training run (see the module docstring).
+
+    Attributes:
+        data, model, method, optim, eval: the sections.
+        seed: seeds the model's initialization, the data order and the methods' random elements.
+        out: directory for ``checkpoint.pt``, ``metrics.json`` and ``config.json``.
+        device: ``"auto"`` (the local GPU when there is one, else the CPU), ``"cpu"`` or ``"cuda"``.
+        threads: torch's intra-op threads (None: torch's default).
+        workers: DataLoader worker processes (0: load in the main process).
+        progress: show progress bars (on rank 0).
+    """
+
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    method: MethodConfig = field(default_factory=MethodConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    seed: int = 0
+    out: str = "outputs/train"
+    device: str = "auto"
+    threads: int | None = None
+    workers: int = 0
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        where = "TrainConfig"
+        for key, cls in _SECTIONS.items():
+            if not isinstance(getattr(self, key), cls):
+                raise ConfigError(f"{where}: expected {key} to be a {cls.__name__}, "
+                                  f"got {type(getattr(self, key)).__name__}")
+        V.require_int(self.seed, low=0, where=where, name="seed")
+        _name(self.out, where=where, name="out")
+        if self.device not in ("auto", "cpu", "cuda"):
+            raise ConfigError(f"{where}: expected device 'auto', 'cpu' or 'cuda', got {self.device!r}")
+        _optional_int(self.threads, low=1, where=where, name="threads")
+        V.require_int(self.workers, low=0, where=where, name="workers")
+        if not isinstance(self.progress, bool):
+            raise ConfigError(f"{where}: expected progress to be true or false, got {self.progress!r}")
+
+    # ------------------------------------------------------------------ conversion
+    def to_dict(self) -> dict[str, Any]:
+        """Plain nested dicts, lists and scalars (JSON-, YAML- and TOML-ready); ``from_dict`` inverts it."""
+        return _plain(self)
+
+    @classmethod
+    def from_dict(cls, mapping: Mapping[str, Any], *, source: str = "config") -> TrainConfig:
+        """Build from nested mappings; missing fields keep their defaults.
+
+        Raises:
+            ConfigError: an unknown section or field (the message lists the accepted ones), or an invalid value.
+        """
+        if not isinstance(mapping, Mapping):
+            raise ConfigError(f"{source}: expected a mapping of sections, got {type(mapping).__name__}")
+        top = _check_keys(mapping, cls, where=source)
+        for key, section in _SECTIONS.items():
+            if key in top:
+                value = top[key]
+                if not isinstance(value, Mapping):
+                    raise ConfigError(f"{source}: expected section {key!r} to be a mapping, "
+                                      f"got {type(value).__name__}")
+                top[key] = section(**_check_keys(value, section, where=f"{source}: section {key!r}"))
+        return cls(**top)
+
+    def replace(self, **changes: Any) -> TrainConfig:
+        """A copy with top-level fields or whole sections replaced (validated again)."""
+        return dataclasses.replace(self, **changes)
+
+
+def _plain(value: Any) -> Any:
+    if dataclasses.is_dataclass(value):
+        return {f.name: _plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, Mapping):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
+def _check_keys(mapping: Mapping[str, Any], cls: type, *, where: str) -> dict[str, Any]:
+    accepted = [f.name for f in dataclasses.fields(cls)]
+    unknown = [k for k in mapping if k not in accepted]
+    if unknown:
+        raise ConfigError(f"{where}: unknown field {unknown[0]!r}; expected one of {accepted}")
+    return dict(mapping)
+
+
+def from_options(cls: type, options: Mapping[str, Any], *, where: str) -> Any:
+    """Make the dataclass ``cls`` from an options mapping (a config file's ``options`` section).
+
+    Lists become tuples (TOML and YAML have no tuples); the dataclass validates the values.
+
+    Raises:
+        ConfigError: an option ``cls`` has no field for (the message lists the accepted ones), or a value the
+            dataclass rejects.
+    """
+    accepted = [f.name for f in dataclasses.fields(cls) if f.init]
+    unknown = [k for k in options if k not in accepted]
+    if unknown:
+        raise ConfigError(f"{where}: unknown option {unknown[0]!r}; expected one of {accepted}")
+    return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in options.items()})
+
+
+# ---------------------------------------------------------------------------------------------- files
+_CONFIG_PACKAGE = "equican.configs"
+
+
+def packaged_configs() -> list[str]:
+    """Names of the configurations shipped with the package (``equican train --config demo``)."""
+    return sorted(p.name.removesuffix(".toml") for p in resources.files(_CONFIG_PACKAGE).iterdir()
+                  if p.name.endswith(".toml"))
+
+
+def load_config(source: str | Path) -> TrainConfig:
+    """Read a configuration from a ``.toml``, ``.yaml`` or ``.yml`` file, or a packaged one by name.
+
+    Args:
+        source: a file path, or the name of a packaged configuration (:func:`packaged_configs`).
+
+    Raises:
+        DataError: the file is missing, unreadable or not valid TOML/YAML (the message names it).
+        ConfigError: an unknown file type, section or field, or an invalid value.
+    """
+    path = Path(source)
+    if not path.exists() and isinstance(source, str) and source in packaged_configs():
+        text = resources.files(_CONFIG_PACKAGE).joinpath(f"{source}.toml").read_text(encoding="utf-8")
+        return TrainConfig.from_dict(tomllib.loads(text), source=f"packaged config {source!r}")
+    suffix = path.suffix.lower()
+    if suffix not in (".toml", ".yaml", ".yml"):
+        hint = f"; packaged configurations: {packaged_configs()}" if not path.exists() else ""
+        raise ConfigError(f"load_config: expected a .toml, .yaml or .yml file or a packaged name, got "
+                          f"{str(source)!r}{hint}")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise DataError(f"load_config: config file {path} does not exist") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise DataError(f"load_config: cannot read config file {path}: {exc}") from None
+    try:
+        data = tomllib.loads(text) if suffix == ".toml" else yaml.safe_load(text)
+    except (tomllib.TOMLDecodeError, yaml.YAMLError) as exc:
+        raise DataError(f"load_config: {path} is not valid {suffix[1:].upper()}: {exc}") from None
+    return TrainConfig.from_dict({} if data is None else data, source=str(path))
+
+
+def _number(value: Any) -> Any:
+    """YAML 1.1 reads ``3e-4`` (no dot) as a string; on the command line it means a number."""
+    if isinstance(value, str):
+        try:
+            return float(value) if value.strip().lower() not in ("nan", "inf", "-inf", "infinity") else value
+        except ValueError:
+            return value
+    return value
+
+
+def apply_overrides(config: TrainConfig, overrides: Sequence[str]) -> TrainConfig:
+    """``config`` with ``dotted.key=value`` overrides applied in order; values are parsed as YAML.
+
+    ``optim.lr=3e-4`` sets a field; ``data.options.digits=2`` sets one option of a section (the options mapping is
+    merged, not replaced); ``seed=1`` sets a top-level field.
+
+    Raises:
+        ConfigError: a malformed override, an unknown key, or an invalid value.
+    """
+    tree = config.to_dict()
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        parts = key.strip().split(".")
+        if not sep or not all(parts):
+            raise ConfigError(f"apply_overrides: expected KEY=VALUE with a dotted key (e.g. optim.lr=3e-4), "
+                              f"got {item!r}")
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else None
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"apply_overrides: cannot parse the value of {item!r}: {exc}") from None
+        value = _number(value)
+        # Sections and their fields exist already (a typo there is an error); keys inside an options mapping
+        # (depth 2 and deeper) may be new, since each component validates its own options.
+        node = tree
+        for depth, part in enumerate(parts):
+            last = depth == len(parts) - 1
+            if depth < 2 and (part not in node or (not last and not isinstance(node[part], dict))):
+                raise ConfigError(f"apply_overrides: unknown key {'.'.join(parts[:depth + 1])!r} in {item!r}; "
+                                  f"expected one of {sorted(node)}")
+            if not last:
+                child = node.setdefault(part, {})
+                if not isinstance(child, dict):
+                    raise ConfigError(f"apply_overrides: {'.'.join(parts[:depth + 1])!r} is {child!r}, not a "
+                                      f"mapping, in {item!r}")
+                node = child
+        node[parts[-1]] = value
+    return TrainConfig.from_dict(tree, source="overrides")

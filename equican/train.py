@@ -1,0 +1,440 @@
+"""Training and evaluation: one loop for one CPU, one GPU, or many processes under ``torchrun``.
+
+:func:`train` runs a :class:`~equican.config.TrainConfig`:
+
+1. Everything is built and validated first (data, model, method, group, checkpoint to resume from), so a bad name,
+   value or path fails before the first step.
+2. AdamW with the configured schedule, stepped per batch; progress bars with loss and throughput on rank 0.
+3. After every epoch a checkpoint is written atomically (to a temporary file, then renamed), so an interrupted run
+   never leaves a torn file; ``resume`` continues from it *exactly*: the data order, the methods' random elements
+   and torch's global RNG are all derived from ``(seed, epoch)``, so a resumed run reaches bit-for-bit the same
+   parameters as one that was never stopped (on the same machine and thread count).
+4. At the end, the metrics of :mod:`equican.metrics` on the test split, written as JSON with the per-epoch history.
+
+Distributed: under ``torchrun --nproc_per_node=N`` (``WORLD_SIZE > 1`` in the environment) the objective is wrapped
+in :class:`~torch.nn.parallel.DistributedDataParallel` (gloo on the CPU, nccl on GPUs), a
+:class:`~torch.utils.data.distributed.DistributedSampler` gives each process ``batch_size / N`` samples of every
+global batch, and only rank 0 logs, writes checkpoints and evaluates. A single process uses the same sampler with
+one replica, so with a training set whose size is a multiple of ``N`` the samples of each global batch, and hence
+the averaged gradients, are the same for any ``N`` (tests/test_distributed.py checks the parameters).
+
+Files in ``config.out``: ``checkpoint.pt`` (config, epoch, objective, optimizer and scheduler state, history) and
+``metrics.json``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import time
+import warnings
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader, Dataset
+from torch.utils.data.distributed import DistributedSampler
+from tqdm.auto import tqdm
+
+from . import metrics
+from .config import DataConfig, TrainConfig, from_options
+from .data import LocalScaleConfig, LocalScaleMNIST, TransformedConfig, TransformedMNIST, load_mnist
+from .data.seeding import index_generator
+from .errors import ConfigError, ConvergenceWarning, DataError, NonFiniteError
+from .group import make_group
+from .methods import Objective, build_objective
+from .models import build_model
+
+__all__ = ["SplitData", "load_split", "build", "train", "evaluate", "evaluate_checkpoint", "load_checkpoint",
+           "CHECKPOINT", "METRICS"]
+
+CHECKPOINT = "checkpoint.pt"
+METRICS = "metrics.json"
+_FORMAT = "equican-checkpoint-1"
+# Fields that may differ between a run and the checkpoint it resumes: they change where and how it runs, not what
+# it computes.
+_RUNTIME_FIELDS = ("out", "device", "threads", "workers", "progress", "eval")
+# Stream of index_generator for the per-epoch reseeding of torch's global RNG (dropout and the like).
+_TORCH_RNG_STREAM = 7
+
+
+# ---------------------------------------------------------------------------------------------- data
+@dataclass
+class SplitData:
+    """One split, in memory.
+
+    Attributes:
+        x: images ``(N, C, H, W)`` float32 in ``[0, 1]``.
+        y: labels ``(N,)`` int64.
+        num_classes: the number of labels of the dataset (``10^digits`` for Locally Scaled MNIST).
+        source: the dataset object, when there is one (Locally Scaled MNIST renders references and rescalings
+            for the local-scale error from it).
+    """
+
+    x: torch.Tensor
+    y: torch.Tensor
+    num_classes: int
+    source: Any = None
+
+
+def load_split(config: DataConfig, split: str) -> SplitData:
+    """Load or render one split of the configured dataset.
+
+    Raises:
+        ConfigError: an invalid dataset option. DataError: missing or corrupt MNIST files.
+    """
+    where = f"data ({config.dataset})"
+    limit = config.train_limit if split == "train" else config.test_limit
+    if config.dataset == "local_scale":
+        dataset = LocalScaleMNIST(split, root=config.root, limit=limit,
+                                  config=from_options(LocalScaleConfig, config.options, where=where))
+        x, y = dataset.tensors()
+        return SplitData(x, y, dataset.num_classes, dataset)
+    if config.dataset == "transformed":
+        dataset = TransformedMNIST(split, root=config.root, limit=limit,
+                                   config=from_options(TransformedConfig, config.options, where=where))
+        x, y = dataset.tensors()
+        return SplitData(x, y, 10, dataset)
+    if config.options:
+        raise ConfigError(f"{where}: expected no options for plain MNIST, got {dict(config.options)!r}")
+    images, labels = load_mnist(split, config.root, limit)
+    return SplitData(images[:, None].float() / 255, labels.long(), 10)
+
+
+class _Indexed(Dataset):
+    """``(x_i, y_i, i)``: the index keys each sample's random elements."""
+
+    def __init__(self, data: SplitData) -> None:
+        self.data = data
+
+    def __len__(self) -> int:
+        return self.data.x.shape[0]
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor, int]:
+        return self.data.x[i], self.data.y[i], i
+
+
+# ---------------------------------------------------------------------------------------------- building
+@dataclass
+class _Distributed:
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
+def _distributed_env() -> _Distributed:
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return _Distributed()
+    return _Distributed(int(os.environ["RANK"]), world, int(os.environ.get("LOCAL_RANK", "0")))
+
+
+def _device(config: TrainConfig, env: _Distributed) -> torch.device:
+    if config.device == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("TrainConfig: device 'cuda' was asked for, but torch sees no CUDA device")
+    if config.device == "cpu" or not torch.cuda.is_available():
+        return torch.device("cpu")
+    return torch.device("cuda", env.local_rank)
+
+
+def build(config: TrainConfig, train_data: SplitData) -> Objective:
+    """The objective (model and loss) of ``config`` for the shapes of ``train_data``, initialized from the seed.
+
+    Raises:
+        UnknownNameError: an unknown model, method or group. ConfigError: an invalid option.
+    """
+    _, channels, height, width = train_data.x.shape
+    torch.manual_seed(config.seed)  # every process builds the same initial parameters
+    backbone = build_model(config.model.name, in_channels=channels, num_classes=train_data.num_classes,
+                           image_size=height, options=config.model.options)
+    return build_objective(config.method, backbone, in_channels=channels, seed=config.seed)
+
+
+def _schedule(config: TrainConfig, total_steps: int) -> Any:
+    optim = config.optim
+    decay_steps = max(total_steps - optim.warmup_steps, 1)
+
+    def factor(step: int) -> float:
+        if step < optim.warmup_steps:
+            return (step + 1) / optim.warmup_steps
+        progress = min((step - optim.warmup_steps) / decay_steps, 1.0)
+        if optim.schedule == "cosine":
+            return 0.5 * (1 + math.cos(math.pi * progress))
+        if optim.schedule == "linear":
+            return 1 - progress
+        return 1.0
+
+    return factor
+
+
+# ---------------------------------------------------------------------------------------------- checkpoints
+def _save_atomic(payload: dict[str, Any], path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    torch.save(payload, tmp)
+    os.replace(tmp, path)  # atomic on POSIX: readers see the old file or the new one, never half of one
+
+
+def _read_checkpoint(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise DataError(f"checkpoint {path} does not exist")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises many types for a torn or foreign file
+        raise DataError(f"checkpoint {path} cannot be read ({type(exc).__name__}: {exc})") from None
+    if not isinstance(payload, dict) or payload.get("format") != _FORMAT:
+        raise DataError(f"checkpoint {path} is not an equican checkpoint (expected format {_FORMAT!r})")
+    return payload
+
+
+def load_checkpoint(path: str | os.PathLike[str]) -> tuple[TrainConfig, Objective, dict[str, Any]]:
+    """Rebuild a trained objective from a checkpoint.
+
+    Returns:
+        ``(config, objective, payload)``: the run's config, the objective with the trained parameters (in eval
+        mode; ``objective.model`` is the classifier), and the raw checkpoint (``epoch``, ``history``).
+
+    Raises:
+        DataError: a missing, unreadable or foreign file. ConfigError: a config this version cannot build.
+    """
+    path = Path(path)
+    payload = _read_checkpoint(path)
+    config = TrainConfig.from_dict(payload["config"], source=f"checkpoint {path}")
+    objective = build(config, _shape_stub(payload))
+    objective.load_state_dict(payload["objective"])
+    return config, objective.eval(), payload
+
+
+def _shape_stub(payload: dict[str, Any]) -> SplitData:
+    # The model's shapes without re-rendering the training set: stored with the checkpoint.
+    c, h, w = payload["input_shape"]
+    return SplitData(torch.zeros(1, c, h, w), torch.zeros(1, dtype=torch.int64), int(payload["num_classes"]))
+
+
+def _resume_payload(config: TrainConfig, resume: bool | str | os.PathLike[str]) -> dict[str, Any] | None:
+    if resume is False or resume is None:
+        return None
+    path = Path(config.out) / CHECKPOINT if resume is True else Path(resume)
+    payload = _read_checkpoint(path)
+    saved = TrainConfig.from_dict(payload["config"], source=f"checkpoint {path}").to_dict()
+    now = config.to_dict()
+    differ = [k for k in now if k not in _RUNTIME_FIELDS and now[k] != saved[k]]
+    if differ:
+        raise ConfigError(f"resume: the config differs from the checkpoint {path} in {differ}; a run can only "
+                          f"resume with the settings it started with (except {list(_RUNTIME_FIELDS)})")
+    return payload
+
+
+# ---------------------------------------------------------------------------------------------- training
+@contextlib.contextmanager
+def _distributed(env: _Distributed, device: torch.device) -> Iterator[None]:
+    if env.world == 1:
+        yield
+        return
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    try:
+        yield
+    finally:
+        dist.destroy_process_group()
+
+
+def train(config: TrainConfig, *, resume: bool | str | os.PathLike[str] = False,
+          until_epoch: int | None = None) -> dict[str, Any]:
+    """Train (and then evaluate) one run; see the module docstring.
+
+    Args:
+        config: the run.
+        resume: False to start afresh; True to continue from ``config.out/checkpoint.pt``; or a checkpoint path.
+        until_epoch: stop after this many epochs in total (the schedule still spans ``optim.epochs``), e.g. to
+            split a long run into jobs; the run is evaluated only once all epochs are done.
+
+    Returns:
+        The metrics dict that is written to ``config.out/metrics.json`` (on every rank; only rank 0 writes it).
+
+    Raises:
+        ConfigError, UnknownNameError, DataError: before training, for any invalid setting, name or file.
+    """
+    if not isinstance(config, TrainConfig):
+        raise ConfigError(f"train: expected a TrainConfig, got {type(config).__name__}")
+    if until_epoch is not None and (isinstance(until_epoch, bool) or not isinstance(until_epoch, int)
+                                    or until_epoch < 1):
+        raise ConfigError(f"train: expected until_epoch to be None or an int >= 1, got {until_epoch!r}")
+    env = _distributed_env()
+    device = _device(config, env)
+    if config.optim.batch_size % env.world:
+        raise ConfigError(f"OptimConfig: expected batch_size divisible by the {env.world} processes, "
+                          f"got {config.optim.batch_size}")
+    if config.threads is not None:
+        torch.set_num_threads(config.threads)
+    # Everything that can fail on user input happens before the first step.
+    payload = _resume_payload(config, resume)
+    train_data = load_split(config.data, "train")
+    test_data = load_split(config.data, "test") if config.eval.enabled else None
+    if test_data is not None and test_data.num_classes != train_data.num_classes:
+        raise ConfigError(f"data: the test split has {test_data.num_classes} classes, the train split "
+                          f"{train_data.num_classes}")
+    eval_group = _eval_group(config) if config.eval.enabled else None
+    objective = build(config, train_data).to(device)
+
+    with _distributed(env, device):
+        return _fit(config, env, device, objective, train_data, test_data, eval_group, payload, until_epoch)
+
+
+def _eval_group(config: TrainConfig) -> Any:
+    return make_group(config.eval.invariance_group, **dict(config.eval.invariance_options))
+
+
+def _fit(config: TrainConfig, env: _Distributed, device: torch.device, objective: Objective,
+         train_data: SplitData, test_data: SplitData | None, eval_group: Any, payload: dict[str, Any] | None,
+         until_epoch: int | None) -> dict[str, Any]:
+    optim = config.optim
+    dataset = _Indexed(train_data)
+    # One sampler for every world size: with one replica it is a seeded shuffle, with N it shards that shuffle.
+    sampler = DistributedSampler(dataset, num_replicas=env.world, rank=env.rank, shuffle=True, seed=config.seed,
+                                 drop_last=env.world > 1)
+    loader = DataLoader(dataset, batch_size=optim.batch_size // env.world, sampler=sampler,
+                        num_workers=config.workers)
+    if len(loader) == 0:
+        raise ConfigError(f"data: the training split has {len(dataset)} samples, fewer than one batch per process")
+    net: torch.nn.Module = objective
+    if env.world > 1:
+        net = DistributedDataParallel(objective, device_ids=[device.index] if device.type == "cuda" else None)
+    optimizer = torch.optim.AdamW(objective.parameters(), lr=optim.lr, weight_decay=optim.weight_decay,
+                                  betas=optim.betas)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _schedule(config, optim.epochs * len(loader)))
+    start, history = 0, []
+    if payload is not None:
+        objective.load_state_dict(payload["objective"])
+        optimizer.load_state_dict(payload["optimizer"])
+        scheduler.load_state_dict(payload["scheduler"])
+        start, history = int(payload["epoch"]), list(payload["history"])
+    stop = optim.epochs if until_epoch is None else min(until_epoch, optim.epochs)
+    out = Path(config.out)
+
+    for epoch in range(start, stop):
+        history.append(_epoch(config, env, device, net, objective, loader, sampler, optimizer, scheduler, epoch))
+        if env.main:
+            _save_atomic({"format": _FORMAT, "config": config.to_dict(), "epoch": epoch + 1,
+                          "objective": objective.state_dict(), "optimizer": optimizer.state_dict(),
+                          "scheduler": scheduler.state_dict(), "history": history,
+                          "input_shape": list(train_data.x.shape[1:]), "num_classes": train_data.num_classes},
+                         out / CHECKPOINT)
+    complete = stop == optim.epochs
+    result: dict[str, Any] = {"config": config.to_dict(), "complete": complete, "epochs_done": stop,
+                              "world_size": env.world, "device": str(device), "threads": torch.get_num_threads(),
+                              "history": history}
+    if complete and test_data is not None and env.main:
+        result["eval"] = evaluate(objective.model, config, test_data, group=eval_group)
+    if env.main:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / METRICS).write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    if env.world > 1:
+        dist.barrier()
+    return result
+
+
+def _epoch(config: TrainConfig, env: _Distributed, device: torch.device, net: torch.nn.Module,
+           objective: Objective, loader: DataLoader, sampler: DistributedSampler, optimizer: Any,
+           scheduler: Any, epoch: int) -> dict[str, float]:
+    sampler.set_epoch(epoch)
+    # torch's global RNG (dropout, stochastic depth) is reseeded from (seed, epoch, rank): resuming at an epoch
+    # boundary then replays exactly what an uninterrupted run would have drawn.
+    torch.manual_seed(index_generator(config.seed, _TORCH_RNG_STREAM, epoch, env.rank).initial_seed())
+    objective.train()
+    totals: dict[str, float] = {}
+    seen, started = 0, time.perf_counter()
+    bar = tqdm(loader, desc=f"epoch {epoch + 1}/{config.optim.epochs}", unit="batch", leave=False,
+               disable=not (config.progress and env.main), dynamic_ncols=True)
+    for step, (x, y, index) in enumerate(bar, start=1):
+        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+        with warnings.catch_warnings():
+            # A DEQ trained with few iterations rarely meets its tolerance; its converged fraction is in stats.
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            loss, stats = net(x, y, index, epoch)
+        if not torch.isfinite(loss):
+            raise NonFiniteError(f"train: expected a finite loss, got {float(loss)} at epoch {epoch + 1}, "
+                                 f"step {step}; lower optim.lr or set optim.grad_clip")
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if config.optim.grad_clip is not None:
+            torch.nn.utils.clip_grad_norm_(objective.parameters(), config.optim.grad_clip)
+        optimizer.step()
+        scheduler.step()
+        n = x.shape[0] * (dist.get_world_size() if dist.is_initialized() else 1)
+        seen += n
+        for key, value in stats.items():
+            totals[key] = totals.get(key, 0.0) + value * n
+        rate = seen / max(time.perf_counter() - started, 1e-9)
+        bar.set_postfix(loss=f"{stats['loss']:.3f}", img_s=f"{rate:.0f}")
+    bar.close()
+    seconds = time.perf_counter() - started
+    row = {"epoch": epoch + 1, **{k: v / seen for k, v in totals.items()}, "images_per_s": seen / seconds,
+           "seconds": seconds, "lr": scheduler.get_last_lr()[0]}
+    if env.main and config.progress:
+        extra = "".join(f", {k} {row[k]:.3g}" for k in ("steps", "converged") if k in row)
+        tqdm.write(f"epoch {epoch + 1}/{config.optim.epochs}: loss {row['loss']:.4f}, "
+                   f"{row['images_per_s']:.0f} img/s, {seconds:.1f} s{extra}")
+    return row
+
+
+# ---------------------------------------------------------------------------------------------- evaluation
+def evaluate(model: torch.nn.Module, config: TrainConfig, test_data: SplitData, *, group: Any = None
+             ) -> dict[str, Any]:
+    """The configured metrics of ``model`` on ``test_data`` (the first ``config.eval.limit`` samples).
+
+    Returns:
+        ``accuracy``, ``invariance_error`` (under ``config.eval``'s group), and for Locally Scaled MNIST
+        ``accuracy_unscaled`` (every digit at scale 1) and ``local_scale_error`` (``k = eval.rescalings``);
+        ``samples``, the invariance group's repr, and ``nonconverged_batches``: how many evaluation batches raised a
+        :class:`~equican.errors.ConvergenceWarning`.
+    """
+    ev = config.eval
+    group = _eval_group(config) if group is None else group
+    n = test_data.x.shape[0] if ev.limit is None else min(ev.limit, test_data.x.shape[0])
+    x, y = test_data.x[:n], test_data.y[:n]
+    out: dict[str, Any] = {"samples": n, "invariance_group": repr(group)}
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ConvergenceWarning)
+        out["accuracy"] = metrics.accuracy(model, (x, y), batch_size=ev.batch_size)
+        out["invariance_error"] = metrics.invariance_error(model, (x,), group, seed=ev.seed,
+                                                           batch_size=ev.batch_size)
+        if isinstance(test_data.source, LocalScaleMNIST):
+            source = test_data.source
+            reference = torch.stack([source.reference(i) for i in range(n)])
+            rescaled = torch.stack([source.rescalings(i, ev.rescalings) for i in range(n)])
+            out["accuracy_unscaled"] = metrics.accuracy(model, (reference, y), batch_size=ev.batch_size)
+            out["local_scale_error"] = metrics.local_scale_error(model, (reference, rescaled),
+                                                                 batch_size=max(ev.batch_size // ev.rescalings, 1))
+    out["nonconverged_batches"] = sum(issubclass(w.category, ConvergenceWarning) for w in caught)
+    return out
+
+
+def evaluate_checkpoint(path: str | os.PathLike[str], *, overrides: TrainConfig | None = None) -> dict[str, Any]:
+    """Evaluate a checkpoint on its run's test split (``equican evaluate``).
+
+    Args:
+        path: a ``checkpoint.pt``.
+        overrides: a config whose ``data`` and ``eval`` sections replace the checkpoint's (to evaluate on other
+            data or with other metrics settings); None keeps the checkpoint's.
+
+    Returns:
+        :func:`evaluate`'s dict plus ``checkpoint`` and ``epoch``.
+    """
+    config, objective, payload = load_checkpoint(path)
+    if overrides is not None:
+        config = config.replace(data=overrides.data, eval=overrides.eval)
+    device = _device(config, _Distributed())
+    objective.to(device)
+    result = evaluate(objective.model, config, load_split(config.data, "test"))
+    return {"checkpoint": str(path), "epoch": int(payload["epoch"]), **result}
