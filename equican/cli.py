@@ -338,8 +338,10 @@ def _run_train(args: argparse.Namespace) -> int:
     out = Path(config.out)
     if "eval" in result:
         print(results_table([(config.method.name, result["eval"])]))
-    else:
+    elif not result["complete"]:
         print(f"stopped after epoch {result['epochs_done']} of {config.optim.epochs}; continue with --resume")
+    else:
+        print(f"trained {config.optim.epochs} epochs (evaluation disabled: eval.enabled = false)")
     print(f"wrote {out / CHECKPOINT} and {out / METRICS}")
     return 0
 

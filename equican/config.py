@@ -398,7 +398,8 @@ def apply_overrides(config: TrainConfig, overrides: Sequence[str]) -> TrainConfi
             value = yaml.safe_load(raw) if raw.strip() else None
         except yaml.YAMLError as exc:
             raise ConfigError(f"apply_overrides: cannot parse the value of {item!r}: {exc}") from None
-        value = _number(value)
+        if not raw.strip().startswith(("'", '"')):  # a quoted value is a string, whatever it looks like
+            value = _number(value)
         # Sections and their fields exist already (a typo there is an error); keys inside an options mapping
         # (depth 2 and deeper) may be new, since each component validates its own options.
         node = tree

@@ -265,7 +265,11 @@ def _direct(backbone: nn.Module, group: Group, opts: UpdateOptions, in_channels:
 
 def _optimization(backbone: nn.Module, group: Group, opts: OptimizationOptions, in_channels: int,
                   seed: int) -> Objective:
-    energy = FixedPointEnergy(_update_net(group, in_channels, opts), group)
+    net = _update_net(group, in_channels, opts)
+    # UpdateNet's head starts at 0 (the identity for the DEC); the energy is quadratic in it, so a zero head would
+    # get zero gradient forever. A small random start lets the energy's parameters train.
+    nn.init.normal_(net.head.weight, std=1e-2)
+    energy = FixedPointEnergy(net, group)
     config = OptimizationConfig(steps=opts.steps, eval_steps=opts.eval_steps, lr=opts.lr, optimizer=opts.optimizer,
                                 unroll=opts.unroll)
     canon = OptimizationCanonicalizer(group, energy, config)
@@ -273,7 +277,11 @@ def _optimization(backbone: nn.Module, group: Group, opts: OptimizationOptions, 
 
 
 def _escnn(backbone: nn.Module, group: Group, opts: EscnnOptions, in_channels: int, seed: int) -> Objective:
-    from .canon.equivariant import EquivariantCanonicalizer  # escnn is optional: import it only when asked
+    try:
+        from .canon.equivariant import EquivariantCanonicalizer  # escnn is optional: import it only when asked
+    except ImportError as exc:
+        raise ConfigError(f"method 'escnn': needs the optional escnn package (pip install 'equican[escnn]'); "
+                          f"importing it failed: {exc}") from None
 
     canon = EquivariantCanonicalizer(group, in_channels, channels=opts.channels, kernel_size=opts.kernel_size)
     return CanonicalizedObjective(backbone, canon, 0.0, seed)

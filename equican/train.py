@@ -181,8 +181,12 @@ def _schedule(config: TrainConfig, total_steps: int) -> Any:
 def _save_atomic(payload: dict[str, Any], path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    torch.save(payload, tmp)
-    os.replace(tmp, path)  # atomic on POSIX: readers see the old file or the new one, never half of one
+    try:
+        torch.save(payload, tmp)
+        os.replace(tmp, path)  # atomic on POSIX: readers see the old file or the new one, never half of one
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def _read_checkpoint(path: Path) -> dict[str, Any]:
@@ -191,7 +195,9 @@ def _read_checkpoint(path: Path) -> dict[str, Any]:
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many types for a torn or foreign file
-        raise DataError(f"checkpoint {path} cannot be read ({type(exc).__name__}: {exc})") from None
+        # Only the first line: torch's own message goes on to suggest weights_only=False, wrong for a torn file.
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        raise DataError(f"checkpoint {path} cannot be read ({type(exc).__name__}: {first})") from None
     if not isinstance(payload, dict) or payload.get("format") != _FORMAT:
         raise DataError(f"checkpoint {path} is not an equican checkpoint (expected format {_FORMAT!r})")
     return payload
