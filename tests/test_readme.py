@@ -47,7 +47,7 @@ def test_readme_commands_are_make_targets():
     makefile = (ROOT / "Makefile").read_text(encoding="utf-8")
     for target in ("setup", "demo", "test", "bench"):
         assert re.search(rf"^{target}:", makefile, flags=re.MULTILINE), f"Makefile has no {target!r} target"
-    assert re.search(r"^demo: setup\n\t.*equican show-groups", makefile, flags=re.MULTILINE)
+    assert re.search(r"^demo: setup\n\t.*equican demo", makefile, flags=re.MULTILINE)
     assert re.search(r"^test: setup\n\t.*pytest", makefile, flags=re.MULTILINE)
 
 

@@ -1,0 +1,170 @@
+"""Training benchmark: plain, augmentation, invariance loss, optimization canonicalization and DEC, 3 seeds each.
+
+Every method trains the same small CNN with the same optimizer, epochs and data, on a CPU-sized Locally Scaled
+MNIST (two digits per composite, so the scaling is really local; see ``BASE`` for every setting), and is evaluated
+on the same test composites: top-1 accuracy on the rescaled test set and with every digit at scale 1, the paper's
+monotone invariance error (R = 8, strength 0.25) and the local-scale error (k = 3 rescalings). Mean and sample
+standard deviation over the seeds.
+
+Target (issue 4): DEC beats augmentation by at least 1 point of accuracy and halves its local-scale error.
+
+Data: the full MNIST in ``../shared/data/mnist`` beside the checkout when it is there (``--data`` to choose), else the
+bundled subset (then the numbers are not comparable: the JSON records which was used).
+
+Usage::
+
+    python benchmarks/training.py                 # the documented configuration (~1 h on 2 cores)
+    python benchmarks/training.py --quick         # a pipeline check in seconds (what the tests run)
+    python benchmarks/training.py --methods plain dec --seeds 0
+
+Writes ``results.json`` (every run: config, history, metrics, seconds; the machine), ``results.md`` (the table) and
+``training.png`` (bars with spread) to ``--out`` (default ``outputs/bench/training``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from equican.config import TrainConfig, apply_overrides
+from equican.report import METRIC_COLUMNS, results_table
+from equican.train import train
+
+ROOT = Path(__file__).resolve().parent.parent
+SHARED_MNIST = ROOT.parent / "shared" / "data" / "mnist"
+
+#: The documented configuration, as overrides of the defaults of :class:`equican.config.TrainConfig`.
+BASE: tuple[str, ...] = (
+    "data.dataset=local_scale",
+    "data.options.digits=2", "data.options.cell=36", "data.options.canvas=72",
+    "data.options.scale_range=[0.4, 1.25]",
+    "data.train_limit=6000", "data.test_limit=1000",
+    "model.name=cnn", "model.options.channels=[16, 32, 64]",
+    "optim.epochs=3", "optim.batch_size=32", "optim.lr=2e-3", "optim.warmup_steps=50",
+    "eval.limit=500", "eval.batch_size=50", "eval.rescalings=3",
+)
+#: Per-method settings on top of BASE. The three canonicalizers share one update network size.
+METHODS: dict[str, tuple[str, ...]] = {
+    "plain": ("method.name=plain",),
+    "augment": ("method.name=augment",),
+    "invariance": ("method.name=invariance",),
+    "optimization": ("method.name=optimization", "method.options.channels=[16, 32]", "method.options.steps=3",
+                     "method.options.prior_weight=10"),
+    "dec": ("method.name=dec", "method.options.channels=[16, 32]", "method.options.prior_weight=10"),
+}
+QUICK: tuple[str, ...] = ("data.train_limit=48", "data.test_limit=12", "optim.epochs=1", "optim.batch_size=16",
+                          "eval.limit=6", "eval.rescalings=2")
+SEEDS = (0, 1, 2)
+
+
+def run_config(method: str, seed: int, *, out: Path, data: str | None, quick: bool) -> TrainConfig:
+    """The config of one run."""
+    overrides = [*BASE, *METHODS[method], f"seed={seed}", f"out={json.dumps(str(out / f'{method}-seed{seed}'))}",
+                 "progress=false"]
+    if data is not None:
+        overrides.append(f"data.root={json.dumps(str(data))}")
+    if quick:
+        overrides += QUICK
+    return apply_overrides(TrainConfig(), overrides)
+
+
+def summarize(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Mean and sample standard deviation (0 for one run) of every metric over a method's seeds."""
+    keys = [key for key, _ in METRIC_COLUMNS if all(key in r["eval"] for r in runs)] + ["train_seconds"]
+    out = {}
+    for key in keys:
+        values = [r["train_seconds"] if key == "train_seconds" else r["eval"][key] for r in runs]
+        out[key] = (statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0)
+    return out
+
+
+def verdict(summary: dict[str, dict[str, Any]]) -> list[str]:
+    """The issue's target, checked on the means: lines saying met or missed, and by how much."""
+    if "dec" not in summary or "augment" not in summary:
+        return ["target not checked: needs both dec and augment"]
+    dec, aug = summary["dec"], summary["augment"]
+    gain = dec["accuracy"][0] - aug["accuracy"][0]
+    ratio = dec["local_scale_error"][0] / max(aug["local_scale_error"][0], 1e-12)
+    return [f"accuracy: DEC - augmentation = {100 * gain:+.2f} points (target >= +1): "
+            f"{'met' if gain >= 0.01 else 'missed'}",
+            f"local-scale error: DEC / augmentation = {ratio:.3f} (target <= 0.5): "
+            f"{'met' if ratio <= 0.5 else 'missed'}"]
+
+
+def plot(summary: dict[str, dict[str, Any]], path: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panels = [(key, name) for key, name in METRIC_COLUMNS if all(key in s for s in summary.values())]
+    fig, axes = plt.subplots(1, len(panels), figsize=(3.2 * len(panels), 3.2), squeeze=False)
+    names = list(summary)
+    for ax, (key, name) in zip(axes[0], panels):
+        means = [summary[m][key][0] for m in names]
+        spreads = [summary[m][key][1] for m in names]
+        ax.bar(range(len(names)), means, yerr=spreads, capsize=3, color="tab:blue")
+        ax.set_xticks(range(len(names)), names, rotation=30, ha="right", fontsize=8)
+        ax.set_title(name, fontsize=9)
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="tiny runs: checks the pipeline, measures nothing")
+    parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
+    parser.add_argument("--seeds", nargs="+", type=int, default=list(SEEDS))
+    parser.add_argument("--data", default=None, help="MNIST IDX directory (default: ../shared/data/mnist if present, "
+                                                    "else the bundled subset)")
+    parser.add_argument("--out", type=Path, default=ROOT / "outputs" / "bench" / "training")
+    args = parser.parse_args(argv)
+    data = args.data if args.data is not None else (str(SHARED_MNIST) if SHARED_MNIST.is_dir() else None)
+    if args.quick:
+        data = None  # the bundled subset: the quick mode must run anywhere
+    args.out.mkdir(parents=True, exist_ok=True)
+    runs: dict[str, list[dict[str, Any]]] = {}
+    for method in args.methods:
+        for seed in args.seeds:
+            config = run_config(method, seed, out=args.out, data=data, quick=args.quick)
+            started = time.perf_counter()
+            result = train(config)
+            seconds = time.perf_counter() - started
+            runs.setdefault(method, []).append({"seed": seed, "train_seconds": seconds, "eval": result["eval"],
+                                                "history": result["history"], "config": result["config"]})
+            e = result["eval"]
+            print(f"{method:<13} seed {seed}: accuracy {e['accuracy']:.4f}, local-scale error "
+                  f"{e['local_scale_error']:.4f}, invariance error {e['invariance_error']:.4f} ({seconds:.0f} s)",
+                  flush=True)
+    summary = {method: summarize(r) for method, r in runs.items()}
+    table = results_table(list(summary.items()), [*METRIC_COLUMNS, ("train_seconds", "seconds per run")])
+    lines = verdict(summary)
+    print()
+    print(table)
+    print("\n".join(lines))
+    machine = {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
+               "cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(), "python": sys.version.split()[0],
+               "torch": torch.__version__}
+    payload = {"quick": args.quick, "data": data or "bundled subset", "base": list(BASE), "methods": METHODS,
+               "seeds": args.seeds, "machine": machine, "summary": summary, "target": lines, "runs": runs}
+    (args.out / "results.json").write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
+    (args.out / "results.md").write_text(table + "\n\n" + "\n".join(f"- {line}" for line in lines) + "\n",
+                                         encoding="utf-8")
+    plot(summary, args.out / "training.png",
+         f"Locally Scaled MNIST (2 digits, 72x72), small CNN, {len(args.seeds)} seed(s)")
+    print(f"\nwrote {args.out / 'results.json'}, results.md and training.png")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
