@@ -120,6 +120,40 @@ def plot(summary: dict[str, dict[str, Any]], path: Path, title: str) -> None:
     fig.savefig(path, dpi=110)
 
 
+def report(table: str, lines: list[str], payload: dict[str, Any]) -> str:
+    """The markdown page: configuration, machine, table, target (copied to docs/results/training.md)."""
+    machine = payload["machine"]
+    settings = "\n".join(f"- `{item}`" for item in payload["base"])
+    methods = "\n".join(f"- {name}: " + ", ".join(f"`{o}`" for o in options)
+                         for name, options in payload["methods"].items())
+    return (f"# Training benchmark: Locally Scaled MNIST\n\n"
+            f"Written by `benchmarks/training.py`{' --quick' if payload['quick'] else ''}. Data: {payload['data']}. "
+            f"Seeds: {payload['seeds']}. Mean ± sample standard deviation over the seeds.\n\n"
+            f"Machine: {machine['cpus']} CPUs ({machine['processor']}), {machine['torch_threads']} torch threads, "
+            f"torch {machine['torch']}, Python {machine['python']}; load average at the end "
+            f"{', '.join(f'{v:.2f}' for v in machine['load_average'])}.\n\n"
+            f"{table}\n\n" + "\n".join(f"- {line}" for line in lines) + "\n\n"
+            f"![accuracy and errors per method](training.png)\n\n"
+            f"## Configuration (overrides of `TrainConfig()`)\n\n{settings}\n\nPer method:\n\n{methods}\n")
+
+
+def write_outputs(payload: dict[str, Any], out: Path) -> None:
+    """Summary, table, target check, results.json/.md and the plot, from the runs in ``payload``."""
+    summary = {method: summarize(r) for method, r in payload["runs"].items()}
+    table = results_table(list(summary.items()), [*METRIC_COLUMNS, ("train_seconds", "seconds per run")])
+    lines = verdict(summary)
+    payload.update(summary=summary, target=lines)
+    print()
+    print(table)
+    print("\n".join(lines))
+    (out / "results.json").write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
+    (out / "runs.partial.json").unlink(missing_ok=True)
+    (out / "results.md").write_text(report(table, lines, payload), encoding="utf-8")
+    plot(summary, out / "training.png",
+         f"Locally Scaled MNIST (2 digits, 72x72), small CNN, {len(payload['seeds'])} seed(s)")
+    print(f"\nwrote {out / 'results.json'}, results.md and training.png")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="tiny runs: checks the pipeline, measures nothing")
@@ -128,11 +162,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data", default=None, help="MNIST IDX directory (default: ../shared/data/mnist if present, "
                                                     "else the bundled subset)")
     parser.add_argument("--out", type=Path, default=ROOT / "outputs" / "bench" / "training")
+    parser.add_argument("--from-json", type=Path, default=None, metavar="RESULTS",
+                        help="train nothing: rewrite the table, page and plot from an earlier results.json")
     args = parser.parse_args(argv)
+    args.out.mkdir(parents=True, exist_ok=True)
+    if args.from_json is not None:
+        write_outputs(json.loads(args.from_json.read_text(encoding="utf-8")), args.out)
+        return 0
     data = args.data if args.data is not None else (str(SHARED_MNIST) if SHARED_MNIST.is_dir() else None)
     if args.quick:
         data = None  # the bundled subset: the quick mode must run anywhere
-    args.out.mkdir(parents=True, exist_ok=True)
     runs: dict[str, list[dict[str, Any]]] = {}
     for method in args.methods:
         for seed in args.seeds:
@@ -146,23 +185,13 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{method:<13} seed {seed}: accuracy {e['accuracy']:.4f}, local-scale error "
                   f"{e['local_scale_error']:.4f}, invariance error {e['invariance_error']:.4f} ({seconds:.0f} s)",
                   flush=True)
-    summary = {method: summarize(r) for method, r in runs.items()}
-    table = results_table(list(summary.items()), [*METRIC_COLUMNS, ("train_seconds", "seconds per run")])
-    lines = verdict(summary)
-    print()
-    print(table)
-    print("\n".join(lines))
-    machine = {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
-               "cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(), "python": sys.version.split()[0],
-               "torch": torch.__version__}
-    payload = {"quick": args.quick, "data": data or "bundled subset", "base": list(BASE), "methods": METHODS,
-               "seeds": args.seeds, "machine": machine, "summary": summary, "target": lines, "runs": runs}
-    (args.out / "results.json").write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
-    (args.out / "results.md").write_text(table + "\n\n" + "\n".join(f"- {line}" for line in lines) + "\n",
-                                         encoding="utf-8")
-    plot(summary, args.out / "training.png",
-         f"Locally Scaled MNIST (2 digits, 72x72), small CNN, {len(args.seeds)} seed(s)")
-    print(f"\nwrote {args.out / 'results.json'}, results.md and training.png")
+            # Every finished run is on disk at once: an interrupted benchmark keeps what it measured.
+            (args.out / "runs.partial.json").write_text(json.dumps(runs, indent=2) + "\n", encoding="utf-8")
+    machine = {"load_average": os.getloadavg(), "platform": platform.platform(),
+               "processor": platform.processor() or platform.machine(), "cpus": os.cpu_count(),
+               "torch_threads": torch.get_num_threads(), "python": sys.version.split()[0], "torch": torch.__version__}
+    write_outputs({"quick": args.quick, "data": data or "bundled subset", "base": list(BASE), "methods": METHODS,
+                   "seeds": args.seeds, "machine": machine, "runs": runs}, args.out)
     return 0
 
 

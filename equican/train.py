@@ -216,7 +216,8 @@ def load_checkpoint(path: str | os.PathLike[str]) -> tuple[TrainConfig, Objectiv
     path = Path(path)
     payload = _read_checkpoint(path)
     config = TrainConfig.from_dict(payload["config"], source=f"checkpoint {path}")
-    objective = build(config, _shape_stub(payload))
+    with torch.random.fork_rng(devices=[]):  # building seeds torch's RNG; loading must not change the caller's
+        objective = build(config, _shape_stub(payload))
     objective.load_state_dict(payload["objective"])
     return config, objective.eval(), payload
 

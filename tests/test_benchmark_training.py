@@ -48,3 +48,13 @@ def test_verdict_says_met_and_missed():
     bad = {"dec": {"accuracy": (0.8, 0), "local_scale_error": (0.3, 0)},
            "augment": {"accuracy": (0.8, 0), "local_scale_error": (0.3, 0)}}
     assert all(line.endswith("missed") for line in bench.verdict(bad))
+
+
+def test_outputs_can_be_rewritten_from_json(tmp_path):
+    """--from-json trains nothing and reproduces the page from the saved runs."""
+    bench = _load()
+    assert bench.main(["--quick", "--seeds", "0", "--methods", "plain", "augment", "--out", str(tmp_path / "a")]) == 0
+    first = (tmp_path / "a" / "results.md").read_text()
+    assert bench.main(["--from-json", str(tmp_path / "a" / "results.json"), "--out", str(tmp_path / "b")]) == 0
+    assert (tmp_path / "b" / "results.md").read_text() == first
+    assert "## Configuration" in first and "Machine:" in first

@@ -420,3 +420,14 @@ def test_section_classes_construct_directly():
     assert ModelConfig(name="vit").name == "vit"
     assert EvalConfig(limit=3).limit == 3
 
+
+
+def test_documented_example_configs_load():
+    """The config files the docs point users to stay valid as the code changes."""
+    from pathlib import Path
+
+    examples = sorted((Path(__file__).resolve().parents[1] / "docs" / "examples").glob("*.y*ml"))
+    assert examples, "docs/examples has no YAML config"
+    for path in examples:
+        config = load_config(path)
+        assert config.method.name == "dec" and config.data.options["digits"] == 2
