@@ -277,6 +277,29 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--json", type=Path, default=None, metavar="PATH",
                     help="where to write the metrics (default: evaluation.json beside the checkpoint)")
 
+    cmp_ = commands.add_parser(
+        "compare", help="train the same model with the DEC over each group plus baselines, and compare them",
+        description="Train the same model on the same data with the DEC canonicalizer for each group (default: "
+                    "monotone, affine, scale, rotation) plus the plain and augmentation baselines; evaluate accuracy "
+                    "on clean and transformed test data, the local-scale error and the invariance error under every "
+                    "group; print and write a markdown table, CSV/JSON and figures to --out.")
+    cmp_.add_argument("--config", metavar="FILE|NAME", default=None,
+                      help="base config (data, model, optimizer, eval; default: the packaged 'compare')")
+    cmp_.add_argument("--groups", nargs="+", default=None, metavar="GROUP", help="groups for the DEC runs")
+    cmp_.add_argument("--baselines", nargs="*", default=None, metavar="NAME", help="some of: plain augment")
+    cmp_.add_argument("--eval-groups", nargs="+", default=None, metavar="GROUP",
+                      help="groups of the invariance cross table (default: --groups)")
+    cmp_.add_argument("--augment-group", default="monotone", help="group of the augmentation baseline")
+    cmp_.add_argument("--seeds", nargs="+", type=int, default=[0], help="seeds (mean ± spread over them)")
+    cmp_.add_argument("--model", dest="model.name", default=None, help="model: cnn, vit, or a timm name")
+    cmp_.add_argument("--data", dest="data.root", default=None, help="MNIST IDX directory (default: bundled)")
+    cmp_.add_argument("--epochs", dest="optim.epochs", type=int, default=None, help="epochs")
+    cmp_.add_argument("--set", dest="overrides", metavar="KEY=VALUE", action="append", default=[],
+                      help="override any field of the base config")
+    cmp_.add_argument("--out", type=Path, default=Path("outputs/compare"), help="output directory")
+    cmp_.add_argument("--quick", action="store_true", help="tiny runs that check the pipeline in seconds")
+    cmp_.add_argument("--no-progress", action="store_true", help="no progress bars")
+
     demo = commands.add_parser(
         "demo", help="the main job: train plain and DEC classifiers on Locally Scaled MNIST and compare them",
         description="Train a plain and a DEC-canonicalized classifier with the packaged 'demo' configuration on "
@@ -357,6 +380,20 @@ def _run_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _run_compare(args: argparse.Namespace) -> int:
+    from .compare import BASELINES, DEFAULT_GROUPS, QUICK, compare
+
+    base = load_config(args.config if args.config is not None else "compare")
+    flags = [f"{key}={json.dumps(value)}" for key, value in vars(args).items() if "." in key and value is not None]
+    base = apply_overrides(base, [*flags, *(QUICK if args.quick else ()), *args.overrides])
+    compare(base, groups=args.groups if args.groups is not None else DEFAULT_GROUPS,
+            baselines=args.baselines if args.baselines is not None else BASELINES, eval_groups=args.eval_groups,
+            augment_group=args.augment_group, seeds=args.seeds, out=args.out, progress=not args.no_progress,
+            figure_count=4 if args.quick else 8)
+    print(f"\nwrote {args.out}/compare.md, compare.json, compare.csv, compare.png and canonical_forms.png")
+    return 0
+
+
 def _run_demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
@@ -380,7 +417,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help(sys.stderr)
         return 2
     run = {"show-groups": _run_show_groups, "train": _run_train, "evaluate": _run_evaluate,
-           "demo": _run_demo}[args.command]
+           "demo": _run_demo, "compare": _run_compare}[args.command]
     try:
         return run(args)
     except EquicanError as exc:

@@ -14,14 +14,12 @@ from __future__ import annotations
 import dataclasses
 import json
 import time
-import warnings
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from .config import apply_overrides, load_config
-from .errors import ConvergenceWarning
 from .report import results_table
 from .train import CHECKPOINT, load_checkpoint, load_split, train
 
@@ -91,11 +89,9 @@ def _save_canonical_forms(checkpoint: Path, path: Path, *, count: int) -> None:
     count = min(count, len(source))
     images = torch.stack([torch.stack([source.reference(i), source[i][0], source.rescalings(i, 1)[0]])
                           for i in range(count)])
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ConvergenceWarning)  # a picture; the metrics count non-convergence
-        fig = canonical_forms_figure(objective.model.canonicalizer, images,
-                                     row_labels=["scale 1", "test draw", "rescaled"],
-                                     title="DEC canonical forms: the same digits at three scales, each above its "
-                                           "canonical form")
+    fig = canonical_forms_figure(objective.model.canonicalizer, images,
+                                 row_labels=["scale 1", "test draw", "rescaled"],
+                                 title="DEC canonical forms: the same digits at three scales, each above its "
+                                       "canonical form")
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)

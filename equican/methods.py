@@ -24,6 +24,13 @@ The methods (``MethodConfig.name``) and their options (``MethodConfig.options``)
                    ``steps``, ``eval_steps``, ``lr``, ``optimizer``, ``unroll``, ``prior_weight``.
 ``escnn``          an escnn C_n-equivariant canonicalizer (:class:`~equican.canon.EquivariantCanonicalizer`);
                    needs a discrete rotation group (default ``cyclic``). Options: ``channels``, ``kernel_size``.
+``latent``         latent canonicalization (:class:`~equican.latent.LatentCanonicalized`): one canonicalizer
+                   per chosen block of the backbone (a timm model, or the package's ``cnn``/``vit``), plus
+                   ``prior_weight`` times the sum of every insertion point's prior. Options: ``at`` (block
+                   indices, default ``(0,)``), ``canonicalizer`` (``deq``, ``direct``, ``escnn``, ``identity``),
+                   ``canonicalizer_input`` (``latent`` or ``image``), ``uncanonicalize`` (one bool or one per
+                   point), ``channels`` (the update network's widths; the kind's default when unset),
+                   ``prior_weight``.
 =================  ====================================================================================
 
 Every method that takes a group takes any registered group (``MethodConfig.group``, default ``monotone``;
@@ -50,6 +57,7 @@ from .config import MethodConfig, from_options
 from .data.seeding import keyed_elements
 from .errors import ConfigError, UnknownNameError
 from .group import Group, make_group
+from .latent import LatentCanonicalized
 
 __all__ = ["Objective", "METHODS", "list_methods", "build_objective", "method_group"]
 
@@ -170,6 +178,36 @@ class CanonicalizedObjective(Objective):
         return loss, stats
 
 
+class LatentObjective(Objective):
+    """Cross-entropy of a :class:`~equican.latent.LatentCanonicalized` model, plus ``prior_weight`` times the sum
+    over its insertion points of each canonicalizer's prior.
+
+    ``model`` is the wrapper itself; one call of :meth:`~equican.latent.LatentCanonicalized.forward_canon` per step
+    gives the logits and every point's element (one forward call, as DDP requires).
+    """
+
+    def __init__(self, model: nn.Module, prior_weight: float = 0.0, seed: int = 0) -> None:
+        super().__init__(model, seed)
+        self.prior_weight = prior_weight
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor, index: torch.Tensor,
+                epoch: int) -> tuple[torch.Tensor, dict[str, float]]:
+        logits, results = self.model.forward_canon(x)
+        ce = F.cross_entropy(logits, y)
+        loss = ce
+        stats = {"ce": float(ce.detach())}
+        if self.prior_weight:
+            prior = self.model.prior_loss(results).mean()
+            loss = loss + self.prior_weight * prior
+            stats["prior"] = float(prior.detach())
+        for key in ("steps", "converged"):
+            values = [r.info[key].float().mean() for r in results.values() if key in r.info]
+            if values:
+                stats[key] = float(torch.stack(values).mean())
+        stats["loss"] = float(loss.detach())
+        return loss, stats
+
+
 # ---------------------------------------------------------------------------------------------- options
 @dataclass(frozen=True)
 class _NoOptions:
@@ -221,6 +259,18 @@ class EscnnOptions:
 
     channels: tuple[int, ...] = (8, 8)
     kernel_size: int = 5
+
+
+@dataclass(frozen=True)
+class LatentOptions:
+    """Insertion points and canonicalizers of ``latent`` (see :class:`~equican.latent.LatentCanonicalized`)."""
+
+    at: int | tuple[int, ...] = (0,)
+    canonicalizer: str | tuple[str, ...] = "deq"
+    canonicalizer_input: str | tuple[str, ...] = "latent"
+    uncanonicalize: bool | tuple[bool, ...] = True
+    channels: tuple[int, ...] | None = None
+    prior_weight: float = 0.0
 
 
 def _parse(options_class: type, options: Mapping[str, Any], *, method: str) -> Any:
@@ -287,6 +337,14 @@ def _escnn(backbone: nn.Module, group: Group, opts: EscnnOptions, in_channels: i
     return CanonicalizedObjective(backbone, canon, 0.0, seed)
 
 
+def _latent(backbone: nn.Module, group: Group, opts: LatentOptions, in_channels: int, seed: int) -> Objective:
+    options = {} if opts.channels is None else {"channels": opts.channels}
+    model = LatentCanonicalized(backbone, at=opts.at, canonicalizer=opts.canonicalizer, group=group,
+                                canonicalizer_input=opts.canonicalizer_input, uncanonicalize=opts.uncanonicalize,
+                                canonicalizer_options=options, in_channels=in_channels)
+    return LatentObjective(model, float(opts.prior_weight), seed)
+
+
 @dataclass(frozen=True)
 class MethodSpec:
     """A registered method: its options class, its default group (None: it uses no group) and its builder."""
@@ -305,6 +363,7 @@ METHODS: dict[str, MethodSpec] = {
     "direct": MethodSpec(UpdateOptions, "monotone", _direct),
     "optimization": MethodSpec(OptimizationOptions, "monotone", _optimization),
     "escnn": MethodSpec(EscnnOptions, "cyclic", _escnn),
+    "latent": MethodSpec(LatentOptions, "monotone", _latent),
 }
 
 

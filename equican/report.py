@@ -6,14 +6,15 @@ Used by ``equican train``/``evaluate``/``demo`` and the benchmarks, so every tab
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
 
-from .errors import ConfigError, ShapeError
+from .errors import ConfigError, ConvergenceWarning, ShapeError
 
-__all__ = ["METRIC_COLUMNS", "results_table", "canonical_forms_figure"]
+__all__ = ["METRIC_COLUMNS", "results_table", "canonicalize", "image_grid", "canonical_forms_figure"]
 
 #: The evaluation metrics shown in tables, in order: (key in the metrics dict, column title).
 METRIC_COLUMNS: tuple[tuple[str, str], ...] = (
@@ -55,6 +56,60 @@ def results_table(rows: Sequence[tuple[str, Mapping[str, Any]]],
 
 
 @torch.no_grad()
+def canonicalize(canonicalizer: torch.nn.Module, images: torch.Tensor) -> torch.Tensor:
+    """Canonical forms ``(N, C, H, W)`` of ``images (N, C, H, W)``, in evaluation mode, on the CPU.
+
+    The canonicalizer's training flag is restored afterwards; convergence warnings are silenced (a picture shows
+    the result, the metrics count non-convergence).
+    """
+    param = next(canonicalizer.parameters(), None)
+    x = images if param is None else images.to(device=param.device, dtype=param.dtype)
+    was_training = canonicalizer.training
+    canonicalizer.eval()
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            return canonicalizer(x).x.cpu()
+    finally:
+        canonicalizer.train(was_training)
+
+
+def image_grid(rows: Sequence[tuple[str, torch.Tensor]], *, title: str = "") -> Any:
+    """A grid of grey images, one labelled row per entry.
+
+    Args:
+        rows: ``(label, images)`` with ``images (K, C, H, W)`` (the mean over channels is shown, clipped to
+            ``[0, 1]``); every row has the same ``K``.
+        title: the figure's title.
+
+    Returns:
+        A matplotlib Figure (the caller saves it).
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    if not rows or any(not isinstance(t, torch.Tensor) or t.ndim != 4 for _, t in rows):
+        raise ShapeError("image_grid: expected rows of (label, images (K, C, H, W))")
+    k = rows[0][1].shape[0]
+    if any(t.shape[0] != k for _, t in rows):
+        raise ShapeError(f"image_grid: expected {k} images in every row, got {[t.shape[0] for _, t in rows]}")
+    fig, axes = plt.subplots(len(rows), k, figsize=(1.6 * k, 1.6 * len(rows)), squeeze=False)
+    for r, (label, images) in enumerate(rows):
+        for j in range(k):
+            ax = axes[r, j]
+            ax.imshow(images[j].detach().float().cpu().mean(dim=0).clamp(0, 1), cmap="gray", vmin=0, vmax=1)
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if j == 0:
+                ax.set_ylabel(label, fontsize=8)
+    if title:
+        fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
 def canonical_forms_figure(canonicalizer: torch.nn.Module, images: torch.Tensor, *, title: str = "",
                            row_labels: Sequence[str] | None = None) -> Any:
     """A grid: each input beside its canonical form under ``canonicalizer``.
@@ -70,11 +125,6 @@ def canonical_forms_figure(canonicalizer: torch.nn.Module, images: torch.Tensor,
     Returns:
         A matplotlib Figure (the caller saves it).
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     if not isinstance(images, torch.Tensor) or images.ndim != 5:
         shape = tuple(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__
         raise ShapeError(f"canonical_forms_figure: expected images of shape (K, V, C, H, W), got {shape}")
@@ -82,27 +132,8 @@ def canonical_forms_figure(canonicalizer: torch.nn.Module, images: torch.Tensor,
     labels = list(row_labels) if row_labels is not None else [f"version {i + 1}" for i in range(v)]
     if len(labels) != v:
         raise ConfigError(f"canonical_forms_figure: expected {v} row labels, got {len(labels)}")
-    param = next(canonicalizer.parameters(), None)
-    flat = images.flatten(0, 1)
-    if param is not None:
-        flat = flat.to(device=param.device, dtype=param.dtype)
-    was_training = canonicalizer.training
-    canonicalizer.eval()
-    try:
-        canonical = canonicalizer(flat).x.view(k, v, *images.shape[2:]).cpu()
-    finally:
-        canonicalizer.train(was_training)
-    fig, axes = plt.subplots(2 * v, k, figsize=(1.6 * k, 1.6 * 2 * v), squeeze=False)
-    for j in range(k):
-        for i in range(v):
-            for r, (tensor, name) in enumerate(((images, labels[i]), (canonical, "canonical"))):
-                ax = axes[2 * i + r, j]
-                ax.imshow(tensor[j, i].float().mean(dim=0).clamp(0, 1), cmap="gray", vmin=0, vmax=1)
-                ax.set_xticks([])
-                ax.set_yticks([])
-                if j == 0:
-                    ax.set_ylabel(name, fontsize=8)
-    if title:
-        fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
-    return fig
+    canonical = canonicalize(canonicalizer, images.flatten(0, 1)).view(k, v, *images.shape[2:])
+    rows = []
+    for i in range(v):
+        rows += [(labels[i], images[:, i]), ("canonical", canonical[:, i])]
+    return image_grid(rows, title=title)
