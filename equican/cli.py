@@ -246,7 +246,7 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--config", metavar="FILE|NAME", default=None,
                     help="config file (.toml/.yaml/.yml) or packaged config name (default: built-in defaults)")
     flags = (("--method", "method.name", str, "training method: plain, augment, invariance, dec, direct, "
-                                                "optimization, escnn"),
+                                                "optimization, escnn, latent"),
              ("--group", "method.group", str, "group of the method (default: the method's, monotone)"),
              ("--model", "model.name", str, "model: cnn, vit, or any timm model name"),
              ("--dataset", "data.dataset", str, "dataset: local_scale, transformed, mnist"),

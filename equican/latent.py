@@ -44,7 +44,7 @@ How channel counts are found: the learned canonicalizers need the channels of wh
 ``in_channels``, else the stem named by timm's ``pretrained_cfg["first_conv"]``, else the first ``Conv2d``). For
 ``"latent"`` it is measured by one dry forward pass of a zero image (batch 1, ``torch.no_grad``, every submodule in
 evaluation mode and restored afterwards, stopped as soon as the last insertion point's input has been seen). Its
-size is ``example_input``'s if given, else ``model.patch_embed.img_size``, else timm's
+size is ``example_input``'s if given, else the patch embedding's ``img_size``, else timm's
 ``pretrained_cfg["input_size"]``, else 64×64. This works for every layout alike, which reading per-family attributes
 (``embed_dim``, ``feature_info``, ...) would not.
 
@@ -316,7 +316,7 @@ def _image_channels(model: nn.Module) -> int | None:
 
 
 def _probe_size(model: nn.Module) -> tuple[int, int]:
-    img_size = getattr(getattr(model, "patch_embed", None), "img_size", None)
+    img_size = getattr(_patch_embed(model), "img_size", None)
     if isinstance(img_size, (tuple, list)) and len(img_size) == 2:
         return int(img_size[0]), int(img_size[1])
     cfg = getattr(model, "pretrained_cfg", None) or {}

@@ -12,6 +12,7 @@ from torch import nn
 from equican.canon import Canonicalized
 from equican.config import MethodConfig
 from equican.errors import ConfigError, ConvergenceWarning, UnknownNameError
+from equican.latent import LatentCanonicalized
 from equican.methods import METHODS, Objective, build_objective, list_methods, method_group
 from equican.models import build_model
 
@@ -20,7 +21,7 @@ CLASSES = 10
 CANON_METHODS = ("dec", "direct", "optimization", "escnn")
 # Small update networks: the methods' defaults are MNIST-sized.
 TINY_OPTIONS = {"dec": {"channels": [4, 8]}, "direct": {"channels": [4, 8]}, "optimization": {"channels": [4, 8]},
-                "escnn": {"channels": [2], "kernel_size": 3}}
+                "escnn": {"channels": [2], "kernel_size": 3}, "latent": {"channels": [4, 8]}}
 
 
 def tiny_backbone() -> nn.Module:
@@ -65,7 +66,8 @@ def train_steps(objective: nn.Module, steps: int) -> list[str]:
 # ---------------------------------------------------------------------------------------------- every method
 def test_registry_lists_the_documented_methods():
     assert list_methods() == list(METHODS)
-    assert set(list_methods()) == {"plain", "augment", "invariance", "dec", "direct", "optimization", "escnn"}
+    assert set(list_methods()) == {"plain", "augment", "invariance", "dec", "direct", "optimization", "escnn",
+                                   "latent"}
 
 
 @pytest.mark.parametrize("name", list_methods())
@@ -114,6 +116,9 @@ def test_canonicalization_methods_wrap_the_backbone(name):
     objective = tiny_objective(name, backbone=backbone)
     if name in CANON_METHODS:
         assert isinstance(objective.model, Canonicalized)
+        assert objective.model.model is backbone
+    elif name == "latent":
+        assert isinstance(objective.model, LatentCanonicalized)
         assert objective.model.model is backbone
     else:
         assert objective.model is backbone
