@@ -342,11 +342,16 @@ def _is_main_process() -> bool:
     return os.environ.get("RANK", "0") == "0"
 
 
+def _flag_overrides(args: argparse.Namespace, top_level: Sequence[str] = ()) -> list[str]:
+    """``key=value`` overrides from the flags that name a config field (dotted dests, and ``top_level``)."""
+    # JSON is valid YAML, so each typed flag value reaches apply_overrides unchanged (a string stays a string).
+    return [f"{key}={json.dumps(value)}" for key, value in vars(args).items()
+            if value is not None and ("." in key or key in top_level)]
+
+
 def _train_config(args: argparse.Namespace) -> TrainConfig:
     config = load_config(args.config) if args.config is not None else TrainConfig()
-    # JSON is valid YAML, so each typed flag value reaches apply_overrides unchanged (a string stays a string).
-    flags = [f"{key}={json.dumps(value)}" for key, value in vars(args).items()
-             if value is not None and ("." in key or key in ("seed", "out", "device", "threads"))]
+    flags = _flag_overrides(args, ("seed", "out", "device", "threads"))
     config = apply_overrides(config, [*flags, *args.overrides])
     if args.no_progress:
         config = config.replace(progress=False)
@@ -384,7 +389,7 @@ def _run_compare(args: argparse.Namespace) -> int:
     from .compare import BASELINES, DEFAULT_GROUPS, QUICK, compare
 
     base = load_config(args.config if args.config is not None else "compare")
-    flags = [f"{key}={json.dumps(value)}" for key, value in vars(args).items() if "." in key and value is not None]
+    flags = _flag_overrides(args)
     base = apply_overrides(base, [*flags, *(QUICK if args.quick else ()), *args.overrides])
     compare(base, groups=args.groups if args.groups is not None else DEFAULT_GROUPS,
             baselines=args.baselines if args.baselines is not None else BASELINES, eval_groups=args.eval_groups,
