@@ -176,7 +176,7 @@ def test_packaged_demo_config_loads():
 
 
 def test_unknown_packaged_name_lists_the_packaged_ones():
-    with pytest.raises(ConfigError, match=r"'demoo'.*packaged configurations: \['demo'"):
+    with pytest.raises(ConfigError, match=r"'demoo'.*packaged configurations: \[.*'demo'"):
         load_config("demoo")
 
 
