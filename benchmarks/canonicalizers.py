@@ -98,9 +98,10 @@ def patterns(count: int, size: int, channels: int, seed: int) -> torch.Tensor:
 
 
 def warped(group, base: torch.Tensor, batch: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-    """``batch`` random warps of the patterns (cycled), and the unwarped patterns."""
-    p = base[torch.arange(batch) % base.shape[0]]
-    return group.act(group.sample(batch, generator=generator), p), p
+    """``batch`` random warps of the patterns (cycled), and the unwarped patterns (on the patterns' device; the
+    warps are drawn on the CPU, so a seed gives the same warps on every device)."""
+    p = base[torch.arange(batch, device=base.device) % base.shape[0]]
+    return group.act(group.sample(batch, generator=generator).to(base.device), p), p
 
 
 def train(canon: DEQCanonicalizer, group, base: torch.Tensor, s: Settings) -> list[float]:
@@ -195,8 +196,13 @@ def fewest_reaching(rows: list[dict], target: float) -> dict | None:
     return min(reached, key=lambda r: (r["steps"], r["invariance_error"])) if reached else None
 
 
-def time_kinds(kinds: dict[str, Canonicalizer], x: torch.Tensor, s: Settings) -> dict[str, dict[int, list[float]]]:
-    """Per-image milliseconds of every kind at every thread count, interleaved over the repeats."""
+def time_kinds(kinds: dict[str, Canonicalizer], x: torch.Tensor, s: Settings, *,
+               sync: Callable[[], None] | None = None) -> dict[str, dict[int, list[float]]]:
+    """Per-image milliseconds of every kind at every thread count, interleaved over the repeats.
+
+    ``sync`` (e.g. ``torch.cuda.synchronize`` for inputs on a GPU) runs before and after each measurement.
+    """
+    sync = sync or (lambda: None)
     times: dict[str, dict[int, list[float]]] = {name: {n: [] for n in s.threads} for name in kinds}
     with torch.no_grad():
         for n in s.threads:  # warm-up: first calls allocate and pick kernels
@@ -207,8 +213,10 @@ def time_kinds(kinds: dict[str, Canonicalizer], x: torch.Tensor, s: Settings) ->
             for n in s.threads:
                 with threads(n):
                     for name, canon in kinds.items():
+                        sync()
                         t = time.perf_counter()
                         canon(x)
+                        sync()
                         times[name][n].append((time.perf_counter() - t) / x.shape[0] * 1e3)
             print(f"  timing repeat {r + 1}/{s.repeats} done, load average {os.getloadavg()[0]:.2f}")
     return times

@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import platform
 import statistics
 import time
@@ -154,15 +155,15 @@ def accuracy(count: int, seed: int) -> dict:
 
 
 # ---------------------------------------------------------------------- (b) speed
-def coordinate_images(batch: int, height: int, width: int) -> torch.Tensor:
+def coordinate_images(batch: int, height: int, width: int, *, device: torch.device | str = "cpu") -> torch.Tensor:
     """The normalized coordinates (x, y) of every pixel as a 2-channel image batch ``(batch, 2, height, width)``."""
-    ys, xs = torch.linspace(-1, 1, height), torch.linspace(-1, 1, width)
+    ys, xs = torch.linspace(-1, 1, height, device=device), torch.linspace(-1, 1, width, device=device)
     return torch.stack([xs.expand(height, width), ys[:, None].expand(height, width)]).expand(batch, 2, height,
                                                                                           width).contiguous()
 
 
 def equivalent_grid(action: Callable[[torch.Tensor], torch.Tensor], batch: int, height: int,
-                    width: int) -> torch.Tensor:
+                    width: int, *, device: torch.device | str = "cpu") -> torch.Tensor:
     """The sampling grid ``(B, H, W, 2)`` that reproduces a bilinear, zero-padded action of a group.
 
     Acting on the coordinate images returns the sampled coordinates wherever the whole bilinear stencil is inside
@@ -170,8 +171,8 @@ def equivalent_grid(action: Callable[[torch.Tensor], torch.Tensor], batch: int, 
     scales the value by the weight inside, which acting on constant images measures; points entirely outside are
     put outside the image. Exact rot90 actions come back as the exact permuted grid.
     """
-    coords = action(coordinate_images(batch, height, width))
-    weight = action(torch.ones(batch, 1, height, width))
+    coords = action(coordinate_images(batch, height, width, device=device))
+    weight = action(torch.ones(batch, 1, height, width, device=device))
     grid = torch.where(weight > 1e-6, coords / weight.clamp_min(1e-6), torch.full_like(coords, 2.0))
     return grid.permute(0, 2, 3, 1).contiguous()
 
@@ -180,9 +181,72 @@ def kornia_matrix(g: torch.Tensor, height: int, width: int) -> torch.Tensor:
     """The pixel-space matrix ``(B, 2, 3)`` for ``kornia.geometry.transform.warp_affine`` of affine elements."""
     b = g.shape[0]
     to_pixels = torch.tensor([[(width - 1) / 2, 0, (width - 1) / 2], [0, (height - 1) / 2, (height - 1) / 2],
-                              [0, 0, 1]], dtype=g.dtype)
-    homogeneous = torch.cat([g, torch.tensor([[[0.0, 0.0, 1.0]]], dtype=g.dtype).expand(b, 1, 3)], dim=1)
+                              [0, 0, 1]], dtype=g.dtype, device=g.device)
+    homogeneous = torch.cat([g, torch.tensor([[[0.0, 0.0, 1.0]]], dtype=g.dtype, device=g.device).expand(b, 1, 3)],
+                            dim=1)
     return (to_pixels @ homogeneous @ torch.linalg.inv(to_pixels))[:, :2]
+
+
+#: The reference of every operation of :func:`group_operations`: the grid_sample it is divided by.
+REFERENCES = {"act": "grid_sample[act]", "inverse": "grid_sample[act]", "act_inverse": "grid_sample[act_inverse]",
+              "compose": "grid_sample[act]"}
+
+
+def group_operations(group, x: torch.Tensor, generator: torch.Generator
+                     ) -> tuple[dict[str, Callable[[], object]], torch.Tensor]:
+    """The timed operations of one group on the images ``x`` ``(B, C, H, W)``, and the element ``g`` ``(B, *P)``.
+
+    Returns ``({op: callable}, g)`` with the ops ``act``, ``inverse``, ``act_inverse`` (inverse included) and
+    ``compose`` of random elements ``g, h`` (drawn with ``generator`` on the CPU, then moved to ``x``'s device), and
+    their references ``grid_sample[act]`` and ``grid_sample[act_inverse]``: ``F.grid_sample`` of ``x`` on the
+    precomputed grid that reproduces ``act(g, ·)`` (resp. ``act_inverse(g, ·)``); :data:`REFERENCES` pairs them.
+    """
+    batch, _, height, width = x.shape
+    g = group.sample(batch, generator=generator).to(x.device)
+    h = group.sample(batch, generator=generator).to(x.device)
+    act_grid = equivalent_grid(lambda im: group.act(g, im), batch, height, width, device=x.device)
+    inv_grid = equivalent_grid(lambda im: group.act_inverse(g, im), batch, height, width, device=x.device)
+    work: dict[str, Callable[[], object]] = {
+        "grid_sample[act]": lambda: F.grid_sample(x, act_grid, align_corners=True),
+        "grid_sample[act_inverse]": lambda: F.grid_sample(x, inv_grid, align_corners=True),
+        "act": lambda: group.act(g, x),
+        "inverse": lambda: group.inverse(g),
+        "act_inverse": lambda: group.act_inverse(g, x),
+        "compose": lambda: group.compose(g, h),
+    }
+    return work, g
+
+
+def time_interleaved(work: dict, repeats: int, *, sync: Callable[[], None] | None = None, min_seconds: float = 0.0,
+                     desc: str = "timing rounds") -> dict:
+    """Seconds per call of every operation in ``work`` (``{key: callable}``), ``repeats`` samples each.
+
+    One warm-up call each (first calls allocate and load kernels); then, in every round, every operation once, so
+    that load from elsewhere on the machine hits all alike. ``sync`` (e.g. ``torch.cuda.synchronize``) runs before
+    and after each measurement. With ``min_seconds > 0``, an operation whose warm-up call is shorter is called
+    ``ceil(min_seconds / warm-up time)`` times per measurement (and the mean taken): calls of a few microseconds
+    are then not measured one by one.
+    """
+    sync = sync or (lambda: None)
+    number: dict = {}
+    for key, fn in work.items():
+        sync()
+        start = time.perf_counter()
+        fn()
+        sync()
+        first = time.perf_counter() - start
+        number[key] = max(1, math.ceil(min_seconds / max(first, 1e-9))) if min_seconds > 0 else 1
+    times: dict = {key: [] for key in work}
+    for _ in tqdm(range(repeats), desc=desc, unit="round", leave=False):
+        for key, fn in work.items():
+            n = number[key]
+            sync()
+            start = time.perf_counter()
+            for _ in range(n):
+                fn()
+            sync()
+            times[key].append((time.perf_counter() - start) / n)
+    return times
 
 
 def speed(batch: int, size: int, repeats: int, seed: int) -> dict:
@@ -196,19 +260,9 @@ def speed(batch: int, size: int, repeats: int, seed: int) -> dict:
     with torch.no_grad():
         for name in list_groups():
             group = make_group(name)
-            g, h = group.sample(batch, generator=generator), group.sample(batch, generator=generator)
-            act_grid = equivalent_grid(lambda im, g=g, group=group: group.act(g, im), batch, size, size)
-            inv_grid = equivalent_grid(lambda im, g=g, group=group: group.act_inverse(g, im), batch, size, size)
-            work[(name, "grid_sample[act]")] = lambda grid=act_grid: F.grid_sample(x, grid, align_corners=True)
-            work[(name, "grid_sample[act_inverse]")] = lambda grid=inv_grid: F.grid_sample(x, grid,
-                                                                                           align_corners=True)
-            work[(name, "act")] = lambda group=group, g=g: group.act(g, x)
-            work[(name, "inverse")] = lambda group=group, g=g: group.inverse(g)
-            work[(name, "act_inverse")] = lambda group=group, g=g: group.act_inverse(g, x)
-            work[(name, "compose")] = lambda group=group, g=g, h=h: group.compose(g, h)
-            for op in ("act", "inverse", "compose"):
-                references[f"{name}/{op}"] = f"{name}/grid_sample[act]"
-            references[f"{name}/act_inverse"] = f"{name}/grid_sample[act_inverse]"
+            ops, g = group_operations(group, x, generator)
+            work.update({(name, op): fn for op, fn in ops.items()})
+            references.update({f"{name}/{op}": f"{name}/{ref}" for op, ref in REFERENCES.items()})
             if name in ("rotation", "scale", "affine", "monotone"):
                 targets[(name, "act")] = TARGETS["act_ratio"]
             if name == "monotone":
@@ -222,15 +276,7 @@ def speed(batch: int, size: int, repeats: int, seed: int) -> dict:
                 work[(name, "kornia_warp_affine")] = lambda m=matrix: warp_affine(x, m, (size, size),
                                                                                   align_corners=True)
                 references[f"{name}/kornia_warp_affine"] = f"{name}/grid_sample[act]"
-        times: dict[tuple[str, str], list[float]] = {key: [] for key in work}
-        for fn in work.values():  # warm-up: first calls allocate and load kernels
-            fn()
-        # Interleaved: every operation once per round, so that load from elsewhere on the machine hits all alike.
-        for _ in tqdm(range(repeats), desc="timing rounds", unit="round"):
-            for key, fn in work.items():
-                start = time.perf_counter()
-                fn()
-                times[key].append(time.perf_counter() - start)
+        times = time_interleaved(work, repeats)
     best = {f"{n}/{op}": min(t) for (n, op), t in times.items()}
     rows = []
     for (name, op), t in times.items():
