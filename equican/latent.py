@@ -99,7 +99,12 @@ LAYOUTS = ("tokens", "NHWC", "NCHW")
 INPUTS = ("latent", "image")
 
 # The keyword arguments each kind accepts in canonicalizer_options.
-_UPDATE_OPTIONS = ("channels", "pool", "activation", "out_scale")
+_UPDATE_OPTIONS = ("channels", "pool", "activation", "out_scale", "reduce")
+#: Inputs wider than this are reduced to this many channels by a 1×1 convolution before the solve (the ``reduce``
+#: option of the ``direct``/``deq`` kinds; see :class:`~equican.canon.direct.UpdateCanonicalizer`). Each solver
+#: iteration then warps 32 channels instead of, say, a ViT-S's 384: measured on vit_small_patch16_224 with the DEC
+#: at blocks 0 and 1, it is what brings the overhead near the issue's 1.25 (see benchmarks/latent_overhead.py).
+REDUCE_CHANNELS = 32
 _KIND_OPTIONS: dict[str, tuple[str, ...]] = {
     "identity": (),
     "direct": _UPDATE_OPTIONS,
@@ -116,7 +121,9 @@ def make_canonicalizer(kind: str, group: Group, in_channels: int | None,
     * ``"identity"``: :class:`~equican.canon.IdentityCanonicalizer` (no options; ``in_channels`` unused).
     * ``"direct"`` / ``"deq"``: :class:`~equican.canon.DirectCanonicalizer` / :class:`~equican.canon.DEQCanonicalizer`
       on ``UpdateNet(in_channels, group.unconstrained_shape, channels=..., pool=..., activation=..., out_scale=...)``;
-      ``"deq"`` also takes ``config`` (a :class:`~equican.canon.DEQConfig`).
+      ``"deq"`` also takes ``config`` (a :class:`~equican.canon.DEQConfig`). ``reduce``: the channels a bias-free
+      1×1 convolution reduces the input to once, before the solve (default :data:`REDUCE_CHANNELS` for inputs wider
+      than that, else none; None turns it off).
     * ``"escnn"``: :class:`~equican.canon.EquivariantCanonicalizer` (``channels``, ``kernel_size``); needs escnn and
       a discrete rotation group.
 
@@ -151,10 +158,15 @@ def make_canonicalizer(kind: str, group: Group, in_channels: int | None,
                               f"it failed: {exc}") from None
         return EquivariantCanonicalizer(group, in_channels, **options)
     config = options.pop("config", None)
-    net = UpdateNet(in_channels, group.unconstrained_shape, **options)
+    width = options.pop("reduce", REDUCE_CHANNELS if in_channels > REDUCE_CHANNELS else None)
+    reduce = None
+    if width is not None:
+        V.require_int(width, low=1, where=where, name="reduce")
+        reduce = nn.Conv2d(in_channels, width, 1, bias=False)  # linear and pointwise: commutes with any warp
+    net = UpdateNet(width or in_channels, group.unconstrained_shape, **options)
     if kind == "direct":
-        return DirectCanonicalizer(group, net)
-    return DEQCanonicalizer(group, net, config if config is not None else DEQConfig())
+        return DirectCanonicalizer(group, net, reduce)
+    return DEQCanonicalizer(group, net, config if config is not None else DEQConfig(), reduce)
 
 
 # ---------------------------------------------------------------------------------------------- finding blocks

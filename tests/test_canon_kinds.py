@@ -200,3 +200,28 @@ def test_equivariant_outputs_map_back_through_act_inverse(strength, dtype):
     if strength == 1.0:
         assert float(group.folded_fraction(res.h).max()) > 0  # the regime where interpolating g is off
         assert new < 0.5 * old, (new, old)
+
+
+def test_channel_reduction_before_the_solve_equals_a_first_layer():
+    """act(h, R x) = R act(h, x) for a bias-free 1×1 convolution R, so reducing once before the solve is the same
+    update map as an UpdateNet whose first layer is R; with a bias, zero padding breaks it (negative control)."""
+    from torch import nn
+
+    from equican import make_group
+    from equican.canon import DirectCanonicalizer, UpdateNet
+
+    torch.manual_seed(0)
+    group = make_group("rotation")
+    x = torch.rand(4, 16, 20, 20, dtype=torch.float64)
+    net = UpdateNet(4, group.unconstrained_shape, channels=(4,)).double()
+    nn.init.normal_(net.head.weight, std=0.5)
+    for bias, same in ((False, True), (True, False)):
+        reduce = nn.Conv2d(16, 4, 1, bias=bias).double()
+        if bias:
+            nn.init.constant_(reduce.bias, 1.0)
+        first = DirectCanonicalizer(group, net, reduce)
+        layered = DirectCanonicalizer(group, nn.Sequential(reduce, net))
+        z = torch.full((4, 1), 0.7, dtype=torch.float64)  # a rotation that moves zero padding into the corners
+        a = first.step(z, first.update_input(x))
+        b = layered.step(z, layered.update_input(x))
+        assert torch.allclose(a, b, atol=1e-10) == same

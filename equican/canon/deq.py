@@ -135,10 +135,13 @@ class DEQCanonicalizer(UpdateCanonicalizer):
         group: the group.
         net: the update network ``Δ_θ`` (e.g. :class:`~equican.canon.nets.UpdateNet`).
         config: solver and gradient settings.
+        reduce: an optional channel reduction applied once before the solve (see
+            :class:`~equican.canon.direct.UpdateCanonicalizer`).
     """
 
-    def __init__(self, group: Group, net: nn.Module, config: DEQConfig | None = None) -> None:
-        super().__init__(group, net)
+    def __init__(self, group: Group, net: nn.Module, config: DEQConfig | None = None,
+                 reduce: nn.Module | None = None) -> None:
+        super().__init__(group, net, reduce)
         config = DEQConfig() if config is None else config
         if not isinstance(config, DEQConfig):
             raise ConfigError(f"DEQCanonicalizer: expected config to be a DEQConfig, got {type(config).__name__}")
@@ -166,7 +169,8 @@ class DEQCanonicalizer(UpdateCanonicalizer):
     def solve(self, x: torch.Tensor) -> tuple[torch.Tensor, dict[str, Any]]:
         settings = self.settings
         core = self.train_core if self.training else self.eval_core
-        z_out, stats = core(lambda z: self.step(z, x), self.zeros(x))
+        features = self.update_input(x)
+        z_out, stats = core(lambda z: self.step(z, features), self.zeros(x))
         z = z_out[-1]
         lowest = stats[f"{settings.stop_mode}_lowest"].to(x.device)
         finite = torch.isfinite(z).flatten(1).all(dim=1) & torch.isfinite(lowest)

@@ -30,24 +30,41 @@ class UpdateCanonicalizer(Canonicalizer):
     directions (softmax logits are unchanged by adding a constant to a row) would otherwise drift along them
     without end and never meet a residual tolerance.
 
+    Wide inputs (latent features with hundreds of channels) can first be reduced by ``reduce``, a bias-free 1×1
+    convolution applied once, before the update map's iterations: ``f_θ(z; x) = P(z) + Δ_θ(act(h(z), R x))``. This
+    is the same as giving ``Δ_θ`` a first layer ``R`` on ``act(h(z), x)``, because a linear map over channels
+    commutes with any resampling that treats every channel alike (``act(h, R x) = R act(h, x)``), but every
+    iteration then warps the reduced channels instead of all of them.
+
     Args:
         group: the group.
-        net: ``Δ_θ``, mapping ``(B, C, H, W)`` images to ``(B, *group.unconstrained_shape)``; e.g.
-            :class:`~equican.canon.nets.UpdateNet`.
+        net: ``Δ_θ``, mapping ``(B, C', H, W)`` images to ``(B, *group.unconstrained_shape)``; e.g.
+            :class:`~equican.canon.nets.UpdateNet`. ``C'`` is the input's channels, or ``reduce``'s output channels.
+        reduce: None, or the channel reduction (e.g. ``nn.Conv2d(C, C', 1, bias=False)``); it must act on channels
+            alone (pointwise in space, linear, no bias) for the identity above to hold.
     """
 
-    def __init__(self, group: Group, net: nn.Module) -> None:
+    def __init__(self, group: Group, net: nn.Module, reduce: nn.Module | None = None) -> None:
         super().__init__(group)
-        if not isinstance(net, nn.Module):
-            raise ConfigError(f"{type(self).__name__}: expected net to be a torch.nn.Module, got {type(net).__name__}")
+        for name, module in (("net", net), ("reduce", reduce)):
+            if module is not None and not isinstance(module, nn.Module):
+                raise ConfigError(f"{type(self).__name__}: expected {name} to be a torch.nn.Module, "
+                                  f"got {type(module).__name__}")
+        if net is None:
+            raise ConfigError(f"{type(self).__name__}: expected net to be a torch.nn.Module, got NoneType")
         self.net = net
+        self.reduce = reduce
+
+    def update_input(self, x: torch.Tensor) -> torch.Tensor:
+        """What the update map warps: ``x``, or ``reduce(x)`` when there is a reduction (computed once per solve)."""
+        return x if self.reduce is None else self.reduce(x)
 
     def step(self, z: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         """One application of the update map ``f_θ(z; x)``.
 
         Args:
             z: chart parameters ``(B, *unconstrained_shape)``.
-            x: inputs ``(B, C, H, W)``.
+            x: inputs ``(B, C, H, W)`` (after :meth:`update_input`).
 
         Returns:
             The updated chart parameters, ``(B, *unconstrained_shape)``.
@@ -67,4 +84,4 @@ class DirectCanonicalizer(UpdateCanonicalizer):
     """
 
     def solve(self, x: torch.Tensor) -> tuple[torch.Tensor, dict[str, Any]]:
-        return self.step(self.zeros(x), x), {}
+        return self.step(self.zeros(x), self.update_input(x)), {}
