@@ -30,7 +30,7 @@ from tqdm.auto import tqdm
 
 from . import metrics
 from .config import TrainConfig, apply_overrides
-from .data import LocalScaleMNIST, TransformedMNIST
+from .data import TransformedMNIST
 from .errors import ConfigError, ConvergenceWarning
 from .group import list_groups, make_group
 from .report import canonicalize, image_grid, results_table
@@ -79,16 +79,6 @@ def plan(groups: Sequence[str] = DEFAULT_GROUPS, baselines: Sequence[str] = BASE
     return runs
 
 
-def _clean_inputs(data: SplitData, n: int) -> torch.Tensor | None:
-    """The untransformed versions of the first ``n`` test samples, or None when the dataset has none."""
-    source = data.source
-    if isinstance(source, LocalScaleMNIST):
-        return torch.stack([source.reference(i) for i in range(n)])
-    if isinstance(source, TransformedMNIST):
-        return torch.stack([source.untransformed(i) for i in range(n)])
-    return None
-
-
 def _evaluate_run(model: torch.nn.Module, config: TrainConfig, data: SplitData, eval_groups: Sequence[str],
                   base_metrics: dict[str, Any]) -> dict[str, Any]:
     n = base_metrics["samples"]
@@ -96,11 +86,13 @@ def _evaluate_run(model: torch.nn.Module, config: TrainConfig, data: SplitData, 
     row = {"accuracy": base_metrics["accuracy"]}
     if "local_scale_error" in base_metrics:
         row["local_scale_error"] = base_metrics["local_scale_error"]
-    clean = _clean_inputs(data, n)
+    if "accuracy_unscaled" in base_metrics:  # Locally Scaled MNIST: the run's evaluation measured it already
+        row["accuracy_clean"] = base_metrics["accuracy_unscaled"]
     with warnings.catch_warnings():
         # The run's own evaluation counted non-converged DEC batches (nonconverged_batches in its metrics.json).
         warnings.simplefilter("ignore", ConvergenceWarning)
-        if clean is not None:
+        if isinstance(data.source, TransformedMNIST):
+            clean = torch.stack([data.source.untransformed(i) for i in range(n)])
             row["accuracy_clean"] = metrics.accuracy(model, (clean, y), batch_size=config.eval.batch_size)
         for name in eval_groups:
             row[f"invariance[{name}]"] = metrics.invariance_error(model, (x,), make_group(name),

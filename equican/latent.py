@@ -722,17 +722,11 @@ def create_model(name: str, group: str | Group = "monotone",
         UnknownNameError: timm knows no model ``name``. ConfigError: as for :class:`LatentCanonicalized`.
         DataError: ``pretrained_file`` is missing or unreadable.
     """
-    import difflib
-
     import timm
 
-    from .errors import UnknownNameError
-    from .models import _pretrained_overlay
+    from .models import _pretrained_overlay, require_timm_model
 
-    if not isinstance(name, str) or not timm.is_model(name):
-        close = difflib.get_close_matches(str(name), timm.list_models(), n=3)
-        hint = f"; closest timm models: {', '.join(close)}" if close else ""
-        raise UnknownNameError(f"create_model: timm knows no model {name!r}{hint}")
+    require_timm_model(name)
     if pretrained_file is not None:
         if "pretrained_cfg_overlay" in timm_kwargs:
             raise ConfigError("create_model: give pretrained_file or pretrained_cfg_overlay, not both")

@@ -30,7 +30,7 @@ from torch import nn
 from . import _validate as V
 from .errors import ConfigError, DataError, ShapeError, UnknownNameError
 
-__all__ = ["SmallCNN", "small_vit", "MODELS", "build_model", "list_models"]
+__all__ = ["SmallCNN", "small_vit", "MODELS", "build_model", "list_models", "require_timm_model"]
 
 
 def _group_count(channels: int, most: int = 8) -> int:
@@ -258,16 +258,23 @@ def _build_own(name: str, where: str, *, in_channels: int, num_classes: int, ima
     return model
 
 
-def _build_timm(name: str, where: str, *, in_channels: int, num_classes: int, image_size: int,
-                options: dict[str, Any]) -> nn.Module:
+def require_timm_model(name: object, *, also: str = "") -> str:
+    """``name`` if ``timm.create_model`` can build it, else an error naming the closest timm names.
+
+    Args:
+        name: a timm model name, optionally with a pretrained tag (``"resnet18.a1_in1k"``).
+        also: text put before "timm knows no model of that name" (e.g. the package's own model names).
+
+    Raises:
+        UnknownNameError: timm knows no such architecture, or no such tag of it.
+    """
     import timm
     import timm.models
 
-    if not timm.is_model(name):
-        close = difflib.get_close_matches(name, timm.list_models(), n=3)
+    if not isinstance(name, str) or not timm.is_model(name):
+        close = difflib.get_close_matches(str(name), timm.list_models(), n=3)
         hint = f"; closest timm models: {', '.join(close)}" if close else ""
-        raise UnknownNameError(f"unknown model {name!r}: the package's models are {', '.join(list_models())}, "
-                               f"and timm knows no model of that name{hint}")
+        raise UnknownNameError(f"unknown model {name!r}: {also}timm knows no model of that name{hint}")
     try:
         timm.models.get_pretrained_cfg(name)
     except RuntimeError:  # timm.is_model accepts any ".tag" of a known architecture; create_model would not
@@ -277,6 +284,15 @@ def _build_timm(name: str, where: str, *, in_channels: int, num_classes: int, im
         hint = f"; closest: {', '.join(close)}" if close else f"; its tags: {', '.join(tags) or 'none'}"
         raise UnknownNameError(f"unknown model {name!r}: timm has no pretrained tag of that name for "
                                f"{architecture!r}{hint}") from None
+    return name
+
+
+def _build_timm(name: str, where: str, *, in_channels: int, num_classes: int, image_size: int,
+                options: dict[str, Any]) -> nn.Module:
+    import timm
+    import timm.models
+
+    require_timm_model(name, also=f"the package's models are {', '.join(list_models())}, and ")
     for key, instead in _TIMM_RESERVED.items():
         if key in options:
             raise ConfigError(f"{where}: option {key!r} is set by build_model; use {instead} instead")
