@@ -64,7 +64,6 @@ import importlib.util
 import json
 import math
 import os
-import platform
 import statistics
 import sys
 import time
@@ -76,6 +75,8 @@ from types import ModuleType
 from typing import Any
 
 import torch
+
+from equican.report import cpu_model, machine_info
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -388,31 +389,10 @@ def run_training(device: torch.device, s: TrainingSettings) -> dict[str, Any]:
             "train_images": int(data.x.shape[0]), "overrides": overrides, "reference": ref, "rows": rows}
 
 
-# ================================================================================================ machine
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def machine() -> dict[str, Any]:
-    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return {"cpu": cpu_model(), "cpus": os.cpu_count(), "usable_cpus": usable,
-            "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
-            "python": sys.version.split()[0], "platform": platform.platform(),
-            "cuda_available": torch.cuda.is_available(),
-            "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
-            "load_average_start": list(os.getloadavg())}
-
-
 # ================================================================================================ run
 def measure(sections: list[str], devices: list[str], *, quick: bool, command: str) -> dict[str, Any]:
     payload: dict[str, Any] = {"suite": "equican performance suite", "quick": quick, "command": command,
-                               "sections": sections, "devices": devices, "machine": machine(), "runs": {}}
+                               "sections": sections, "devices": devices, "machine": machine_info(), "runs": {}}
     for name in devices:
         device = torch.device(name)
         run: dict[str, Any] = {"device": name,
@@ -446,6 +426,12 @@ def _pyplot():
     import matplotlib.pyplot as plt
 
     return plt
+
+
+def _save(fig, path: Path) -> None:
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    _pyplot().close(fig)
 
 
 def figure_name(section: str, device: str) -> str:
@@ -489,9 +475,7 @@ def plot_groups(result: dict, device: str, path: Path) -> None:
     fig.legend(handles + batch_handles, labels + [h.get_label() for h in batch_handles], loc="lower right",
                fontsize=8, ncol=2, bbox_to_anchor=(0.98, 0.05))
     fig.suptitle(f"group operations vs F.grid_sample on a precomputed grid, float32, {device}")
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    _save(fig, path)
 
 
 def plot_canonicalizers(result: dict, device: str, path: Path) -> None:
@@ -530,9 +514,7 @@ def plot_canonicalizers(result: dict, device: str, path: Path) -> None:
     s = result["settings"]
     fig.suptitle(f"canonicalizers, monotone R={s['cells']}, {s['size']}×{s['size']}×{s['channels']}, "
                  f"batch {s['batch']}, {device}")
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    _save(fig, path)
 
 
 def plot_latent(result: dict, device: str, path: Path) -> None:
@@ -554,9 +536,7 @@ def plot_latent(result: dict, device: str, path: Path) -> None:
                  f"{result['settings']['iterations']} iterations, {device}", fontsize=9)
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    _save(fig, path)
 
 
 def plot_training(result: dict, device: str, path: Path) -> None:
@@ -571,9 +551,7 @@ def plot_training(result: dict, device: str, path: Path) -> None:
     ax.set_xticks(range(len(names)), names)
     ax.set_ylabel("training images / s (dots: segments)")
     ax.set_title(f"training throughput, batch {result['batch']}, {device}", fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    _save(fig, path)
 
 
 PLOTS = {"groups": plot_groups, "canonicalizers": plot_canonicalizers, "latent": plot_latent,
@@ -600,17 +578,28 @@ def absolute_device(payload: dict) -> str:
     return "cuda" if "cuda" in payload["runs"] else next(iter(payload["runs"]))
 
 
+def _measured(payload: dict, section: str):
+    """``(device, run, result, absolute)`` for every device that measured ``section``; ``absolute``: whether the
+    page shows this device's absolute times (see :func:`absolute_device`)."""
+    absolute = absolute_device(payload)
+    for device, run in payload["runs"].items():
+        if section in run:
+            yield device, run, run[section], device == absolute
+
+
+def _device_block(section: str, device: str, run: dict, settings: str, table: str) -> list[str]:
+    """One device's part of a section: heading, settings line, table, figure."""
+    return [f"\n### {device} ({run['device_name']})\n", f"{settings}\n", table,
+            f"\n![{section}, {device}]({figure_name(section, device)})"]
+
+
 def _page_groups(payload: dict) -> list[str]:
     out = ["Every registered group at its defaults, float32. Each operation's time is divided by `F.grid_sample` "
            "of the same images on a precomputed grid of the same size: the grid that reproduces the group's action "
            "(for `act` and `compose`) or its inverse action (for `act_inverse`). `compose` works on the elements "
            "only, so its cost does not grow with the image and its ratio falls with size. Slope: the fitted "
            "log-log slope of time against pixels (B·H·W) over the larger calls (1 = linear)."]
-    absolute = absolute_device(payload)
-    for device, run in payload["runs"].items():
-        if "groups" not in run:
-            continue
-        result = run["groups"]
+    for device, run, result, absolute in _measured(payload, "groups"):
         rows = result["rows"]
         groups = sorted({r["group"] for r in rows})
         configs = [tuple(c) for c in result["configs"]]
@@ -636,7 +625,7 @@ def _page_groups(payload: dict) -> list[str]:
         out += ["\nPer size and batch (act / act_inverse ratio):\n",
                 _table(["size", "batch", *[f"{g} {op}" for g in groups for op in ("act", "act_inv")]], per_config),
                 f"\n![group operations, {device}]({figure_name('groups', device)})"]
-        if device == absolute:
+        if absolute:
             times = [[f"{size}×{size}", str(batch)]
                      + [_ms(next(r["seconds"] for r in rows if r["group"] == g and r["op"] == op
                                  and (r["size"], r["batch"]) == (size, batch)))
@@ -652,28 +641,24 @@ def _page_canonicalizers(payload: dict) -> list[str]:
            "batch in evaluation mode without gradients. Iterations are forced (tolerance 1e-12). Invariance error: "
            "mean |canon(k₁·p).x − canon(k₂·p).x| over held-out pairs of warps of the same pattern. Ratio: time "
            "per image over the direct canonicalizer's (one network pass)."]
-    absolute = absolute_device(payload)
-    for device, run in payload["runs"].items():
-        if "canonicalizers" not in run:
-            continue
-        result = run["canonicalizers"]
+    for device, run, result, absolute in _measured(payload, "canonicalizers"):
         s = result["settings"]
         header = ["kind", "iterations / steps", "invariance error", "ratio to direct"]
-        if device == absolute:
+        if absolute:
             header.insert(2, "ms per image")
         table = []
         for name, r in result["rows"].items():
             line = [r["family"], "–" if r["iterations"] is None else str(r["iterations"]),
                     _f(r["invariance_error"], 5), _f(r["ratio_to_direct"])]
-            if device == absolute:
+            if absolute:
                 line.insert(2, _f(r["ms_per_image"]))
             table.append(line)
-        out += [f"\n### {device} ({run['device_name']})\n",
-                f"Monotone R={s['cells']}, {s['size']}×{s['size']}×{s['channels']}, batch {s['batch']}, network "
-                f"{s['channels']}→{'→'.join(map(str, s['widths']))}, trained {s['train_steps']} steps "
-                f"({result['train_seconds']:.0f} s, final loss {_f(result['final_train_loss'], 4)}); optimization: "
-                f"{s['optimizer'][0]} lr {s['optimizer'][1]:g}.\n",
-                _table(header, table), f"\n![canonicalizers, {device}]({figure_name('canonicalizers', device)})"]
+        out += _device_block("canonicalizers", device, run,
+                             f"Monotone R={s['cells']}, {s['size']}×{s['size']}×{s['channels']}, batch {s['batch']}, "
+                             f"network {s['channels']}→{'→'.join(map(str, s['widths']))}, trained "
+                             f"{s['train_steps']} steps ({result['train_seconds']:.0f} s, final loss "
+                             f"{_f(result['final_train_loss'], 4)}); optimization: {s['optimizer'][0]} lr "
+                             f"{s['optimizer'][1]:g}.", _table(header, table))
     return out
 
 
@@ -681,53 +666,43 @@ def _page_latent(payload: dict) -> list[str]:
     out = ["Forward pass (evaluation mode, no gradients) of the bare timm model and of the same model wrapped with "
            "the monotone DEC (10 forced iterations) at block/stage 0, and at 0 and 1; ratio of medians, "
            "wrapped / bare (`benchmarks/latent_overhead.py`'s `build` and `time_all`)."]
-    absolute = absolute_device(payload)
-    for device, run in payload["runs"].items():
-        if "latent" not in run:
-            continue
-        result = run["latent"]
+    for device, run, result, absolute in _measured(payload, "latent"):
         header = ["model", "parameters (M)", "DEC@1 / bare", "DEC@2 / bare"]
-        if device == absolute:
+        if absolute:
             header.insert(2, "bare ms per batch")
         table = []
         for name, r in sorted(result["rows"].items(), key=lambda kv: kv[1]["params"]):
             line = [f"`{name}`", f"{r['params'] / 1e6:.1f}", _f(r["dec@1"], 3), _f(r["dec@2"], 3)]
-            if device == absolute:
+            if absolute:
                 line.insert(2, _ms(r["bare_s"]))
             table.append(line)
         s = result["settings"]
-        out += [f"\n### {device} ({run['device_name']})\n",
-                f"Batch {result['batch']}, {s['size']}×{s['size']}, {s['iterations']} iterations, "
-                f"{s['repeats']} interleaved rounds.\n", _table(header, table),
-                f"\n![latent overhead, {device}]({figure_name('latent', device)})"]
+        out += _device_block("latent", device, run,
+                             f"Batch {result['batch']}, {s['size']}×{s['size']}, {s['iterations']} iterations, "
+                             f"{s['repeats']} interleaved rounds.", _table(header, table))
     return out
 
 
 def _page_training(payload: dict) -> list[str]:
     out = ["Optimizer steps (forward, backward, AdamW) of the `plain` and `dec` methods of "
            "`benchmarks/training.py` (its `BASE` and `METHODS`), in alternating segments."]
-    absolute = absolute_device(payload)
-    for device, run in payload["runs"].items():
-        if "training" not in run:
-            continue
-        result = run["training"]
+    for device, run, result, absolute in _measured(payload, "training"):
         s = result["settings"]
         ref = result["reference"]
         header = ["method", f"slowdown vs {ref}", "solver step returned (mean)", "converged fraction"]
-        if device == absolute:
+        if absolute:
             header[1:1] = ["images / s", "ms per step (median)"]
         table = []
         for m, r in result["rows"].items():
             line = [m, _f(r[f"slowdown_vs_{ref}"]), _f(r["stats"].get("steps")), _f(r["stats"].get("converged"))]
-            if device == absolute:
+            if absolute:
                 line[1:1] = [f"{r['images_per_s']:.0f}", _f(r["ms_per_step"], 1)]
             table.append(line)
         shape = "×".join(map(str, result["image_shape"]))
-        out += [f"\n### {device} ({run['device_name']})\n",
-                f"Batch {result['batch']} of {shape} images ({result['train_images']} composites, cycled); "
-                f"{s['segments']} segments of {s['steps_per_segment']} steps per method after {s['warmup_steps']} "
-                f"warm-up steps.\n", _table(header, table),
-                f"\n![training throughput, {device}]({figure_name('training', device)})"]
+        out += _device_block("training", device, run,
+                             f"Batch {result['batch']} of {shape} images ({result['train_images']} composites, "
+                             f"cycled); {s['segments']} segments of {s['steps_per_segment']} steps per method after "
+                             f"{s['warmup_steps']} warm-up steps.", _table(header, table))
     return out
 
 

@@ -1,16 +1,16 @@
 """The ``equican`` command.
 
 * ``equican demo``: the README's main job: train a plain and a DEC-canonicalized classifier on Locally Scaled MNIST
-  from the bundled digits, print their metrics and save a figure of canonical forms (:mod:`equican.demo`).
+  from the bundled digits, print their metrics and save a figure of canonical forms ([`equican.demo`][equican.demo]).
 * ``equican train``: one training run from a config file (YAML/TOML or a packaged name) and flags over it; works the
-  same under ``torchrun --nproc_per_node=N`` (:mod:`equican.train`).
+  same under ``torchrun --nproc_per_node=N`` ([`equican.train`][equican.train]).
 * ``equican evaluate CHECKPOINT``: the metrics of a trained checkpoint.
 * ``equican show-groups``: see below.
 
 ``equican show-groups`` loads a few MNIST digits (the subset bundled with the package unless ``--data`` names a
 directory of MNIST IDX files), acts on them with random elements of every registered group, writes a PNG grid
 (rows: groups; columns: original, transformed ``act(g, x)``, transformed back ``act(g⁻¹, act(g, x))``) and prints
-each group's measured law errors from :func:`equican.testing.check_group_laws`.
+each group's measured law errors from [`equican.testing.check_group_laws`][equican.testing.laws.check_group_laws].
 
 Exit status: 0 on success, 1 when some group fails its laws, 2 on bad input (the message says what was wrong):
 an unknown name, an invalid config value or a missing file is reported before any training starts.
@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import sys
 import zlib
 from collections.abc import Sequence
@@ -40,8 +41,8 @@ from .train import CHECKPOINT, METRICS, evaluate_checkpoint, load_checkpoint, tr
 
 __all__ = ["main", "build_parser", "show_groups", "render_grid", "GroupRow", "CANVAS"]
 
-#: Side of the canvas the 28×28 digits are centred on, so that rotations and zooms do not cut them off.
 CANVAS = 40
+"""Side of the canvas the 28×28 digits are centred on, so that rotations and zooms do not cut them off."""
 MAX_COUNT = 32
 
 
@@ -56,7 +57,7 @@ class GroupRow:
         original: the digits, shape ``(K, 1, CANVAS, CANVAS)``, float32 in ``[0, 1]``.
         transformed: ``act(g, original)``, same shape.
         restored: ``act(inverse(g), transformed)``, same shape.
-        report: the :class:`~equican.testing.LawReport` of ``check_group_laws(group)``.
+        report: the [`LawReport`][equican.testing.laws.LawReport] of ``check_group_laws(group)``.
     """
 
     name: str
@@ -128,7 +129,7 @@ def show_groups(names: Sequence[str] | None = None, *, data: str | Path | None =
             similar parametrizations do not all get the same draws).
 
     Returns:
-        One :class:`GroupRow` per group, in the order given.
+        One [`GroupRow`][equican.cli.GroupRow] per group, in the order given.
 
     Raises:
         UnknownNameError: a name is not registered (the message lists the registered ones).
@@ -167,7 +168,7 @@ def render_grid(rows: Sequence[GroupRow], *, title: str = "") -> Any:
     """Draw the grid: one row per group, columns original / transformed / transformed back.
 
     Args:
-        rows: the output of :func:`show_groups`.
+        rows: the output of [`show_groups`][equican.cli.show_groups].
         title: a line above the grid.
 
     Returns:
@@ -394,7 +395,7 @@ def _run_compare(args: argparse.Namespace) -> int:
     compare(base, groups=args.groups if args.groups is not None else DEFAULT_GROUPS,
             baselines=args.baselines if args.baselines is not None else BASELINES, eval_groups=args.eval_groups,
             augment_group=args.augment_group, seeds=args.seeds, out=args.out, progress=not args.no_progress,
-            figure_count=4 if args.quick else 8)
+            figure_count=4 if args.quick else 8, command=args.command_line)
     print(f"\nwrote {args.out}/compare.md, compare.json, compare.csv, compare.png and canonical_forms.png")
     return 0
 
@@ -421,6 +422,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         parser.print_help(sys.stderr)
         return 2
+    # The command line as typed, for results pages that say how they were made.
+    args.command_line = shlex.join(["equican", *(sys.argv[1:] if argv is None else argv)])
     run = {"show-groups": _run_show_groups, "train": _run_train, "evaluate": _run_evaluate,
            "demo": _run_demo, "compare": _run_compare}[args.command]
     try:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import statistics
 import time
 import warnings
@@ -33,15 +34,15 @@ from .config import TrainConfig, apply_overrides
 from .data import TransformedMNIST
 from .errors import ConfigError, ConvergenceWarning
 from .group import list_groups, make_group
-from .report import canonicalize, image_grid, results_table
+from .report import canonicalize, describe_machine, image_grid, machine_info, results_table
 from .train import CHECKPOINT, SplitData, load_checkpoint, load_split, train
 
-__all__ = ["DEFAULT_GROUPS", "BASELINES", "Run", "plan", "compare"]
+__all__ = ["DEFAULT_GROUPS", "BASELINES", "Run", "plan", "compare", "tables", "page"]
 
-#: The groups compared by default: the flagship and the global approximations of local scaling.
 DEFAULT_GROUPS: tuple[str, ...] = ("monotone", "affine", "scale", "rotation")
-#: The baselines that can be added: no invariance, and augmentation by ``augment_group``.
+"""The groups compared by default: the flagship and the global approximations of local scaling."""
 BASELINES: tuple[str, ...] = ("plain", "augment")
+"""The baselines that can be added: no invariance, and augmentation by ``augment_group``."""
 # Settings of --quick: a pipeline check in seconds, not a result.
 QUICK: tuple[str, ...] = ("data.train_limit=48", "data.test_limit=12", "optim.epochs=1", "optim.batch_size=16",
                           "eval.limit=6", "eval.rescalings=2")
@@ -107,19 +108,21 @@ def _mean_spread(values: list[float]) -> tuple[float, float]:
 
 def compare(base: TrainConfig, *, groups: Sequence[str] = DEFAULT_GROUPS, baselines: Sequence[str] = BASELINES,
             eval_groups: Sequence[str] | None = None, augment_group: str = "monotone", seeds: Sequence[int] = (0,),
-            out: str | Path = "outputs/compare", progress: bool = True, figure_count: int = 8) -> dict[str, Any]:
-    """Train and evaluate every run of :func:`plan` for every seed; write the tables, data and figures.
+            out: str | Path = "outputs/compare", progress: bool = True, figure_count: int = 8,
+            command: str | None = None) -> dict[str, Any]:
+    """Train and evaluate every run of [`plan`][equican.compare.plan] for every seed; write tables, data, figures.
 
     Args:
         base: the shared config (data, model, optimizer, eval); each run changes only its method and group.
         groups: the groups the DEC runs canonicalize over.
-        baselines: some of :data:`BASELINES`.
+        baselines: some of [`BASELINES`][equican.compare.BASELINES].
         eval_groups: the groups of the invariance cross table (default: ``groups``, else every registered group).
         augment_group: the group of the ``augment`` baseline.
         seeds: one training run per seed and entry; tables show mean ± sample standard deviation.
         out: output directory.
         progress: progress bars (over runs, and each run's epochs).
         figure_count: test images in the canonical-forms panel.
+        command: how the comparison was started, for the page (the CLI passes its command line).
 
     Returns:
         ``{"runs": {name: [per-seed metrics]}, "summary": {name: {metric: (mean, spread)}}, ...}`` as in
@@ -142,6 +145,7 @@ def compare(base: TrainConfig, *, groups: Sequence[str] = DEFAULT_GROUPS, baseli
                                                         f"out={json.dumps(str(out / run.name / f'seed{seed}'))}",
                                                         "eval.enabled=true", f"progress={str(progress).lower()}"])
                for run in runs for seed in seeds}  # every config is validated before the first run trains
+    machine, started_all = machine_info(), time.perf_counter()
     test = load_split(base.data, "test")
     results: dict[str, list[dict[str, Any]]] = {}
     bar = tqdm(list(configs.items()), desc="compare", unit="run", disable=not progress, dynamic_ncols=True)
@@ -156,7 +160,9 @@ def compare(base: TrainConfig, *, groups: Sequence[str] = DEFAULT_GROUPS, baseli
     bar.close()
     summary = {name: {key: _mean_spread([r[key] for r in rows]) for key in rows[0] if key != "seed"}
                for name, rows in results.items()}
-    payload = {"base": base.to_dict(), "groups": list(groups), "baselines": list(baselines),
+    machine["load_average_end"] = list(os.getloadavg())
+    payload = {"command": command, "machine": machine, "wall_seconds": time.perf_counter() - started_all,
+               "base": base.to_dict(), "groups": list(groups), "baselines": list(baselines),
                "eval_groups": eval_groups, "seeds": seeds, "runs": results, "summary": summary}
     _write(payload, out)
     _figures(payload, runs, configs, test, out, figure_count)
@@ -179,12 +185,31 @@ def tables(payload: dict[str, Any]) -> str:
             f"Invariance error (lower is better) of each run under each group's sampler:\n\n{cross}\n")
 
 
+def page(payload: dict[str, Any]) -> str:
+    """The markdown of ``compare.md``, from the JSON alone: how it ran (command, machine, wall time, settings), the
+    tables of [`tables`][equican.compare.tables], and the figures."""
+    base = payload["base"]
+    data, model, optim, method = base["data"], base["model"], base["optim"], base["method"]
+    runs = sum(len(rows) for rows in payload["runs"].values())
+    command = payload.get("command") or "the Python API, `equican.compare.compare`"
+    setting = (f"Data: `{data['dataset']}` {json.dumps(data['options'])}, from "
+               f"{'`' + data['root'] + '`' if data['root'] else 'the bundled MNIST subset'} "
+               f"({data['train_limit']} training and {data['test_limit']} test digits read; "
+               f"{base['eval']['limit']} test samples evaluated). Model: `{model['name']}` {json.dumps(model['options'])}. "
+               f"DEC options: {json.dumps(method['options'])}. Optimizer: {optim['epochs']} epochs, batch "
+               f"{optim['batch_size']}, lr {optim['lr']:g}, {optim['schedule']} schedule.")
+    return (f"# equican compare\n\nCommand: `{command}`. {runs} training runs in "
+            f"{payload['wall_seconds'] / 60:.1f} minutes of wall time.\n\n{setting}\n\n"
+            f"Machine: {describe_machine(payload['machine'])}\n\n{tables(payload)}\n"
+            f"![accuracy and errors per run](compare.png)\n\n"
+            f"![the same test images canonicalized by each group's DEC](canonical_forms.png)\n")
+
+
 def _write(payload: dict[str, Any], out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
-    text = tables(payload)
     print()
-    print(text)
-    (out / "compare.md").write_text(text, encoding="utf-8")
+    print(tables(payload))
+    (out / "compare.md").write_text(page(payload), encoding="utf-8")
     (out / "compare.json").write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
     keys = sorted({k for rows in payload["runs"].values() for r in rows for k in r})
     with open(out / "compare.csv", "w", newline="", encoding="utf-8") as f:
@@ -197,10 +222,8 @@ def _write(payload: dict[str, Any], out: Path) -> None:
 
 def _figures(payload: dict[str, Any], runs: list[Run], configs: dict[tuple[str, int], TrainConfig],
              test: SplitData, out: Path, count: int) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    # A pyplot-free Figure: saving it needs no backend, so the caller's matplotlib backend is left alone.
+    from matplotlib.figure import Figure
 
     summary = payload["summary"]
     names = list(summary)
@@ -208,7 +231,8 @@ def _figures(payload: dict[str, Any], runs: list[Run], configs: dict[tuple[str, 
     panels += [(f"invariance[{g}]", f"invariance error under {g}") for g in payload["eval_groups"]]
     cols = min(len(panels), 4)
     rows = -(-len(panels) // cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 3.0 * rows), squeeze=False)
+    fig = Figure(figsize=(3.2 * cols, 3.0 * rows))
+    axes = fig.subplots(rows, cols, squeeze=False)
     for ax, (key, title) in zip(axes.flat, panels):
         ax.bar(range(len(names)), [summary[n][key][0] for n in names], yerr=[summary[n][key][1] for n in names],
                capsize=3, color=["tab:gray" if not n.startswith("dec") else "tab:blue" for n in names])
@@ -218,7 +242,6 @@ def _figures(payload: dict[str, Any], runs: list[Run], configs: dict[tuple[str, 
         ax.axis("off")
     fig.tight_layout()
     fig.savefig(out / "compare.png", dpi=110)
-    plt.close(fig)
     # The same test images, canonicalized by each group's DEC (first seed).
     count = min(count, test.x.shape[0])
     images = test.x[:count]
@@ -231,4 +254,3 @@ def _figures(payload: dict[str, Any], runs: list[Run], configs: dict[tuple[str, 
     if len(grid) > 1:
         figure = image_grid(grid, title="the same test images canonicalized by each group's DEC")
         figure.savefig(out / "canonical_forms.png", dpi=110)
-        plt.close(figure)

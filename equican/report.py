@@ -6,23 +6,28 @@ Used by ``equican train``/``evaluate``/``demo`` and the benchmarks, so every tab
 from __future__ import annotations
 
 import math
+import os
+import platform
+import sys
 import warnings
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import torch
 
 from .errors import ConfigError, ConvergenceWarning, ShapeError
 
-__all__ = ["METRIC_COLUMNS", "results_table", "canonicalize", "image_grid", "canonical_forms_figure"]
+__all__ = ["METRIC_COLUMNS", "results_table", "canonicalize", "image_grid", "canonical_forms_figure", "cpu_model",
+           "machine_info", "describe_machine"]
 
-#: The evaluation metrics shown in tables, in order: (key in the metrics dict, column title).
 METRIC_COLUMNS: tuple[tuple[str, str], ...] = (
     ("accuracy", "accuracy"),
     ("accuracy_unscaled", "accuracy (scale 1)"),
     ("invariance_error", "invariance error"),
     ("local_scale_error", "local-scale error"),
 )
+"""The evaluation metrics shown in tables, in order: (key in the metrics dict, column title)."""
 
 
 def _cell(value: Any) -> str:
@@ -83,19 +88,19 @@ def image_grid(rows: Sequence[tuple[str, torch.Tensor]], *, title: str = "") -> 
         title: the figure's title.
 
     Returns:
-        A matplotlib Figure (the caller saves it).
+        A ``matplotlib.figure.Figure``, not attached to pyplot (save it with ``fig.savefig``; nothing to close).
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    # A pyplot-free Figure: it needs no backend to be saved, so the caller's backend (a notebook's, say) is left
+    # alone and no figure accumulates in pyplot's global state.
+    from matplotlib.figure import Figure
 
     if not rows or any(not isinstance(t, torch.Tensor) or t.ndim != 4 for _, t in rows):
         raise ShapeError("image_grid: expected rows of (label, images (K, C, H, W))")
     k = rows[0][1].shape[0]
     if any(t.shape[0] != k for _, t in rows):
         raise ShapeError(f"image_grid: expected {k} images in every row, got {[t.shape[0] for _, t in rows]}")
-    fig, axes = plt.subplots(len(rows), k, figsize=(1.6 * k, 1.6 * len(rows)), squeeze=False)
+    fig = Figure(figsize=(1.6 * k, 1.6 * len(rows)))
+    axes = fig.subplots(len(rows), k, squeeze=False)
     for r, (label, images) in enumerate(rows):
         for j in range(k):
             ax = axes[r, j]
@@ -115,7 +120,7 @@ def canonical_forms_figure(canonicalizer: torch.nn.Module, images: torch.Tensor,
     """A grid: each input beside its canonical form under ``canonicalizer``.
 
     Args:
-        canonicalizer: a :class:`~equican.canon.Canonicalizer` (its ``forward(x).x`` is the canonical form).
+        canonicalizer: a [`Canonicalizer`][equican.canon.Canonicalizer] (its ``forward(x).x`` is the canonical form).
         images: ``(K, V, C, H, W)``: ``K`` samples (columns), each in ``V`` versions (e.g. the same composite at
             different scales); every version gets a row of inputs and a row of canonical forms below it, so a
             canonicalizer that works makes the canonical rows of one sample look alike.
@@ -123,7 +128,7 @@ def canonical_forms_figure(canonicalizer: torch.nn.Module, images: torch.Tensor,
         row_labels: ``V`` names of the versions (default ``version 1``, ...).
 
     Returns:
-        A matplotlib Figure (the caller saves it).
+        A ``matplotlib.figure.Figure``, not attached to pyplot (save it with ``fig.savefig``).
     """
     if not isinstance(images, torch.Tensor) or images.ndim != 5:
         shape = tuple(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__
@@ -137,3 +142,42 @@ def canonical_forms_figure(canonicalizer: torch.nn.Module, images: torch.Tensor,
     for i in range(v):
         rows += [(labels[i], images[:, i]), ("canonical", canonical[:, i])]
     return image_grid(rows, title=title)
+
+
+def cpu_model() -> str:
+    """The CPU's model name (from ``/proc/cpuinfo`` where there is one), e.g. ``"AMD EPYC 7B13"``."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text(encoding="utf-8").splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def machine_info() -> dict[str, Any]:
+    """What a measurement ran on, for the JSON of every benchmark and comparison that states its machine.
+
+    Returns:
+        ``cpu``, ``cpus`` (logical), ``usable_cpus`` (this process's affinity), ``torch_threads``, ``torch``,
+        ``python``, ``platform``, ``cuda_available``, ``gpu`` (the name of CUDA device 0, or None) and
+        ``load_average_start`` (the 1, 5 and 15 minute load averages now; the machine may be shared).
+    """
+    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return {"cpu": cpu_model(), "cpus": os.cpu_count(), "usable_cpus": usable,
+            "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
+            "python": sys.version.split()[0], "platform": platform.platform(),
+            "cuda_available": torch.cuda.is_available(),
+            "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+            "load_average_start": list(os.getloadavg())}
+
+
+def describe_machine(machine: Mapping[str, Any]) -> str:
+    """One markdown sentence from a [`machine_info`][equican.report.machine_info] dict (plus an optional
+    ``load_average_end``), for results pages."""
+    end = machine.get("load_average_end", machine["load_average_start"])
+    return (f"{machine['cpu']}, {machine['cpus']} logical CPUs ({machine['usable_cpus']} usable), "
+            f"{machine['torch_threads']} torch thread(s); torch {machine['torch']}, Python {machine['python']}; "
+            f"GPU: {machine['gpu'] or 'none'}. Load average (1, 5, 15 min) at the start "
+            f"{', '.join(f'{v:.2f}' for v in machine['load_average_start'])}, at the end "
+            f"{', '.join(f'{v:.2f}' for v in end)}.")

@@ -8,7 +8,7 @@ import json
 import pytest
 
 from equican.cli import main
-from equican.compare import QUICK, Run, compare, plan, tables
+from equican.compare import QUICK, Run, compare, page, plan, tables
 from equican.config import apply_overrides, load_config
 from equican.errors import ConfigError, UnknownNameError
 
@@ -54,7 +54,9 @@ def test_quick_comparison_writes_tables_data_and_figures(tmp_path):
     # Each group's sampler really differs: a rotation moves predictions more than a mild monotone warp here.
     assert rows[0]["invariance[rotation]"] != rows[0]["invariance[monotone]"]
     text = (out / "compare.md").read_text()
-    assert text == tables(json.loads((out / "compare.json").read_text()))
+    payload = json.loads((out / "compare.json").read_text())
+    assert text == page(payload) and tables(payload) in text
+    assert payload["machine"]["cpus"] >= 1 and payload["wall_seconds"] > 0 and payload["command"] is None
     assert "| dec[scale] |" in text and "trained for \\ evaluated under" in text
     with open(out / "compare.csv", newline="") as f:
         assert len(list(csv.DictReader(f))) == 6  # 3 runs x 2 seeds
