@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 # Extra pytest arguments, e.g. `make test PYTEST_ARGS="-k monotone -x"`.
 PYTEST_ARGS ?=
 
-.PHONY: setup demo test bench
+.PHONY: setup demo test bench docs
 
 setup:
 	@VENV=$(VENV) bash scripts/setup.sh
@@ -27,3 +27,8 @@ bench: setup
 		[ -e "$$script" ] || { echo "bench: no benchmarks/*.py yet"; exit 0; }; \
 		echo "bench: $$script"; HF_HUB_OFFLINE=1 $(PY) "$$script"; \
 	done
+
+# The documentation site (mkdocs.yml) into site/; --strict turns every warning (a broken link, a docstring that
+# mkdocstrings cannot read) into an error. The tests build it the same way. `mkdocs serve` previews it.
+docs: setup
+	NO_MKDOCS_2_WARNING=1 HF_HUB_OFFLINE=1 $(VENV)/bin/mkdocs build --strict

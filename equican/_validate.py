@@ -1,6 +1,6 @@
 """Input validation shared by every public entry point.
 
-Each helper raises a typed error from :mod:`equican.errors` whose message names the caller (``where``), the
+Each helper raises a typed error from [`equican.errors`][equican.errors] whose message names the caller (``where``), the
 argument, what was expected and what was received. Helpers return nothing: they never modify or copy their input.
 """
 
@@ -79,7 +79,7 @@ def require_batch_size(batch: object, *, where: str) -> int:
 
 
 def require_int(value: object, *, low: int, where: str, name: str) -> int:
-    """A configuration integer ``>= low`` (bools are rejected); raises :class:`ConfigError`."""
+    """A configuration integer ``>= low`` (bools are rejected); raises [`ConfigError`][equican.errors.ConfigError]."""
     if isinstance(value, bool) or not isinstance(value, int) or value < low:
         raise ConfigError(f"{where}: expected {name} to be an int >= {low}, got {value!r}")
     return value

@@ -1,18 +1,22 @@
 """The configuration of a training run: frozen dataclasses, read from YAML or TOML, overridden from the command line.
 
-A run is described by one :class:`TrainConfig` with five sections. Three of them name a component and pass it
-options, the same way each time (``name`` + ``options``), and the component validates its own options:
+A run is described by one [`TrainConfig`][equican.config.TrainConfig] with five sections. Three of them name a component
+and pass it options, the same way each time (``name`` + ``options``), and the component validates its own options:
 
-* ``data`` (:class:`DataConfig`): ``dataset`` is ``"local_scale"`` (Locally Scaled MNIST, options of
-  :class:`~equican.data.LocalScaleConfig`), ``"transformed"`` (options of
-  :class:`~equican.data.TransformedConfig`) or ``"mnist"`` (plain digits, no options); ``root`` a directory of MNIST
-  IDX files (None: the bundled subset); ``train_limit`` / ``test_limit`` cap the source digits read.
-* ``model`` (:class:`ModelConfig`): ``name`` is one of the package's models (``"cnn"``, ``"vit"``) or any timm
-  model; ``options`` are its keyword arguments (see :func:`equican.models.build_model`).
-* ``method`` (:class:`MethodConfig`): ``name`` of a training method, the ``group`` it uses and that group's
-  constructor arguments, and the method's ``options`` (see :mod:`equican.methods`).
-* ``optim`` (:class:`OptimConfig`): AdamW, the learning-rate schedule, epochs and the global batch size.
-* ``eval`` (:class:`EvalConfig`): which metrics are computed after training and on how many test samples.
+* ``data`` ([`DataConfig`][equican.config.DataConfig]): ``dataset`` is ``"local_scale"`` (Locally Scaled MNIST, options
+  of [`LocalScaleConfig`][equican.data.local_scale.LocalScaleConfig]), ``"transformed"`` (options of
+  [`TransformedConfig`][equican.data.transformed.TransformedConfig]) or ``"mnist"`` (plain digits, no options); ``root``
+  a directory of MNIST IDX files (None: the bundled subset); ``train_limit`` / ``test_limit`` cap the source digits
+  read.
+* ``model`` ([`ModelConfig`][equican.config.ModelConfig]): ``name`` is one of the package's models (``"cnn"``,
+  ``"vit"``) or any timm model; ``options`` are its keyword arguments (see
+  [`equican.models.build_model`][equican.models.build_model]).
+* ``method`` ([`MethodConfig`][equican.config.MethodConfig]): ``name`` of a training method, the ``group`` it uses and
+  that group's constructor arguments, and the method's ``options`` (see [`equican.methods`][equican.methods]).
+* ``optim`` ([`OptimConfig`][equican.config.OptimConfig]): AdamW, the learning-rate schedule, epochs and the global
+  batch size.
+* ``eval`` ([`EvalConfig`][equican.config.EvalConfig]): which metrics are computed after training and on how many test
+  samples.
 
 A file holds the same nesting (``[optim]`` / ``optim:`` sections); fields left out keep their defaults. Overrides
 are ``dotted.key=value`` strings whose value is parsed as YAML (``optim.lr=3e-4``, ``data.options.digits=2``,
@@ -40,11 +44,12 @@ from .errors import ConfigError, DataError
 __all__ = ["DataConfig", "ModelConfig", "MethodConfig", "OptimConfig", "EvalConfig", "TrainConfig", "DATASETS",
            "SCHEDULES", "load_config", "apply_overrides", "packaged_configs", "from_options"]
 
-#: Dataset names :class:`DataConfig` accepts.
 DATASETS: tuple[str, ...] = ("local_scale", "transformed", "mnist")
-#: Learning-rate schedules :class:`OptimConfig` accepts: after ``warmup_steps`` of linear warm-up, ``"cosine"``
-#: decays to 0 at the last step, ``"linear"`` decays linearly to 0, ``"constant"`` stays at ``lr``.
+"""Dataset names [`DataConfig`][equican.config.DataConfig] accepts."""
 SCHEDULES: tuple[str, ...] = ("cosine", "linear", "constant")
+"""Learning-rate schedules [`OptimConfig`][equican.config.OptimConfig] accepts: after ``warmup_steps`` of linear
+warm-up, ``"cosine"`` decays to 0 at the last step, ``"linear"`` decays linearly to 0, ``"constant"`` stays at
+``lr``."""
 
 
 def _options(value: Any, *, where: str, name: str) -> Mapping[str, Any]:
@@ -78,12 +83,14 @@ class DataConfig:
     """Which data a run trains and evaluates on.
 
     Attributes:
-        dataset: one of :data:`DATASETS`.
-        options: the dataset's settings: fields of :class:`~equican.data.LocalScaleConfig` for ``"local_scale"``
-            (digits, cell, canvas, scale_range, layouts, stride, seed), of :class:`~equican.data.TransformedConfig`
-            for ``"transformed"`` (group, group_args, canvas, seed); none for ``"mnist"``.
+        dataset: one of [`DATASETS`][equican.config.DATASETS].
+        options: the dataset's settings: fields of [`LocalScaleConfig`][equican.data.local_scale.LocalScaleConfig] for
+            ``"local_scale"`` (digits, cell, canvas, scale_range, layouts, stride, seed), of
+            [`TransformedConfig`][equican.data.transformed.TransformedConfig] for ``"transformed"`` (group, group_args,
+            canvas, seed); none for ``"mnist"``.
         root: a directory of MNIST IDX files, or None for the subset bundled with the package.
-        train_limit, test_limit: read at most this many source digits of each split (None: all).
+        train_limit: read at most this many source digits of the training split (None: all).
+        test_limit: read at most this many source digits of the test split (None: all).
     """
 
     dataset: str = "local_scale"
@@ -105,7 +112,8 @@ class DataConfig:
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """The classifier: ``name`` from :func:`equican.models.list_models` or any timm model, with its ``options``."""
+    """The classifier: ``name`` from [`equican.models.list_models`][equican.models.list_models] or any timm model, with
+    its ``options``."""
 
     name: str = "cnn"
     options: Mapping[str, Any] = field(default_factory=dict, hash=False)
@@ -117,7 +125,7 @@ class ModelConfig:
 
 @dataclass(frozen=True)
 class MethodConfig:
-    """How the classifier is trained (see :mod:`equican.methods` for the names and their options).
+    """How the classifier is trained (see [`equican.methods`][equican.methods] for the names and their options).
 
     Attributes:
         name: the method, e.g. ``"plain"``, ``"augment"``, ``"dec"``.
@@ -149,8 +157,10 @@ class OptimConfig:
         epochs: passes over the training set.
         batch_size: the *global* batch: under ``torchrun`` with ``N`` processes each takes ``batch_size / N``
             (which must divide evenly), so a run's updates do not depend on ``N``.
-        lr, weight_decay, betas: AdamW's.
-        schedule: one of :data:`SCHEDULES`, stepped once per batch.
+        lr: AdamW's (peak) learning rate.
+        weight_decay: AdamW's decoupled weight decay.
+        betas: AdamW's moment decay rates.
+        schedule: one of [`SCHEDULES`][equican.config.SCHEDULES], stepped once per batch.
         warmup_steps: batches of linear warm-up from 0 to ``lr``.
         grad_clip: clip the global gradient norm to this value (None: no clipping).
     """
@@ -184,14 +194,15 @@ class OptimConfig:
 
 @dataclass(frozen=True)
 class EvalConfig:
-    """What is measured after training (see :mod:`equican.metrics`).
+    """What is measured after training (see [`equican.metrics`][equican.metrics]).
 
     Attributes:
         enabled: evaluate at the end of training (``equican evaluate`` always does).
         limit: evaluate on the first ``limit`` test samples (None: all).
         batch_size: evaluation batch size.
-        invariance_group, invariance_options: the group and strength of the invariance error; by default the
-            paper's monotone evaluation (``cells=8, strength=0.25``).
+        invariance_group: the registry name of the group of the invariance error; by default the paper's
+            monotone evaluation.
+        invariance_options: that group's constructor arguments (default ``cells=8, strength=0.25``, the paper's).
         rescalings: ``k``, rescalings per composite for the local-scale error (Locally Scaled MNIST only).
         seed: seed of the invariance error's random elements.
     """
@@ -227,7 +238,11 @@ class TrainConfig:
     """A whole training run (see the module docstring).
 
     Attributes:
-        data, model, method, optim, eval: the sections.
+        data: the data section.
+        model: the model section.
+        method: the training-method section.
+        optim: the optimizer section.
+        eval: the evaluation section.
         seed: seeds the model's initialization, the data order and the methods' random elements.
         out: directory for ``checkpoint.pt``, ``metrics.json`` and ``config.json``.
         device: ``"auto"`` (the local GPU when there is one, else the CPU), ``"cpu"`` or ``"cuda"``.
@@ -340,7 +355,8 @@ def load_config(source: str | Path) -> TrainConfig:
     """Read a configuration from a ``.toml``, ``.yaml`` or ``.yml`` file, or a packaged one by name.
 
     Args:
-        source: a file path, or the name of a packaged configuration (:func:`packaged_configs`).
+        source: a file path, or the name of a packaged configuration
+            ([`packaged_configs`][equican.config.packaged_configs]).
 
     Raises:
         DataError: the file is missing, unreadable or not valid TOML/YAML (the message names it).

@@ -1,9 +1,10 @@
 """The README's main job (``equican demo``): plain vs DEC-canonicalized training on Locally Scaled MNIST.
 
-Trains the packaged ``demo`` configuration (:func:`equican.config.load_config` ``("demo")``) twice, once with the
-``plain`` method and once with ``dec`` (the deep equilibrium canonicalizer over monotone scaling at the input), on
-composites made from the MNIST digits bundled with the package; prints a table of accuracy, group invariance error
-and local-scale error; and saves a figure of test composites at several scales beside their canonical forms.
+Trains the packaged ``demo`` configuration ([`equican.config.load_config`][equican.config.load_config] ``("demo")``)
+twice, once with the ``plain`` method and once with ``dec`` (the deep equilibrium canonicalizer over monotone scaling at
+the input), on composites made from the MNIST digits bundled with the package; prints a table of accuracy, group
+invariance error and local-scale error; and saves a figure of test composites at several scales beside their canonical
+forms.
 
 Files in ``out``: ``plain/`` and ``dec/`` (each run's checkpoint and metrics), ``results.md`` (the table),
 ``results.json`` (every number) and ``canonical_forms.png``.
@@ -25,13 +26,13 @@ from .train import CHECKPOINT, load_checkpoint, load_split, train
 
 __all__ = ["DEMO_METHODS", "run_demo"]
 
-#: The methods the demo compares, in table order, with their settings over the packaged config. The DEC's prior
-#: (squared distance of g to the identity, weight 10) keeps its warps moderate: on this data, weights 0, 1 and 10
-#: gave 0.61, 0.68 / 0.80 and 0.85 test accuracy in single runs (8 epochs, seeds 0 / 1).
 DEMO_METHODS: dict[str, tuple[str, ...]] = {
     "plain": ("method.name=plain",),
     "dec": ("method.name=dec", "method.options.prior_weight=10"),
 }
+"""The methods the demo compares, in table order, with their settings over the packaged config. The DEC's prior
+(squared distance of g to the identity, weight 10) keeps its warps moderate: on this data, weights 0, 1 and 10
+gave 0.61, 0.68 / 0.80 and 0.85 test accuracy in single runs (8 epochs, seeds 0 / 1)."""
 # --quick: a pipeline check in seconds, not a result.
 _QUICK = ("data.train_limit=64", "data.test_limit=16", "optim.epochs=1", "optim.batch_size=16", "eval.limit=8",
           "eval.rescalings=2")

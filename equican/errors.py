@@ -1,13 +1,13 @@
 """One exception hierarchy for everything equican raises on bad input or failed numerics, and its warnings.
 
-Every error derives from :class:`EquicanError` and, where a standard Python exception has the same meaning, from
-that too (``ShapeError`` is a ``ValueError``, ``DTypeError`` a ``TypeError``, ``UnknownNameError`` a
-``LookupError``), so callers can catch either. Messages follow one pattern: where the check happened, what was
-expected, what was received, e.g. ``"MonotoneScaling.act: expected g of shape (B, 2, 33, 33), got (8, 3)"``.
+Every error derives from [`EquicanError`][equican.errors.EquicanError] and, where a standard Python exception has the
+same meaning, from that too (``ShapeError`` is a ``ValueError``, ``DTypeError`` a ``TypeError``, ``UnknownNameError`` a
+``LookupError``), so callers can catch either. Messages follow one pattern: where the check happened, what was expected,
+what was received, e.g. ``"MonotoneScaling.act: expected g of shape (B, 2, 33, 33), got (8, 3)"``.
 
-Warnings (a result was produced, but the caller should know how) derive from :class:`EquicanWarning`, a
-``UserWarning``, so ``warnings.simplefilter("ignore", EquicanWarning)`` silences all of them and each can be
-filtered on its own.
+Warnings (a result was produced, but the caller should know how) derive from
+[`EquicanWarning`][equican.errors.EquicanWarning], a ``UserWarning``, so
+``warnings.simplefilter("ignore", EquicanWarning)`` silences all of them and each can be filtered on its own.
 """
 
 from __future__ import annotations
@@ -84,6 +84,6 @@ class ConvergenceWarning(EquicanWarning):
     """An iterative solver stopped at its iteration cap above its tolerance for some inputs.
 
     The result is still usable: the solver that warns documents what the unconverged inputs get (e.g.
-    :class:`~equican.canon.DEQConfig`'s ``on_nonconvergence`` policy) and reports which ones they are. Contrast
-    :class:`ConvergenceError`, raised where no usable result exists.
+    [`DEQConfig`][equican.canon.deq.DEQConfig]'s ``on_nonconvergence`` policy) and reports which ones they are. Contrast
+    [`ConvergenceError`][equican.errors.ConvergenceError], raised where no usable result exists.
     """

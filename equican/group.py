@@ -1,8 +1,10 @@
-"""The :class:`Group` interface, its registry, and the conventions every group follows.
+"""The [`Group`][equican.group.Group] interface, its registry, and the conventions every group follows.
 
 A group here is a family of spatial transformations of images, with elements held as plain batched tensors.
 
-Convention: (stated once, for every group; the law tests in :mod:`equican.testing` enforce it)
+Convention:
+    Stated once, for every group; the law tests in [`equican.testing`][equican.testing] enforce it.
+
     * **Elements** are tensors ``g`` of shape ``(B, *group.param_shape)``, float32 or float64. There are no element
       objects; a batch of ``B`` elements is one tensor.
     * **Composition** ``compose(g, h)`` is the element ``gh`` that applies ``h`` first, then ``g``:
@@ -15,15 +17,17 @@ Convention: (stated once, for every group; the law tests in :mod:`equican.testin
       itself (monotone scaling, rot90) never sample outside it.
     * **Differentiability**: ``act`` is differentiable in both ``g`` and ``x`` (bilinear sampling); discrete groups
       (``discrete = True``) only in ``x``.
-    * **Randomness** comes only from the ``generator`` passed to :meth:`Group.sample`; the global RNG is never used.
+    * **Randomness** comes only from the ``generator`` passed to [`Group.sample`][equican.group.Group.sample]; the
+      global RNG is never used.
 
 Registration: ``class MyGroup(Group, name="mine")`` registers ``MyGroup`` under ``"mine"``;
-:func:`make_group` builds one by name and :func:`list_groups` lists the names. Every registered group must be
-constructible with no arguments (at a small default). A duplicate name raises :class:`RegistrationError`.
+[`make_group`][equican.group.make_group] builds one by name and [`list_groups`][equican.group.list_groups] lists the
+names. Every registered group must be constructible with no arguments (at a small default). A duplicate name raises
+[`RegistrationError`][equican.errors.RegistrationError].
 
 Validation is written once, here: every ``compose``, ``inverse``, ``act``, ``distance``, ``to_unconstrained`` and
 ``from_unconstrained`` a subclass defines is wrapped so that its tensor arguments are checked (shape, dtype, device,
-finiteness, :meth:`Group.invalid_reason`) before the subclass's code runs.
+finiteness, [`Group.invalid_reason`][equican.group.Group.invalid_reason]) before the subclass's code runs.
 """
 
 from __future__ import annotations
@@ -50,10 +54,11 @@ class Tolerance:
     """How closely a group's laws hold in a given dtype.
 
     Attributes:
-        element: bound on :meth:`Group.distance` for the algebraic laws (identity, inverse, associativity).
-        action: bound on the largest absolute pixel difference in the action laws (``act(identity) = id``,
-            homomorphism, inverse action), measured by :func:`equican.testing.check_group_laws` on its test
-            images (band-limited for approximate groups, white noise for exact ones) with values in ``[0, 1]``.
+        element: bound on [`Group.distance`][equican.group.Group.distance] for the algebraic laws (identity, inverse,
+            associativity).
+        action: bound on the largest absolute pixel difference in the action laws (``act(identity) = id``, homomorphism,
+            inverse action), measured by [`equican.testing.check_group_laws`][equican.testing.laws.check_group_laws] on
+            its test images (band-limited for approximate groups, white noise for exact ones) with values in ``[0, 1]``.
     """
 
     element: float
@@ -81,11 +86,13 @@ class Group(abc.ABC):
     A subclass writes ``param_shape``, ``identity``, ``sample``, ``compose``, ``inverse`` and ``act``; everything
     else has a working default that may be overridden. See the module docstring for the conventions.
 
-    Class attributes:
-        name: the registry name (set by ``class X(Group, name="x")``).
-        exact: True when the action laws hold to floating-point precision on any image; False when bilinear
-            resampling (or a discretized element) makes them hold only approximately, on band-limited images.
-        discrete: True for finite groups (no tangent directions: ``act`` is not differentiable in ``g``).
+    Attributes:
+        name: class attribute, the registry name (set by ``class X(Group, name="x")``).
+        exact: class attribute, True when the action laws hold to floating-point precision on any image; False
+            when bilinear resampling (or a discretized element) makes them hold only approximately, on band-limited
+            images.
+        discrete: class attribute, True for finite groups (no tangent directions: ``act`` is not differentiable in
+            ``g``).
     """
 
     name: ClassVar[str] = ""
@@ -137,7 +144,8 @@ class Group(abc.ABC):
     # ------------------------------------------------------------------ defaults, overridable
     @property
     def unconstrained_shape(self) -> tuple[int, ...]:
-        """Shape of the unconstrained parameters ``z`` consumed by :meth:`from_unconstrained` (per element)."""
+        """Shape of the unconstrained parameters ``z`` consumed by
+        [`from_unconstrained`][equican.group.Group.from_unconstrained] (per element)."""
         return self.param_shape
 
     def from_unconstrained(self, z: torch.Tensor) -> torch.Tensor:
@@ -149,7 +157,12 @@ class Group(abc.ABC):
         return z
 
     def to_unconstrained(self, g: torch.Tensor) -> torch.Tensor:
-        """A right inverse of :meth:`from_unconstrained`: ``from_unconstrained(to_unconstrained(g)) ≈ g``."""
+        """A right inverse of [`from_unconstrained`][equican.group.Group.from_unconstrained]:
+        ``from_unconstrained(to_unconstrained(g)) ≈ g``.
+
+        Maps elements ``g: (B, *param_shape)`` to chart parameters ``(B, *unconstrained_shape)``. The default is the
+        identity map, matching the default [`from_unconstrained`][equican.group.Group.from_unconstrained].
+        """
         return g
 
     def distance(self, g: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
@@ -157,12 +170,14 @@ class Group(abc.ABC):
         return (g - h).flatten(1).norm(dim=1)
 
     def tolerance(self, dtype: torch.dtype) -> Tolerance:
-        """How closely the laws hold in ``dtype`` (see :class:`Tolerance`); groups override with measured values."""
+        """How closely the laws hold in ``dtype`` (see [`Tolerance`][equican.group.Tolerance]); groups override with
+        measured values."""
         eps = torch.finfo(dtype).eps
         return Tolerance(element=1e3 * eps, action=1e2 * eps)
 
     def invalid_reason(self, g: torch.Tensor) -> str | None:
-        """Why ``g`` (of the right shape, finite) is not a valid element, or None if it is. Override to restrict."""
+        """Why ``g: (B, *param_shape)`` (finite) is not a batch of valid elements, or None if it is. Override to
+        restrict."""
         return None
 
     def check(self, g: torch.Tensor, *, name: str = "g", where: str | None = None) -> None:
@@ -175,11 +190,19 @@ class Group(abc.ABC):
 
     # ------------------------------------------------------------------ helpers derived from the six members
     def act_inverse(self, g: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        """``act(inverse(g), x)``: the canonicalizing direction; groups may override with a faster route."""
+        """``act(inverse(g), x)``: the canonicalizing direction; groups may override with a faster route.
+
+        Args:
+            g: elements ``(B, *param_shape)``.
+            x: images ``(B, C, H, W)``.
+
+        Returns:
+            The transformed images, ``(B, C, H, W)``.
+        """
         return self.act(self.inverse(g), x)
 
     def identity_like(self, g: torch.Tensor) -> torch.Tensor:
-        """Identity elements with the batch size, device and dtype of ``g``."""
+        """Identity elements with the batch size, device and dtype of ``g``: shape ``(B, *param_shape)``."""
         return self.identity(g.shape[0], device=g.device, dtype=g.dtype)
 
     # ------------------------------------------------------------------ plumbing
@@ -309,7 +332,8 @@ def list_groups() -> list[str]:
 
 
 def group_class(name: str) -> type[Group]:
-    """The class registered under ``name``; an unknown name raises :class:`UnknownNameError`."""
+    """The class registered under ``name``; an unknown name raises
+    [`UnknownNameError`][equican.errors.UnknownNameError]."""
     _load_builtins()
     if name not in _REGISTRY:
         close = difflib.get_close_matches(str(name), _REGISTRY, n=1)

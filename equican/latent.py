@@ -1,23 +1,30 @@
 """Latent canonicalization: canonicalize -> block -> uncanonicalize around chosen blocks of a timm model.
 
 The paper's key move (Rahman et al., ICCV 2025) is to canonicalize intermediate feature maps, not only the input.
-:class:`LatentCanonicalized` does it for any timm model without copying any architecture's forward pass: it
-registers a forward pre-hook and a forward hook on each chosen block (stage), and at insertion point ``k``
+[`LatentCanonicalized`][equican.latent.LatentCanonicalized] does it for any timm model without copying any
+architecture's forward pass: it registers a forward pre-hook and a forward hook on each chosen block (stage), and at
+insertion point ``k`` the features go
 
-    features ``f`` → canonical features ``act(h_k, f)`` (``h_k = g_k⁻¹``, the canonicalizing element)
-    → block ``k`` → ``act(g_k, ·)`` (:meth:`~equican.canon.Canonicalizer.uncanonicalize`; switchable per point).
+```text
+features f → canonical features act(h_k, f) → block k → act(g_k, ·)
+```
+
+with ``h_k = g_k⁻¹`` the canonicalizing element; the last step
+([`uncanonicalize`][equican.canon.Canonicalizer.uncanonicalize]) is switchable per point.
 
 The element goes from the pre-hook to the post-hook of the same block call through a per-call record that is
 created when the call starts and dropped when it ends: nothing is kept between calls. Because only hooks are added,
 the timm model's parameter names do not change: a bare timm ``state_dict`` loads into ``wrapper.model``, and the
 wrapper's own ``state_dict`` is the model's under ``model.`` plus the canonicalizers' under ``canonicalizers.<k>.``.
 
-Example::
+For example:
 
-    import equican
-    model = equican.create_model("vit_small_patch16_224", group="monotone", canonicalizer="deq", at=(0, 1))
-    logits = model(images)                       # (B, 1000), timm's contract
-    logits, results = model.forward_canon(images)  # and the CanonResult of every insertion point
+```python
+import equican
+model = equican.create_model("vit_small_patch16_224", group="monotone", canonicalizer="deq", at=(0, 1))
+logits = model(images)                       # (B, 1000), timm's contract
+logits, results = model.forward_canon(images)  # and the CanonResult of every insertion point
+```
 
 Layouts (found from the model; the groups only ever see ``(B, C, H, W)`` images):
 
@@ -49,22 +56,23 @@ size is ``example_input``'s if given, else the patch embedding's ``img_size``, e
 (``embed_dim``, ``feature_info``, ...) would not.
 
 Pretrained weights, offline: ``create_model(name, pretrained_file="weights.safetensors", ...)`` loads a local file
-through the same adaptation as :func:`equican.models.build_model` (``options={"pretrained_file": ...}``: timm's
-``pretrained=True`` with ``pretrained_cfg_overlay=dict(file=...)``, plus the file's own class and channel counts),
-before the hooks are added. Or load a bare timm ``state_dict`` afterwards: ``wrapper.model.load_state_dict(sd)``.
-Nothing is downloaded unless ``pretrained=True`` is passed without a file (as with ``timm.create_model``).
+through the same adaptation as [`equican.models.build_model`][equican.models.build_model]
+(``options={"pretrained_file": ...}``: timm's ``pretrained=True`` with ``pretrained_cfg_overlay=dict(file=...)``, plus
+the file's own class and channel counts), before the hooks are added. Or load a bare timm ``state_dict`` afterwards:
+``wrapper.model.load_state_dict(sd)``. Nothing is downloaded unless ``pretrained=True`` is passed without a file (as
+with ``timm.create_model``).
 
 Limitations:
 
 * Models whose blocks are none of the above (EfficientNet/MobileNet ``blocks`` without a token grid, NaFlexViT's
-  variable token sets, models whose stages live under other names) raise :class:`~equican.errors.ConfigError`
+  variable token sets, models whose stages live under other names) raise [`ConfigError`][equican.errors.ConfigError]
   unless ``blocks=`` and ``layout=`` describe them. Only the listed containers are insertion points: CaiT's
   class-attention blocks (``blocks_token_only``) are not.
 * Token models with patch dropout active in training (``patch_drop_rate > 0``) have no patch grid in their blocks
-  and raise :class:`~equican.errors.ShapeError` there.
+  and raise [`ShapeError`][equican.errors.ShapeError] there.
 * ``canonicalizer_input="image"`` needs the input image: call the wrapper (``forward``, ``forward_features``,
   ``forward_canon``) or ``wrapper.model(x)``; calling ``wrapper.model.forward_features`` directly raises
-  :class:`~equican.errors.ConfigError`, and so does gradient checkpointing (``set_grad_checkpointing``), which
+  [`ConfigError`][equican.errors.ConfigError], and so does gradient checkpointing (``set_grad_checkpointing``), which
   recomputes blocks in the backward pass when the image is gone. (Latent input works with checkpointing.)
 * Block features must have the canonicalizer's dtype (no reduced-precision autocast of stage features).
 * A model is wrapped once: wrapping a wrapped model (or a deepcopy of one, which carries the hooks along) raises.
@@ -89,22 +97,22 @@ from .errors import ConfigError, ShapeError
 from .group import Group, make_group
 
 __all__ = ["LatentCanonicalized", "create_model", "make_canonicalizer", "find_blocks", "CANONICALIZER_KINDS",
-           "LAYOUTS", "INPUTS"]
+           "LAYOUTS", "INPUTS", "REDUCE_CHANNELS"]
 
-#: The canonicalizer kinds :func:`make_canonicalizer` builds by name.
 CANONICALIZER_KINDS = ("identity", "direct", "deq", "escnn")
-#: The feature layouts :class:`LatentCanonicalized` handles.
+"""The canonicalizer kinds [`make_canonicalizer`][equican.latent.make_canonicalizer] builds by name."""
 LAYOUTS = ("tokens", "NHWC", "NCHW")
-#: What a canonicalizer may read: the features at its insertion point, or the model's input image.
+"""The feature layouts [`LatentCanonicalized`][equican.latent.LatentCanonicalized] handles."""
 INPUTS = ("latent", "image")
+"""What a canonicalizer may read: the features at its insertion point, or the model's input image."""
 
 # The keyword arguments each kind accepts in canonicalizer_options.
 _UPDATE_OPTIONS = ("channels", "pool", "activation", "out_scale", "reduce")
-#: Inputs wider than this are reduced to this many channels by a 1×1 convolution before the solve (the ``reduce``
-#: option of the ``direct``/``deq`` kinds; see :class:`~equican.canon.direct.UpdateCanonicalizer`). Each solver
-#: iteration then warps 32 channels instead of, say, a ViT-S's 384: measured on vit_small_patch16_224 with the DEC
-#: at blocks 0 and 1, it is what brings the overhead near the issue's 1.25 (see benchmarks/latent_overhead.py).
 REDUCE_CHANNELS = 32
+"""Inputs wider than this are reduced to this many channels by a 1×1 convolution before the solve (the ``reduce``
+option of the ``direct``/``deq`` kinds; see [`UpdateCanonicalizer`][equican.canon.direct.UpdateCanonicalizer]). Each
+solver iteration then warps 32 channels instead of, say, a ViT-S's 384: measured on vit_small_patch16_224 with the DEC
+at blocks 0 and 1, it is what brings the overhead near the issue's 1.25 (see benchmarks/latent_overhead.py)."""
 _KIND_OPTIONS: dict[str, tuple[str, ...]] = {
     "identity": (),
     "direct": _UPDATE_OPTIONS,
@@ -118,17 +126,19 @@ def make_canonicalizer(kind: str, group: Group, in_channels: int | None,
                        options: Mapping[str, Any] | None = None) -> Canonicalizer:
     """Build a canonicalizer of ``kind`` for ``group`` reading ``in_channels``-channel images.
 
-    * ``"identity"``: :class:`~equican.canon.IdentityCanonicalizer` (no options; ``in_channels`` unused).
-    * ``"direct"`` / ``"deq"``: :class:`~equican.canon.DirectCanonicalizer` / :class:`~equican.canon.DEQCanonicalizer`
-      on ``UpdateNet(in_channels, group.unconstrained_shape, channels=..., pool=..., activation=..., out_scale=...)``;
-      ``"deq"`` also takes ``config`` (a :class:`~equican.canon.DEQConfig`). ``reduce``: the channels a bias-free
-      1×1 convolution reduces the input to once, before the solve (default :data:`REDUCE_CHANNELS` for inputs wider
-      than that, else none; None turns it off).
-    * ``"escnn"``: :class:`~equican.canon.EquivariantCanonicalizer` (``channels``, ``kernel_size``); needs escnn and
-      a discrete rotation group.
+    * ``"identity"``: [`IdentityCanonicalizer`][equican.canon.IdentityCanonicalizer] (no options; ``in_channels``
+      unused).
+    * ``"direct"`` / ``"deq"``: [`DirectCanonicalizer`][equican.canon.direct.DirectCanonicalizer] /
+      [`DEQCanonicalizer`][equican.canon.deq.DEQCanonicalizer] on
+      ``UpdateNet(in_channels, group.unconstrained_shape, channels=..., pool=..., activation=..., out_scale=...)``;
+      ``"deq"`` also takes ``config`` (a [`DEQConfig`][equican.canon.deq.DEQConfig]). ``reduce``: the channels a
+      bias-free 1×1 convolution reduces the input to once, before the solve (default
+      [`REDUCE_CHANNELS`][equican.latent.REDUCE_CHANNELS] for inputs wider than that, else none; None turns it off).
+    * ``"escnn"``: [`EquivariantCanonicalizer`][equican.canon.equivariant.EquivariantCanonicalizer] (``channels``,
+      ``kernel_size``); needs escnn and a discrete rotation group.
 
     Args:
-        kind: one of :data:`CANONICALIZER_KINDS`.
+        kind: one of [`CANONICALIZER_KINDS`][equican.latent.CANONICALIZER_KINDS].
         group: the group whose elements are predicted.
         in_channels: channels of the images the canonicalizer reads (None only for ``"identity"``).
         options: the kind's keyword arguments (see above); None for none.
@@ -217,7 +227,7 @@ def find_blocks(model: nn.Module, blocks: str | None = None,
     Args:
         model: the network.
         blocks: attribute path of an ``nn.Sequential``/``nn.ModuleList`` of blocks (e.g. ``"blocks"``), or None.
-        layout: one of :data:`LAYOUTS` to override the detected layout, or None.
+        layout: one of [`LAYOUTS`][equican.latent.LAYOUTS] to override the detected layout, or None.
 
     Returns:
         ``(names, modules, layout)``: ``names[k]`` is the module path of insertion point ``k``.
@@ -404,19 +414,21 @@ class LatentCanonicalized(nn.Module):
     """A timm model whose chosen blocks run on canonicalized features (see the module docstring).
 
     Args:
-        model: the network to wrap (a timm model, or any model whose blocks :func:`find_blocks` finds).
+        model: the network to wrap (a timm model, or any model whose blocks [`find_blocks`][equican.latent.find_blocks]
+            finds).
         at: insertion points: block (stage) indices as timm numbers them, distinct, in range.
-        canonicalizer: a kind from :data:`CANONICALIZER_KINDS` (``"deq"`` by default), a ready-made
-            :class:`~equican.canon.Canonicalizer`, or a sequence of these with one entry per insertion point.
-        group: a registered group name or a :class:`~equican.Group` (for the kinds built by name).
+        canonicalizer: a kind from [`CANONICALIZER_KINDS`][equican.latent.CANONICALIZER_KINDS] (``"deq"`` by default), a
+            ready-made [`Canonicalizer`][equican.canon.Canonicalizer], or a sequence of these with one entry per
+            insertion point.
+        group: a registered group name or a [`Group`][equican.group.Group] (for the kinds built by name).
         canonicalizer_input: ``"latent"`` (the features at the insertion point) or ``"image"`` (the model's input;
             its element is applied to the features at the insertion point), for all points or one per point.
         uncanonicalize: map the block's output back by ``g_k`` (True), or leave it in the canonical frame (False);
             one value or one per point.
-        group_options: keyword arguments of :func:`~equican.make_group` when ``group`` is a name.
-        canonicalizer_options: keyword arguments of the kinds built by name (see :func:`make_canonicalizer`); not
-            passed to ``"identity"``, which takes none.
-        blocks: attribute path of the blocks, to override the search of :func:`find_blocks`.
+        group_options: keyword arguments of [`make_group`][equican.group.make_group] when ``group`` is a name.
+        canonicalizer_options: keyword arguments of the kinds built by name (see
+            [`make_canonicalizer`][equican.latent.make_canonicalizer]); not passed to ``"identity"``, which takes none.
+        blocks: attribute path of the blocks, to override the search of [`find_blocks`][equican.latent.find_blocks].
         layout: ``"tokens"``, ``"NHWC"`` or ``"NCHW"``, to override the detected layout.
         in_channels: the input image's channels (found from the model when None).
         example_input: an input for the dry forward pass that measures feature channels (a zero image of the size
@@ -522,7 +534,7 @@ class LatentCanonicalized(nn.Module):
         return self.model(x)
 
     def forward_canon(self, x: torch.Tensor) -> tuple[Any, dict[int, CanonResult]]:
-        """``model(x)`` and the :class:`~equican.canon.CanonResult` of every insertion point (keyed by index).
+        """``model(x)`` and the [`CanonResult`][equican.canon.CanonResult] of every insertion point (keyed by index).
 
         Each result's ``x`` is the canonical features ``(B, C, H, W)``, ``g``/``h`` the element and its inverse.
         """
@@ -531,7 +543,11 @@ class LatentCanonicalized(nn.Module):
             return out, dict(call.results)
 
     def forward_features(self, x: torch.Tensor) -> Any:
-        """``model.forward_features(x)`` with the chosen blocks canonicalized."""
+        """``model.forward_features(x)`` with the chosen blocks canonicalized, for images ``x: (B, C, H, W)``.
+
+        The result is the timm model's unpooled features, e.g. tokens ``(B, P + H·W, C')`` for a ViT or a feature
+        map ``(B, C', H', W')`` for a ResNet.
+        """
         with self._calling(x):
             return self.model.forward_features(x)
 
@@ -541,6 +557,7 @@ class LatentCanonicalized(nn.Module):
 
     @property
     def num_classes(self) -> int:
+        """The wrapped model's ``num_classes`` (timm's attribute), so the wrapper reads like the timm model."""
         return self.model.num_classes
 
     def __getattr__(self, name: str) -> Any:
@@ -558,7 +575,7 @@ class LatentCanonicalized(nn.Module):
         """The sum over insertion points of each canonicalizer's prior (squared distance of ``g`` to ``e``), ``(B,)``.
 
         Args:
-            results: what :meth:`forward_canon` returned.
+            results: what [`forward_canon`][equican.latent.LatentCanonicalized.forward_canon] returned.
         """
         losses = [self.canonicalizers[str(k)].prior_loss(r.g) for k, r in results.items()]
         return torch.stack(losses).sum(dim=0)
@@ -649,7 +666,7 @@ class LatentCanonicalized(nn.Module):
     # ------------------------------------------------------------------ layouts
     def _to_image(self, features: torch.Tensor, call: _Call, where: str,
                   role: str) -> tuple[torch.Tensor, Any]:
-        """``(B, C, H, W)`` view of block features, and what :meth:`_from_image_layout` needs to undo it."""
+        """``(B, C, H, W)`` view of block features, and what ``_from_image_layout`` needs to undo it."""
         if self.layout == "tokens":
             if features.ndim != 3:
                 raise ShapeError(f"{where}: expected token features (B, N, C) as the block's {role}, "
@@ -700,9 +717,10 @@ def create_model(name: str, group: str | Group = "monotone",
                  uncanonicalize: bool | Sequence[bool] = True, group_options: Mapping[str, Any] | None = None,
                  canonicalizer_options: Mapping[str, Any] | None = None, *, pretrained: bool = False,
                  pretrained_file: str | None = None, **timm_kwargs: Any) -> LatentCanonicalized:
-    """``timm.create_model(name, **timm_kwargs)`` wrapped in :class:`LatentCanonicalized`.
+    """``timm.create_model(name, **timm_kwargs)`` wrapped in
+    [`LatentCanonicalized`][equican.latent.LatentCanonicalized].
 
-    Mirrors :func:`timm.create_model` (``num_classes``, ``in_chans``, ``img_size``, ``patch_size``, ``depth``, ...
+    Mirrors ``timm.create_model`` (``num_classes``, ``in_chans``, ``img_size``, ``patch_size``, ``depth``, ...
     pass through), with ``pretrained=False`` by default.
 
     Pretrained weights load offline from a local file with ``pretrained_file=path`` (``.pth``/``.bin`` state dict or
@@ -712,14 +730,24 @@ def create_model(name: str, group: str | Group = "monotone",
 
     Args:
         name: a timm model name.
-        group, canonicalizer, at, canonicalizer_input, uncanonicalize, group_options, canonicalizer_options: as for
-            :class:`LatentCanonicalized`.
+        group: as for [`LatentCanonicalized`][equican.latent.LatentCanonicalized].
+        canonicalizer: as for [`LatentCanonicalized`][equican.latent.LatentCanonicalized].
+        at: as for [`LatentCanonicalized`][equican.latent.LatentCanonicalized].
+        canonicalizer_input: as for [`LatentCanonicalized`][equican.latent.LatentCanonicalized].
+        uncanonicalize: as for [`LatentCanonicalized`][equican.latent.LatentCanonicalized].
+        group_options: as for [`LatentCanonicalized`][equican.latent.LatentCanonicalized].
+        canonicalizer_options: as for [`LatentCanonicalized`][equican.latent.LatentCanonicalized].
         pretrained: timm's flag (downloads when no file is given; leave False offline).
         pretrained_file: a local weight file.
         **timm_kwargs: passed to ``timm.create_model``.
 
+    Returns:
+        The wrapped model; it maps images ``(B, in_chans, H, W)`` to what the timm model returns (logits
+        ``(B, num_classes)`` for a classifier).
+
     Raises:
-        UnknownNameError: timm knows no model ``name``. ConfigError: as for :class:`LatentCanonicalized`.
+        UnknownNameError: timm knows no model ``name``.
+        ConfigError: as for [`LatentCanonicalized`][equican.latent.LatentCanonicalized].
         DataError: ``pretrained_file`` is missing or unreadable.
     """
     import timm

@@ -1,42 +1,40 @@
 """Training methods: how a classifier is made invariant to a group, behind one interface.
 
-A method turns a backbone classifier ``x -> logits`` into an :class:`Objective`, an ``nn.Module`` that holds
+A method turns a backbone classifier ``x -> logits`` into an [`Objective`][equican.methods.Objective], an ``nn.Module``
+that holds
 
 * ``objective.model``: the classifier that is evaluated (``x (B, C, H, W) -> logits (B, K)``); for the
-  canonicalization methods the backbone wrapped in :class:`~equican.canon.Canonicalized`;
+  canonicalization methods the backbone wrapped in [`Canonicalized`][equican.canon.wrapper.Canonicalized];
 * ``objective(x, y, index, epoch) -> (loss, stats)``: one training loss, computed in a single forward call so that
-  :class:`~torch.nn.parallel.DistributedDataParallel` can wrap the objective as it is.
+  ``DistributedDataParallel`` can wrap the objective as it is.
 
 The methods (``MethodConfig.name``) and their options (``MethodConfig.options``):
 
-=================  ====================================================================================
-``plain``          cross-entropy on the data as given. No group, no options.
-``augment``        cross-entropy on ``act(g, x)``, one random ``g`` per sample and epoch.
-``invariance``     cross-entropy on ``x`` plus ``weight · KL(p(x) ‖ p(act(g, x)))`` (invariance-loss
-                   fine-tuning). Options: ``weight`` (1.0).
-``dec``            the deep equilibrium canonicalizer (:class:`~equican.canon.DEQCanonicalizer`) at the
-                   input. Options: ``channels``, ``pool``, ``solver``, ``train_iter``, ``eval_iter``, ``tol``,
-                   ``gradient``, ``prior_weight``.
-``direct``         one pass of the same update network (:class:`~equican.canon.DirectCanonicalizer`).
-                   Options: ``channels``, ``pool``, ``prior_weight``.
-``optimization``   gradient descent on the fixed-point energy of the same network
-                   (:class:`~equican.canon.OptimizationCanonicalizer`). Options: ``channels``, ``pool``,
-                   ``steps``, ``eval_steps``, ``lr``, ``optimizer``, ``unroll``, ``prior_weight``.
-``escnn``          an escnn C_n-equivariant canonicalizer (:class:`~equican.canon.EquivariantCanonicalizer`);
-                   needs a discrete rotation group (default ``cyclic``). Options: ``channels``, ``kernel_size``.
-``latent``         latent canonicalization (:class:`~equican.latent.LatentCanonicalized`): one canonicalizer
-                   per chosen block of the backbone (a timm model, or the package's ``cnn``/``vit``), plus
-                   ``prior_weight`` times the sum of every insertion point's prior. Options: ``at`` (block
-                   indices, default ``(0,)``), ``canonicalizer`` (``deq``, ``direct``, ``escnn``, ``identity``),
-                   ``canonicalizer_input`` (``latent`` or ``image``), ``uncanonicalize`` (one bool or one per
-                   point), ``channels`` (the update network's widths; the kind's default when unset),
-                   ``prior_weight``.
-=================  ====================================================================================
+* ``plain``: cross-entropy on the data as given. No group, no options.
+* ``augment``: cross-entropy on ``act(g, x)``, one random ``g`` per sample and epoch.
+* ``invariance``: cross-entropy on ``x`` plus ``weight · KL(p(x) ‖ p(act(g, x)))`` (invariance-loss fine-tuning).
+  Options: ``weight`` (1.0).
+* ``dec``: the deep equilibrium canonicalizer ([`DEQCanonicalizer`][equican.canon.deq.DEQCanonicalizer]) at the input.
+  Options: ``channels``, ``pool``, ``solver``, ``train_iter``, ``eval_iter``, ``tol``, ``gradient``, ``prior_weight``.
+* ``direct``: one pass of the same update network ([`DirectCanonicalizer`][equican.canon.direct.DirectCanonicalizer]).
+  Options: ``channels``, ``pool``, ``prior_weight``.
+* ``optimization``: gradient descent on the fixed-point energy of the same network
+  ([`OptimizationCanonicalizer`][equican.canon.optimize.OptimizationCanonicalizer]). Options: ``channels``, ``pool``,
+  ``steps``, ``eval_steps``, ``lr``, ``optimizer``, ``unroll``, ``prior_weight``.
+* ``escnn``: an escnn C_n-equivariant canonicalizer
+  ([`EquivariantCanonicalizer`][equican.canon.equivariant.EquivariantCanonicalizer]); needs a discrete rotation group
+  (default ``cyclic``). Options: ``channels``, ``kernel_size``.
+* ``latent``: latent canonicalization ([`LatentCanonicalized`][equican.latent.LatentCanonicalized]): one
+  canonicalizer per chosen block of the backbone (a timm model, or the package's ``cnn``/``vit``), plus
+  ``prior_weight`` times the sum of every insertion point's prior. Options: ``at`` (block indices, default ``(0,)``),
+  ``canonicalizer`` (``deq``, ``direct``, ``escnn``, ``identity``), ``canonicalizer_input`` (``latent`` or
+  ``image``), ``uncanonicalize`` (one bool or one per point), ``channels`` (the update network's widths; the kind's
+  default when unset), ``prior_weight``.
 
-Every method that takes a group takes any registered group (``MethodConfig.group``, default ``monotone``;
-``escnn`` needs a discrete one). Random elements are keyed by ``(seed, stream, epoch, sample index)``
-(:func:`~equican.data.keyed_elements`), so they do not depend on the batch size, the data order, the number of
-processes, or on whether the run was resumed.
+Every method that takes a group takes any registered group (``MethodConfig.group``, default ``monotone``; ``escnn``
+needs a discrete one). Random elements are keyed by ``(seed, stream, epoch, sample index)``
+([`keyed_elements`][equican.data.seeding.keyed_elements]), so they do not depend on the batch size, the data order, the
+number of processes, or on whether the run was resumed.
 """
 
 from __future__ import annotations
@@ -179,11 +177,11 @@ class CanonicalizedObjective(Objective):
 
 
 class LatentObjective(Objective):
-    """Cross-entropy of a :class:`~equican.latent.LatentCanonicalized` model, plus ``prior_weight`` times the sum
-    over its insertion points of each canonicalizer's prior.
+    """Cross-entropy of a [`LatentCanonicalized`][equican.latent.LatentCanonicalized] model, plus ``prior_weight`` times
+    the sum over its insertion points of each canonicalizer's prior.
 
-    ``model`` is the wrapper itself; one call of :meth:`~equican.latent.LatentCanonicalized.forward_canon` per step
-    gives the logits and every point's element (one forward call, as DDP requires).
+    ``model`` is the wrapper itself; one call of [`forward_canon`][equican.latent.LatentCanonicalized.forward_canon] per
+    step gives the logits and every point's element (one forward call, as DDP requires).
     """
 
     def __init__(self, model: nn.Module, prior_weight: float = 0.0, seed: int = 0) -> None:
@@ -244,7 +242,7 @@ class DECOptions(UpdateOptions):
 
 @dataclass(frozen=True)
 class OptimizationOptions(UpdateOptions):
-    """Gradient steps of ``optimization`` (see :class:`~equican.canon.OptimizationConfig`)."""
+    """Gradient steps of ``optimization`` (see [`OptimizationConfig`][equican.canon.optimize.OptimizationConfig])."""
 
     steps: int = 5
     eval_steps: int | None = None
@@ -263,7 +261,8 @@ class EscnnOptions:
 
 @dataclass(frozen=True)
 class LatentOptions:
-    """Insertion points and canonicalizers of ``latent`` (see :class:`~equican.latent.LatentCanonicalized`)."""
+    """Insertion points and canonicalizers of ``latent`` (see
+    [`LatentCanonicalized`][equican.latent.LatentCanonicalized])."""
 
     at: int | tuple[int, ...] = (0,)
     canonicalizer: str | tuple[str, ...] = "deq"
@@ -354,7 +353,6 @@ class MethodSpec:
     build: Callable[..., Objective]
 
 
-#: The training methods by name (see the module docstring).
 METHODS: dict[str, MethodSpec] = {
     "plain": MethodSpec(_NoOptions, None, _plain),
     "augment": MethodSpec(_NoOptions, "monotone", _augment),
@@ -365,10 +363,11 @@ METHODS: dict[str, MethodSpec] = {
     "escnn": MethodSpec(EscnnOptions, "cyclic", _escnn),
     "latent": MethodSpec(LatentOptions, "monotone", _latent),
 }
+"""The training methods by name (see the module docstring)."""
 
 
 def list_methods() -> list[str]:
-    """The method names :func:`build_objective` accepts."""
+    """The method names [`build_objective`][equican.methods.build_objective] accepts."""
     return list(METHODS)
 
 

@@ -3,8 +3,9 @@
 Every metric is one function taking
 
 * ``model``: any callable ``x -> output``, an ``nn.Module`` or a plain function. Classification metrics need logits of
-  shape ``(B, K)``; :func:`equivariance_error` needs dense outputs ``(B, C', H', W')`` that the group can act on.
-  ``nn.Module`` models are switched to ``eval()`` for the call and their training flags restored afterwards.
+  shape ``(B, K)``; [`equivariance_error`][equican.metrics.equivariance_error] needs dense outputs ``(B, C', H', W')``
+  that the group can act on. ``nn.Module`` models are switched to ``eval()`` for the call and their training flags
+  restored afterwards.
 * ``data``: either in-memory tensors, a ``torch.Tensor`` or a *tuple* of tensors with equal first dimension, which
   the metric splits into batches of ``batch_size``; or any other iterable of batches (a ``DataLoader``, a list of
   batches), each batch a tensor or a tuple/list of tensors. Each metric documents which entries of a batch it reads.
@@ -13,8 +14,8 @@ Every metric is one function taking
 
 They run under ``torch.no_grad()`` and return a Python float, the mean over samples, or with ``per_sample=True`` the
 pair ``(mean, per-sample tensor)`` (on the CPU). Random group elements come from
-:func:`~equican.data.seeding.index_generator` keyed by ``(seed, n)`` for the ``n``-th sample seen, so a metric's value
-does not depend on the batch size, only on the order of the samples.
+[`index_generator`][equican.data.seeding.index_generator] keyed by ``(seed, n)`` for the ``n``-th sample seen, so a
+metric's value does not depend on the batch size, only on the order of the samples.
 """
 
 from __future__ import annotations
@@ -196,14 +197,14 @@ def invariance_error(model: Model, data: Data, group: Group, *, seed: int = 0, b
                      device: torch.device | str | None = None, per_sample: bool = False) -> Result:
     """Group invariance error: the mean of ``‖softmax(f(x)) − softmax(f(act(g, x)))‖₂`` over the samples.
 
-    Each sample gets its own random element ``g = group.sample(...)`` at the group's configured strength; the
-    paper evaluates monotone scaling with :func:`paper_invariance_group`. The value lies in ``[0, √2]``; 0 means
-    the predicted distribution did not move.
+    Each sample gets its own random element ``g = group.sample(...)`` at the group's configured strength; the paper
+    evaluates monotone scaling with [`paper_invariance_group`][equican.metrics.paper_invariance_group]. The value lies
+    in ``[0, √2]``; 0 means the predicted distribution did not move.
 
     Args:
         model: ``x (B, C, H, W) -> logits (B, K)``.
         data: batches whose first entry is ``x (B, C, H, W)``, float32/float64 (further entries are ignored).
-        group: any :class:`~equican.Group`, e.g. ``make_group("rotation")``.
+        group: any [`Group`][equican.group.Group], e.g. ``make_group("rotation")``.
         seed: the ``n``-th sample's element is drawn from ``index_generator(seed, n)``.
         batch_size: for in-memory tensors.
         device: where to evaluate (default: the model's).
@@ -238,8 +239,10 @@ def local_scale_error(model: Model, data: Data, *, batch_size: int = 16, device:
 
     Args:
         model: ``x (B, C, H, W) -> logits (B, K)``.
-        data: batches ``(reference, rescaled, ...)`` with ``reference (B, C, H, W)`` and ``rescaled
-            (B, k, C, H, W)``, as :meth:`equican.data.LocalScaleMNIST.rescaling_pairs` yields them.
+        data: batches ``(reference, rescaled, ...)`` with ``reference (B, C, H, W)`` and ``rescaled (B, k, C, H, W)``,
+            as
+            [`equican.data.LocalScaleMNIST.rescaling_pairs`][equican.data.local_scale.LocalScaleMNIST.rescaling_pairs]
+            yields them.
         batch_size: for in-memory tensors (samples per batch; the model sees ``batch_size · k`` rescaled images).
         device: where to evaluate (default: the model's).
         per_sample: also return the errors of every rescaling, ``(N, k)``.
@@ -294,7 +297,7 @@ def equivariance_error(model: Model, data: Data, group: Group, *, seed: int = 0,
     Args:
         model: ``x (B, C, H, W) -> y (B, C', H', W')``.
         data: batches whose first entry is ``x (B, C, H, W)`` (further entries are ignored).
-        group: any :class:`~equican.Group`.
+        group: any [`Group`][equican.group.Group].
         seed: the ``n``-th sample's element is drawn from ``index_generator(seed, n)``.
         border: output pixels excluded on each side, e.g. where zero padding meets rotated corners.
         eps: the clamp of the denominator, > 0.

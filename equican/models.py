@@ -1,8 +1,9 @@
 """The classifiers that ``equican train`` trains: the package's own small models, and any timm model by name.
 
-:func:`build_model` is the one entry point: ``"cnn"`` is :class:`SmallCNN`, ``"vit"`` is :func:`small_vit` (a real
-timm ``VisionTransformer``, so latent canonicalization can wrap its blocks), and any other name is looked up in
-timm. Every model maps images ``(B, in_channels, H, W)`` to logits ``(B, num_classes)``.
+[`build_model`][equican.models.build_model] is the one entry point: ``"cnn"`` is [`SmallCNN`][equican.models.SmallCNN],
+``"vit"`` is [`small_vit`][equican.models.small_vit] (a real timm ``VisionTransformer``, so latent canonicalization can
+wrap its blocks), and any other name is looked up in timm. Every model maps images ``(B, in_channels, H, W)`` to logits
+``(B, num_classes)``.
 
 The package's own models use no BatchNorm: per-sample normalization (GroupNorm, LayerNorm) makes a model's output
 for one sample independent of the rest of the batch, so a distributed run computes what a single-process run
@@ -10,7 +11,7 @@ computes, and a canonicalized sample is processed the same way whatever it is ba
 by name brings its own normalization; ResNets use BatchNorm.)
 
 timm is imported inside the functions that need it, not at module load: it adds about 3 s to an import, which a
-user of :class:`SmallCNN` alone should not pay.
+user of [`SmallCNN`][equican.models.SmallCNN] alone should not pay.
 """
 
 from __future__ import annotations
@@ -159,9 +160,9 @@ def small_vit(in_channels: int, num_classes: int, image_size: int, patch_size: i
                              dynamic_img_pad=True, dynamic_img_size=True)
 
 
-#: The package's own models by name; each is called as ``builder(in_channels=..., num_classes=..., **options)``,
-#: plus ``image_size=...`` when it takes one.
 MODELS: dict[str, Callable[..., nn.Module]] = {"cnn": SmallCNN, "vit": small_vit}
+"""The package's own models by name; each is called as ``builder(in_channels=..., num_classes=..., **options)``,
+plus ``image_size=...`` when it takes one."""
 
 # Arguments build_model sets itself, so options may not: for the package's models and for timm models.
 _OWN_ARGUMENTS = ("in_channels", "num_classes", "image_size")
@@ -170,17 +171,20 @@ _TIMM_RESERVED = {"num_classes": "num_classes", "in_chans": "in_channels", "img_
 
 
 def list_models() -> list[str]:
-    """The names of the package's own models (any name timm knows is accepted by :func:`build_model` too)."""
+    """The names of the package's own models (any name timm knows is accepted by
+    [`build_model`][equican.models.build_model] too)."""
     return sorted(MODELS)
 
 
 def build_model(name: str, *, in_channels: int, num_classes: int, image_size: int,
                 options: Mapping[str, Any] | None = None) -> nn.Module:
-    """Build a classifier by name: one of the package's models (:func:`list_models`) or any timm model.
+    """Build a classifier by name: one of the package's models ([`list_models`][equican.models.list_models]) or any timm
+    model.
 
-    * ``"cnn"``: :class:`SmallCNN`; ``options`` are its keyword arguments (``channels``, ``pool_size``);
-      ``image_size`` must be at least its :attr:`SmallCNN.min_size`.
-    * ``"vit"``: :func:`small_vit`; ``options`` are its keyword arguments (``patch_size``, ``embed_dim``, ...).
+    * ``"cnn"``: [`SmallCNN`][equican.models.SmallCNN]; ``options`` are its keyword arguments (``channels``,
+      ``pool_size``); ``image_size`` must be at least its [`SmallCNN.min_size`][equican.models.SmallCNN.min_size].
+    * ``"vit"``: [`small_vit`][equican.models.small_vit]; ``options`` are its keyword arguments (``patch_size``,
+      ``embed_dim``, ...).
     * any name ``timm.is_model`` accepts (``"resnet18"``, ``"vit_tiny_patch16_224"``, tags like
       ``"resnet18.a1_in1k"``): ``timm.create_model(name, pretrained=False, num_classes=num_classes,
       in_chans=in_channels, img_size=image_size, **options)``, where ``img_size`` is passed only to models that take
@@ -204,7 +208,7 @@ def build_model(name: str, *, in_channels: int, num_classes: int, image_size: in
       file so that such a checkpoint round-trips exactly.)
 
     Args:
-        name: a name from :func:`list_models`, or a timm model name.
+        name: a name from [`list_models`][equican.models.list_models], or a timm model name.
         in_channels: channels of the input images.
         num_classes: number of logits.
         image_size: side of the (square) training images.

@@ -23,7 +23,7 @@ _TWICE_DIFFERENTIABLE = contextvars.ContextVar("equican_twice_differentiable", d
 
 @contextlib.contextmanager
 def twice_differentiable() -> Iterator[None]:
-    """Within this context every group action samples with :func:`bilinear_sample`.
+    """Within this context every group action samples with [`bilinear_sample`][equican.sampling.bilinear_sample].
 
     ``torch.nn.functional.grid_sample`` has no double backward with respect to the grid, so code that
     differentiates a gradient of an action with respect to the element (unrolled optimization, gradient
@@ -62,8 +62,9 @@ def bilinear_sample(x: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
 def grid_sample(x: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
     """Bilinear, zero-padded, ``align_corners=True`` sampling of ``x: (B, C, H, W)`` at ``grid: (B, P, Q, 2)``.
 
-    The single sampling routine of every group action: the fused kernel, or :func:`bilinear_sample` inside
-    :func:`twice_differentiable`.
+    The single sampling routine of every group action: the fused kernel, or
+    [`bilinear_sample`][equican.sampling.bilinear_sample] inside
+    [`twice_differentiable`][equican.sampling.twice_differentiable].
     """
     if _TWICE_DIFFERENTIABLE.get():
         return bilinear_sample(x, grid)

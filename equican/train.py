@@ -1,6 +1,6 @@
 """Training and evaluation: one loop for one CPU, one GPU, or many processes under ``torchrun``.
 
-:func:`train` runs a :class:`~equican.config.TrainConfig`:
+[`train`][equican.train.train] runs a [`TrainConfig`][equican.config.TrainConfig]:
 
 1. Everything is built and validated first (data, model, method, group, checkpoint to resume from), so a bad name,
    value or path fails before the first step.
@@ -9,11 +9,12 @@
    never leaves a torn file; ``resume`` continues from it *exactly*: the data order, the methods' random elements
    and torch's global RNG are all derived from ``(seed, epoch)``, so a resumed run reaches bit-for-bit the same
    parameters as one that was never stopped (on the same machine and thread count).
-4. At the end, the metrics of :mod:`equican.metrics` on the test split, written as JSON with the per-epoch history.
+4. At the end, the metrics of [`equican.metrics`][equican.metrics] on the test split, written as JSON with the per-epoch
+   history.
 
 Distributed: under ``torchrun --nproc_per_node=N`` (``WORLD_SIZE > 1`` in the environment) the objective is wrapped
-in :class:`~torch.nn.parallel.DistributedDataParallel` (gloo on the CPU, nccl on GPUs), a
-:class:`~torch.utils.data.distributed.DistributedSampler` gives each process ``batch_size / N`` samples of every
+in ``DistributedDataParallel`` (gloo on the CPU, nccl on GPUs), a
+``DistributedSampler`` gives each process ``batch_size / N`` samples of every
 global batch, and only rank 0 logs, writes checkpoints and evaluates. A single process uses the same sampler with
 one replica, so with a training set whose size is a multiple of ``N`` the samples of each global batch, and hence
 the averaged gradients, are the same for any ``N`` (tests/test_distributed.py checks the parameters).
@@ -55,7 +56,11 @@ __all__ = ["SplitData", "load_split", "build", "train", "evaluate", "evaluate_ch
            "CHECKPOINT", "METRICS"]
 
 CHECKPOINT = "checkpoint.pt"
+"""File name of the checkpoint [`train`][equican.train.train] writes in ``config.out`` after every epoch (and resumes
+from)."""
 METRICS = "metrics.json"
+"""File name of the JSON [`train`][equican.train.train] writes in ``config.out`` at the end: config, history and
+evaluation."""
 _FORMAT = "equican-checkpoint-1"
 # Fields that may differ between a run and the checkpoint it resumes: they change where and how it runs, not what
 # it computes.
@@ -404,7 +409,7 @@ def evaluate(model: torch.nn.Module, config: TrainConfig, test_data: SplitData, 
         ``accuracy``, ``invariance_error`` (under ``config.eval``'s group), and for Locally Scaled MNIST
         ``accuracy_unscaled`` (every digit at scale 1) and ``local_scale_error`` (``k = eval.rescalings``);
         ``samples``, the invariance group's repr, and ``nonconverged_batches``: how many evaluation batches raised a
-        :class:`~equican.errors.ConvergenceWarning`.
+        [`ConvergenceWarning`][equican.errors.ConvergenceWarning].
     """
     ev = config.eval
     group = _eval_group(config) if group is None else group
@@ -436,7 +441,7 @@ def evaluate_checkpoint(path: str | os.PathLike[str], *, overrides: TrainConfig 
             data or with other metrics settings); None keeps the checkpoint's.
 
     Returns:
-        :func:`evaluate`'s dict plus ``checkpoint`` and ``epoch``.
+        [`evaluate`][equican.train.evaluate]'s dict plus ``checkpoint`` and ``epoch``.
     """
     config, objective, payload = load_checkpoint(path)
     if overrides is not None:

@@ -1,11 +1,13 @@
 """The built-in groups of equican; importing this package registers them.
 
-Each module holds one group, a plain subclass of :class:`equican.Group`:
+Each module holds one group, a plain subclass of [`equican.Group`][equican.group.Group]:
 
-* ``monotone``: :class:`MonotoneScaling`, local (spatially varying) scaling by monotone piecewise-linear warps.
-* ``rotation`` / ``cyclic``: :class:`Rotation2d` (SO(2)) and :class:`CyclicRotation2d` (C_n, exact rot90 for n=4).
-* ``scale``: :class:`Scale2d`, global isotropic scaling about the image centre.
-* ``affine``: :class:`Affine2d`, GL⁺(2) ⋉ R², orientation-preserving affine maps.
+* ``monotone``: [`MonotoneScaling`][groups.monotone.MonotoneScaling], local (spatially varying) scaling by monotone
+  piecewise-linear warps.
+* ``rotation`` / ``cyclic``: [`Rotation2d`][groups.rotation.Rotation2d] (SO(2)) and
+  [`CyclicRotation2d`][groups.rotation.CyclicRotation2d] (C_n, exact rot90 for n=4).
+* ``scale``: [`Scale2d`][groups.scale.Scale2d], global isotropic scaling about the image centre.
+* ``affine``: [`Affine2d`][groups.affine.Affine2d], GL⁺(2) ⋉ R², orientation-preserving affine maps.
 """
 
 from .affine import Affine2d

@@ -22,12 +22,16 @@ class Affine2d(Group, name="affine"):
 
         The unconstrained chart has 6 parameters ``z = (θ, a, b, c, t_x, t_y)``:
         ``A = R(θ) [[e^a, c], [0, e^b]]`` where ``R(θ)`` rotates counter-clockwise on screen (as
-        :class:`~groups.rotation.Rotation2d`); every ``A`` with positive determinant has exactly one such
+        [`Rotation2d`][groups.rotation.Rotation2d]); every ``A`` with positive determinant has exactly one such
         factorization (a QR decomposition), so the chart is a bijection onto the group (``θ`` taken mod 2π).
 
+    [`sample`][groups.affine.Affine2d.sample] draws each chart coordinate uniformly from ``[-max, max)`` of its bound:
+
     Args:
-        max_angle, max_log_scale, max_shear, max_translation: :meth:`sample` draws each chart coordinate uniformly
-            from ``[-max, max)``.
+        max_angle: bound of the rotation angle ``θ`` (radians, at most π).
+        max_log_scale: bound of the log-scales ``a`` and ``b``.
+        max_shear: bound of the shear ``c``.
+        max_translation: bound of the translations ``t_x`` and ``t_y`` (normalized units).
     """
 
     def __init__(self, max_angle: float = math.pi, max_log_scale: float = 0.2, max_shear: float = 0.2,
@@ -43,22 +47,27 @@ class Affine2d(Group, name="affine"):
 
     @property
     def param_shape(self) -> tuple[int, ...]:
+        """``(2, 3)``: the matrix ``[A | t]``."""
         return (2, 3)
 
     @property
     def unconstrained_shape(self) -> tuple[int, ...]:
+        """``(6,)``: the chart ``(θ, a, b, c, t_x, t_y)``."""
         return (6,)
 
     def identity(self, batch, *, device=None, dtype=None):
+        """``batch`` copies of ``[I | 0]``, shape ``(batch, 2, 3)``."""
         return torch.eye(2, 3, device=device, dtype=dtype).expand(batch, 2, 3).clone()
 
     def sample(self, batch, *, generator=None, device=None, dtype=None):
+        """``batch`` elements whose chart coordinates are uniform within the bounds, shape ``(batch, 2, 3)``."""
         bounds = torch.tensor([self.max_angle, self.max_log_scale, self.max_log_scale, self.max_shear,
                                self.max_translation, self.max_translation], dtype=dtype)
         z = self._uniform((batch, 6), -1.0, 1.0, generator=generator, device=device, dtype=dtype)
         return self.from_unconstrained(z * bounds.to(device))
 
     def invalid_reason(self, g):
+        """Why some ``A`` of ``g: (B, 2, 3)`` has ``det A <= 0``, or None if none has."""
         det = torch.linalg.det(g[:, :, :2])
         bad = det <= 0
         if bool(bad.any()):
@@ -72,16 +81,20 @@ class Affine2d(Group, name="affine"):
         return torch.cat([g, last], dim=1)
 
     def compose(self, g, h):
+        """The product of the homogeneous 3×3 forms; ``g``, ``h`` and the result have shape ``(B, 2, 3)``."""
         return (self._homogeneous(g) @ self._homogeneous(h))[:, :2]
 
     def inverse(self, g):
+        """``[A⁻¹ | -A⁻¹ t]``, shape ``(B, 2, 3)``."""
         a_inv = torch.linalg.inv(g[:, :, :2])
         return torch.cat([a_inv, -a_inv @ g[:, :, 2:]], dim=2)
 
     def distance(self, g, h):
+        """The Frobenius norm of ``g - h`` (both ``(B, 2, 3)``), shape ``(B,)``."""
         return (g - h).flatten(1).norm(dim=1)
 
     def tolerance(self, dtype):
+        """Measured bounds: 6 eps of ``dtype`` for the element laws, 0.053 for the action laws."""
         # Measured with equican.testing.measure_law_errors: seeds 0-999, batch 4, the default sampling bounds,
         # action laws on the interior of 32×32 band-limited images (the protocol of equican.testing.images).
         # element: largest error 2.5 eps (float64, associativity) and 3.5 eps (float32, chart round trip): 2×2
@@ -91,9 +104,14 @@ class Affine2d(Group, name="affine"):
         return Tolerance(element=6 * torch.finfo(dtype).eps, action=0.053)
 
     def act(self, g, x):
+        """Warp ``x: (B, C, H, W)`` by ``g: (B, 2, 3)``, sampling at ``g⁻¹·u``; result ``(B, C, H, W)``.
+
+        Bilinear resampling, zero outside the image.
+        """
         return affine_sample(x, self.inverse(g))
 
     def from_unconstrained(self, z):
+        """``z = (θ, a, b, c, t_x, t_y)``, shape ``(B, 6)``, to ``[R(θ) [[e^a, c], [0, e^b]] | t]``, ``(B, 2, 3)``."""
         theta, a, b, c, tx, ty = z.unbind(dim=1)
         cos, sin = torch.cos(theta), torch.sin(theta)
         ea, eb = torch.exp(a), torch.exp(b)
@@ -103,6 +121,11 @@ class Affine2d(Group, name="affine"):
         return torch.stack([row0, row1], dim=1)
 
     def to_unconstrained(self, g):
+        """The chart coordinates ``(B, 6)`` of ``g: (B, 2, 3)``, from the QR factorization of ``A``.
+
+        ``θ`` comes out in ``(-π, π]``; exact inverse of
+        [`from_unconstrained`][groups.affine.Affine2d.from_unconstrained] up to rounding.
+        """
         a0, a1 = g[:, 0, 0], g[:, 1, 0]  # first column = e^a (cos θ, -sin θ)
         ea = torch.hypot(a0, a1)
         cos, sin = a0 / ea, -a1 / ea

@@ -25,15 +25,17 @@ class MonotoneScaling(Group, name="monotone"):
         is bilinear. So ``act(g, x) = grid_sample(x, upsample(g))``, the paper's ``deform``.
 
         Valid elements map the square onto itself: the border columns have x = ∓1, the border rows y = ∓1 and all
-        coordinates lie in ``[-1, 1]``, so nothing is ever sampled outside the image. When every lattice cell keeps
-        its orientation the map is a homeomorphism of the square; the paper's chart also produces *folded* warps at
-        high strength (see :meth:`folded_fraction`), which have no two-sided inverse: for them ``inverse`` returns
+            coordinates lie in ``[-1, 1]``, so nothing is ever sampled outside the image. When every lattice cell keeps
+            its orientation the map is a homeomorphism of the square; the paper's chart also produces *folded* warps at
+            high strength (see [`folded_fraction`][groups.monotone.MonotoneScaling.folded_fraction]), which have no
+            two-sided inverse: for them ``inverse`` returns
         a right inverse ``g⁻¹`` with ``act(g⁻¹, act(g, x)) ≈ x`` and ``compose(inverse(g), g) ≈ identity``.
 
-        The paper's warps are the chart :meth:`from_unconstrained`: logits ``z`` of shape ``(2, cells+1, cells)``;
-        ``softmax(temperature·z[0, i])`` are the widths of the ``cells`` segments of the x-warp on coarse row ``i``,
-        ``softmax(temperature·z[1, j])`` those of the y-warp on coarse column ``j``; cumulative sums place the knots
-        and bilinear interpolation (exact on the refined lattice) fills the cells. Constant logits give the identity.
+        The paper's warps are the chart [`from_unconstrained`][groups.monotone.MonotoneScaling.from_unconstrained]:
+        logits ``z`` of shape ``(2, cells+1, cells)``; ``softmax(temperature·z[0, i])`` are the widths of the ``cells``
+        segments of the x-warp on coarse row ``i``, ``softmax(temperature·z[1, j])`` those of the y-warp on coarse
+        column ``j``; cumulative sums place the knots and bilinear interpolation (exact on the refined lattice) fills
+        the cells. Constant logits give the identity.
         One departure from the paper: each width is floored, ``w = (1 - min_width)·softmax + min_width / cells``,
         so no segment shrinks below ``min_width`` of its uniform width. Without it, logits of ordinary size (a
         learned canonicalizer reaches ``|z| ~ 1``) underflow a width in float32 and the warp collapses a segment
@@ -42,16 +44,18 @@ class MonotoneScaling(Group, name="monotone"):
 
         Composition and inversion leave the chart (the composite of two such warps is not one of them) but stay in
         the lattice representation: ``compose`` evaluates one field at the other's nodes; ``inverse`` solves
-        ``g⁻¹·p = u`` for every node ``u`` exactly, by finding the lattice cells whose images hold ``u`` and
-        inverting their bilinear maps in closed form, so it is accurate for non-separable and folded warps too.
-        Both are exact at the nodes and bilinear in between, which is why the group is not ``exact``; ``refine``
-        trades memory for accuracy. :meth:`act_inverse` (the canonicalizing direction) goes further and solves the
+            ``g⁻¹·p = u`` for every node ``u`` exactly, by finding the lattice cells whose images hold ``u`` and
+            inverting their bilinear maps in closed form, so it is accurate for non-separable and folded warps too. Both
+            are exact at the nodes and bilinear in between, which is why the group is not ``exact``; ``refine`` trades
+            memory for accuracy. [`act_inverse`][groups.monotone.MonotoneScaling.act_inverse] (the canonicalizing
+            direction) goes further and solves the
         inverse at the pixels where interpolating it between the nodes would be off by half a pixel or more.
 
     Args:
         cells: warp segments per axis, ``R`` in the paper (4 for its MNIST models, 8 for its evaluation warps).
         refine: lattice nodes per warp segment; ``N = cells·refine + 1``.
-        strength: :meth:`sample` draws every logit from ``U[0, strength)`` (the paper evaluates with 0.25).
+        strength: [`sample`][groups.monotone.MonotoneScaling.sample] draws every logit from ``U[0, strength)`` (the
+            paper evaluates with 0.25).
         temperature: softmax temperature (3 in the paper).
         min_width: the floor of every segment's width, as a fraction of the uniform width ``1 / cells``; in
             ``[0, 1)`` (0 is the paper's chart, which float32 cannot invert once a width underflows).
@@ -79,22 +83,31 @@ class MonotoneScaling(Group, name="monotone"):
 
     @property
     def param_shape(self) -> tuple[int, ...]:
+        """``(2, N, N)``: the sampling map's x and y coordinates on the node lattice."""
         return (2, self.nodes, self.nodes)
 
     @property
     def unconstrained_shape(self) -> tuple[int, ...]:
+        """``(2, cells + 1, cells)``: the chart's logits, x-warps per coarse row and y-warps per coarse column."""
         return (2, self.cells + 1, self.cells)
 
     # ------------------------------------------------------------------ the group
     def identity(self, batch, *, device=None, dtype=None):
+        """``batch`` identity fields (each node at its own coordinates), shape ``(batch, 2, N, N)``."""
         return identity_field(self.nodes, self.nodes, batch=batch, device=device, dtype=dtype)
 
     def sample(self, batch, *, generator=None, device=None, dtype=None):
+        """``batch`` chart warps with every logit uniform in ``[0, strength)`` (from ``generator``), shape
+        ``(batch, 2, N, N)``."""
         z = self._uniform((batch, *self.unconstrained_shape), 0.0, self.strength, generator=generator,
                           device=device, dtype=dtype)
         return self.from_unconstrained(z)
 
     def compose(self, g, h):
+        """The product ``gh``: ``h``'s sampling map evaluated at ``g``'s node values, shape ``(B, 2, N, N)``.
+
+        Exact at the nodes, bilinear between them (so not exactly a group law; see the class docstring).
+        """
         # (gh)⁻¹·u = h⁻¹·(g⁻¹·u): evaluate h's sampling map at g's node values.
         b, n = g.shape[0], self.nodes
         batch = torch.arange(b, device=g.device).repeat_interleave(n * n)
@@ -106,7 +119,7 @@ class MonotoneScaling(Group, name="monotone"):
 
         Exact at the nodes (measured residual below 4e-7 in float32, 1e-15 in float64), a right inverse for folded
         warps (of several preimages, the orientation-preserving one where the map compresses least; see
-        :func:`_preimages`). Differentiable in ``g`` with the implicit-function gradient; second derivatives are not
+        ``_preimages``). Differentiable in ``g`` with the implicit-function gradient; second derivatives are not
         those of the exact inverse.
 
         Raises:
@@ -119,6 +132,10 @@ class MonotoneScaling(Group, name="monotone"):
         return 1e4 * torch.finfo(dtype).eps
 
     def act(self, g, x):
+        """``grid_sample(x, upsample(g))``: ``x: (B, C, H, W)`` sampled at ``g``'s bilinearly upsampled field.
+
+        The result has shape ``(B, C, H, W)``; nothing is sampled outside the image for valid elements.
+        """
         return field_sample(x, g)
 
     def act_inverse(self, g: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
@@ -126,8 +143,9 @@ class MonotoneScaling(Group, name="monotone"):
 
         ``act(inverse(g), x)`` interpolates the inverse field between the lattice nodes. That is accurate where the
         inverse is smooth, but not across the discontinuities of a folded warp's right inverse, nor at the kinks of
-        strong warps. This samples ``x`` on :meth:`inverse_grid` instead, which re-solves the inverse at every
-        pixel of the lattice cells where the interpolation misses by half a pixel or more.
+        strong warps. This samples ``x`` on [`inverse_grid`][groups.monotone.MonotoneScaling.inverse_grid] instead,
+        which re-solves the inverse at every pixel of the lattice cells where the interpolation misses by half a pixel
+        or more.
 
         Args:
             g: elements ``(B, 2, N, N)``.
@@ -148,7 +166,8 @@ class MonotoneScaling(Group, name="monotone"):
 
         Args:
             g: elements ``(B, 2, N, N)``.
-            height, width: the image size (each at least 2).
+            height: the image height (at least 2).
+            width: the image width (at least 2).
             pixel_tol: the position error, in pixels, from which a cell is re-solved; 0 solves every pixel. On
                 the accuracy protocol of ``benchmarks/group_actions.py`` the default 0.5 gives the same max and a
                 mean 7% above solving every pixel (0.0059 vs 0.0055, non-separable), at a fraction of the cost:
@@ -179,6 +198,8 @@ class MonotoneScaling(Group, name="monotone"):
         return torch.where(positive, torch.where(positive, mean_square, 1.0).sqrt(), 0.0)
 
     def tolerance(self, dtype):
+        """Measured bounds, the same in both dtypes: 0.017 (RMS field distance) for the element laws, 0.062 for the
+        action laws."""
         # Measured with equican.testing.measure_law_errors: seeds 0-1999, batch 4, the default configuration,
         # action laws on the interior of 32×32 band-limited images (the protocol of equican.testing.images).
         # element: compose and inverse are exact at the nodes, so identity and compose(g⁻¹, g) = e hold to
@@ -190,6 +211,8 @@ class MonotoneScaling(Group, name="monotone"):
         return Tolerance(element=0.017, action=0.062)
 
     def invalid_reason(self, g):
+        """Why some field of ``g: (B, 2, N, N)`` is not a valid element (a border not fixed, or coordinates outside
+        ``[-1, 1]``), or None if all are."""
         tol = 1e3 * torch.finfo(g.dtype).eps
         x, y = g[:, 0], g[:, 1]
         border = torch.stack([(x[:, :, 0] + 1).abs().amax(1), (x[:, :, -1] - 1).abs().amax(1),
@@ -209,6 +232,8 @@ class MonotoneScaling(Group, name="monotone"):
 
     # ------------------------------------------------------------------ the paper's chart
     def from_unconstrained(self, z):
+        """The paper's warp of logits ``z: (B, 2, cells + 1, cells)``, as a field ``(B, 2, N, N)`` (see the class
+        docstring); constant logits give the identity."""
         # (B, 2, R+1, R), each row sums to 1 and no width is below min_width / R (see the class docstring).
         widths = (1 - self.min_width) * torch.softmax(self.temperature * z, dim=-1) + self.min_width / self.cells
         knots = torch.cumsum(widths, dim=-1)
@@ -218,7 +243,9 @@ class MonotoneScaling(Group, name="monotone"):
         return upsample_field(coarse, self.nodes, self.nodes)
 
     def to_unconstrained(self, g):
-        """The logits of the chart warp through the coarse knots of ``g`` (exact on the chart's image).
+        """The logits ``(B, 2, cells + 1, cells)`` of the chart warp through the coarse knots of ``g: (B, 2, N, N)``.
+
+        Exact on the chart's image, with every row of logits centred to mean 0.
 
         Elements outside the chart (composites, inverses) are projected: the knots of their coarse lattice are kept
         and everything between them is forgotten. Non-positive knot spacings, which only fields far outside the
@@ -236,7 +263,7 @@ class MonotoneScaling(Group, name="monotone"):
     def _invert(self, g: torch.Tensor) -> torch.Tensor:
         """The inverse fields ``(B, 2, N, N)`` of validated elements ``g: (B, 2, N, N)``.
 
-        Exact at the nodes (closed-form preimages, see :func:`_preimages`), then one Newton step that is
+        Exact at the nodes (closed-form preimages, see ``_preimages``), then one Newton step that is
         differentiable in ``g``: the residual is ~0, so the value does not move, but the step carries the
         implicit-function gradient ``dp/dg = -J⁻¹ ∂g(p)/∂g`` to the solution.
         """
@@ -265,16 +292,17 @@ class MonotoneScaling(Group, name="monotone"):
 
     def _refine_grid(self, g: torch.Tensor, inv: torch.Tensor, height: int, width: int,
                      tol: float) -> torch.Tensor:
-        """The grid of :meth:`inverse_grid`: ``inv`` interpolated, re-solved in the cells where it misses by ``tol`` px.
+        """The grid of [`inverse_grid`][groups.monotone.MonotoneScaling.inverse_grid]: ``inv`` interpolated, re-solved
+        in the cells where it misses by ``tol`` px.
 
         Args:
             g: validated elements ``(B, 2, N, N)``.
-            inv: their inverse fields ``(B, 2, N, N)`` (from :meth:`_invert`).
+            inv: their inverse fields ``(B, 2, N, N)`` (from ``_invert``).
             height, width: the image size.
             tol: the accepted miss, in pixels.
 
         Returns:
-            The grid ``(B, height, width, 2)`` for :func:`equican.sampling.grid_sample`.
+            The grid ``(B, height, width, 2)`` for [`equican.sampling.grid_sample`][equican.sampling.grid_sample].
         """
         n = self.nodes
         grid = upsample_field(inv, height, width)
@@ -393,7 +421,7 @@ def _locate(px: torch.Tensor, py: torch.Tensor, batch: torch.Tensor, n: int,
         n, m: the lattice size ``N × M``.
 
     Returns:
-        ``(cell, s, t)``: the cell index as in :func:`_cell_pieces` and ``(s, t)``, in ``[0, 1]`` inside the
+        ``(cell, s, t)``: the cell index as in ``_cell_pieces`` and ``(s, t)``, in ``[0, 1]`` inside the
         lattice (the border cells are extended beyond it).
     """
     j = px.detach().floor().clamp_(0, m - 2)
@@ -403,7 +431,7 @@ def _locate(px: torch.Tensor, py: torch.Tensor, batch: torch.Tensor, n: int,
 
 def _piece_eval(coef: torch.Tensor, cell: torch.Tensor, s: torch.Tensor, t: torch.Tensor, *,
                 jacobian: bool = True) -> tuple[torch.Tensor, ...]:
-    """Value, and Jacobian if asked, of the bilinear pieces ``coef: (8, K)`` (:func:`_cell_pieces`) at points.
+    """Value, and Jacobian if asked, of the bilinear pieces ``coef: (8, K)`` (``_cell_pieces``) at points.
 
     Returns:
         ``(vx, vy)``, then ``(jxs, jys, jxt, jyt)`` (the derivatives along s and along t) if ``jacobian``; each
@@ -422,7 +450,7 @@ def _newton(coef: torch.Tensor, batch: torch.Tensor, px: torch.Tensor, py: torch
     """Newton's method for ``field(p) = target`` at scattered points, in node-index units.
 
     Args:
-        coef: ``(8, K)`` the pieces of an ``n × n`` lattice field (:func:`_cell_pieces`).
+        coef: ``(8, K)`` the pieces of an ``n × n`` lattice field (``_cell_pieces``).
         batch: ``(P,)`` each point's element.
         px, py: ``(P,)`` the starting points; tx, ty: ``(P,)`` the targets.
         tol: the largest residual (either coordinate) that counts as converged.
@@ -481,7 +509,7 @@ def _poor_cells(coef: torch.Tensor, inv: torch.Tensor, height: int, width: int, 
     through the field; the miss, in pixels of a ``height × width`` image, is the residual there.
 
     Args:
-        coef: ``(8, K)`` the pieces of the field (:func:`_cell_pieces`).
+        coef: ``(8, K)`` the pieces of the field (``_cell_pieces``).
         inv: its inverse field ``(B, 2, N, M)``.
 
     Returns:
@@ -561,7 +589,7 @@ def _node_candidates(field: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, t
     """Candidate (cell, node) pairs for inverting ``field: (B, 2, N, M)`` at its own lattice nodes.
 
     Returns:
-        ``(coef, cell, col, row)``: the cells' pieces (see :func:`_cell_pieces`) and, per candidate ``(T,)``, the
+        ``(coef, cell, col, row)``: the cells' pieces (see ``_cell_pieces``) and, per candidate ``(T,)``, the
         cell and the target node's column and row.
     """
     coef, lo, hi = _cell_pieces(field)
@@ -577,7 +605,7 @@ def _overlapped_cells(lo: torch.Tensor, hi: torch.Tensor, n: int, m: int,
     """The (cell, lattice cell) pairs where a cell's image bounding box meets a cell of the ``n × m`` lattice.
 
     Args:
-        lo, hi: ``(2, K)`` the bounding boxes in node units (:func:`_cell_pieces`).
+        lo, hi: ``(2, K)`` the bounding boxes in node units (``_cell_pieces``).
         cells: ``(K',)`` the cells to consider (default: all).
 
     Returns:
@@ -642,12 +670,12 @@ def _pixel_candidates(coef: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor, sh
     """Candidate (cell, pixel) pairs for the ``wanted`` pixels of ``pixels``.
 
     Args:
-        coef, lo, hi: the pieces of a field of shape ``shape = (B, 2, N, M)`` (:func:`_cell_pieces`).
+        coef, lo, hi: the pieces of a field of shape ``shape = (B, 2, N, M)`` (``_cell_pieces``).
         pixels: the owned pixels of the flagged lattice cells.
         wanted: ``(P,)`` bool over ``pixels``, the pixels to solve.
 
     Returns:
-        ``(coef, cell, col, row, slot)`` as in :func:`_node_candidates` (pieces in pixel units), plus each
+        ``(coef, cell, col, row, slot)`` as in ``_node_candidates`` (pieces in pixel units), plus each
         candidate's position in ``pixels``.
     """
     b, _, n, m = shape
@@ -686,7 +714,7 @@ def _node_preimages(field: torch.Tensor, batch: torch.Tensor, target: torch.Tens
 
     Returns:
         ``(p, value, jac, err)``: ``p (B·N·N, 2)`` (NaN for a node no cell claims), the field and its Jacobian at
-        ``p`` (see :func:`_bilinear_eval`), and the largest node residual (inf when a node is unclaimed).
+        ``p`` (see ``_bilinear_eval``), and the largest node residual (inf when a node is unclaimed).
     """
     b, n = field.shape[0], field.shape[-1]
     coef, cell, col, row = _node_candidates(field)
@@ -705,7 +733,7 @@ def _preimages(coef: torch.Tensor, cell: torch.Tensor, col: torch.Tensor, row: t
     """Solve the candidate pairs and keep one preimage per target.
 
     Args:
-        coef: ``(8, K)`` the cells' pieces in target units (:func:`_cell_pieces`).
+        coef: ``(8, K)`` the cells' pieces in target units (``_cell_pieces``).
         cell, col, row: ``(T,)`` the candidates: cell, and the target's column and row in target units.
         slot: ``(T,)`` the target's index in ``[0, size)``.
         size: the number of targets.
@@ -775,7 +803,7 @@ def _preimages(coef: torch.Tensor, cell: torch.Tensor, col: torch.Tensor, row: t
 
 
 def _cell_point(cell: torch.Tensor, s: torch.Tensor, t: torch.Tensor, n: int, m: int) -> torch.Tensor:
-    """Normalized coordinates ``(P, 2)`` of the points ``(s, t)`` of lattice cells ``cell`` (:func:`_cell_pieces`)."""
+    """Normalized coordinates ``(P, 2)`` of the points ``(s, t)`` of lattice cells ``cell`` (``_cell_pieces``)."""
     within = cell % ((n - 1) * (m - 1))
     i = torch.div(within, m - 1, rounding_mode="floor")
     j = within - i * (m - 1)

@@ -30,7 +30,8 @@ class Rotation2d(OneParameterGroup, name="rotation"):
         back. Samples leaving the image read 0. Composition adds angles.
 
     Args:
-        max_angle: :meth:`sample` draws ``θ`` uniformly from ``[-max_angle, max_angle)`` (default: the full circle).
+        max_angle: [`sample`][groups.rotation.Rotation2d.sample] draws ``θ`` uniformly from ``[-max_angle, max_angle)``
+            (default: the full circle).
     """
 
     def __init__(self, max_angle: float = math.pi) -> None:
@@ -40,18 +41,24 @@ class Rotation2d(OneParameterGroup, name="rotation"):
 
     @property
     def sample_bound(self) -> float:
+        """``max_angle``: the half-width of the interval [`sample`][groups.rotation.Rotation2d.sample] draws angles
+        from."""
         return self.max_angle
 
     def compose(self, g, h):
+        """The sum of the angles, wrapped to ``[-π, π)``; ``g``, ``h`` and the result have shape ``(B, 1)``."""
         return wrap_angle(g + h)
 
     def inverse(self, g):
+        """The negated angles, wrapped to ``[-π, π)``, shape ``(B, 1)``."""
         return wrap_angle(-g)
 
     def distance(self, g, h):
+        """The absolute angle difference mod 2π, in ``[0, π]``, shape ``(B,)`` for ``g, h: (B, 1)``."""
         return wrap_angle(g - h).abs()[:, 0]
 
     def tolerance(self, dtype):
+        """Measured bounds: 16 eps of ``dtype`` for the element laws, 0.05 for the action laws."""
         # Measured with equican.testing.measure_law_errors: seeds 0-1999, batch 4, the default max_angle, action
         # laws on the interior of 32×32 band-limited images (the protocol of equican.testing.images).
         # element: largest error 10 eps in float64 and 8 eps in float32 (associativity: sums of angles up to 3π,
@@ -61,6 +68,11 @@ class Rotation2d(OneParameterGroup, name="rotation"):
         return Tolerance(element=16 * torch.finfo(dtype).eps, action=0.05)
 
     def act(self, g, x):
+        """Rotate each image ``x: (B, C, H, W)`` about its centre by its angle ``g: (B, 1)``; result ``(B, C, H, W)``.
+
+        Bilinear resampling, rigid in pixel units (see [`sampling_matrix`][groups.rotation.Rotation2d.sampling_matrix]),
+        zero outside the image.
+        """
         return affine_sample(x, self.sampling_matrix(g, x.shape[-2], x.shape[-1]))
 
     @staticmethod
@@ -78,10 +90,12 @@ class CyclicRotation2d(Rotation2d, name="cyclic"):
     """C_n: the rotations by multiples of 2π/n.
 
     Convention:
-        Elements are angles ``2πk/n`` (shape ``(B, 1)``, wrapped to ``[-π, π)``), as in :class:`Rotation2d`. When
-        ``n`` divides 4 the action on square images is exact (``torch.rot90``, no interpolation) and the group is
-        ``exact``; otherwise it is the interpolated rotation. The unconstrained parameters are ``n`` scores, one per
-        rotation: :meth:`from_unconstrained` picks the highest (not differentiable: ``discrete = True``).
+        Elements are angles ``2πk/n`` (shape ``(B, 1)``, wrapped to ``[-π, π)``), as in
+        [`Rotation2d`][groups.rotation.Rotation2d]. When ``n`` divides 4 the action on square images is exact
+        (``torch.rot90``, no interpolation) and the group is ``exact``; otherwise it is the interpolated rotation. The
+        unconstrained parameters are ``n`` scores, one per
+        rotation: [`from_unconstrained`][groups.rotation.CyclicRotation2d.from_unconstrained] picks the highest (not
+            differentiable: ``discrete = True``).
 
     Args:
         n: the order of the group (default 4).
@@ -94,14 +108,19 @@ class CyclicRotation2d(Rotation2d, name="cyclic"):
 
     @property
     def max_angle(self) -> float:  # the inherited Rotation2d state, fixed for a cyclic group
+        """π: the inherited [`Rotation2d`][groups.rotation.Rotation2d] setting, fixed for a cyclic group
+        ([`sample`][groups.rotation.CyclicRotation2d.sample] draws ``k``)."""
         return math.pi
 
     @property
     def exact(self) -> bool:  # type: ignore[override]
+        """True when ``n`` divides 4: the action is then ``torch.rot90``, with no interpolation."""
         return 4 % self.n == 0
 
     @property
     def unconstrained_shape(self) -> tuple[int, ...]:
+        """``(n,)``: one score per rotation; [`from_unconstrained`][groups.rotation.CyclicRotation2d.from_unconstrained]
+        picks the highest."""
         return (self.n,)
 
     def _index(self, g: torch.Tensor) -> torch.Tensor:
@@ -112,6 +131,7 @@ class CyclicRotation2d(Rotation2d, name="cyclic"):
         return wrap_angle((2 * math.pi / self.n) * k.to(dtype)[:, None])
 
     def invalid_reason(self, g):
+        """Why some angle of ``g: (B, 1)`` is not a multiple of ``2π/n`` (up to rounding), or None if all are."""
         off = (g[:, 0] * self.n / (2 * math.pi) - torch.round(g[:, 0] * self.n / (2 * math.pi))).abs()
         bad = off > 1e3 * torch.finfo(g.dtype).eps * self.n
         if bool(bad.any()):
@@ -119,23 +139,34 @@ class CyclicRotation2d(Rotation2d, name="cyclic"):
         return None
 
     def sample(self, batch, *, generator=None, device=None, dtype=None):
+        """``batch`` elements ``2πk/n`` with ``k`` uniform in ``{0, ..., n-1}`` (from ``generator``), shape
+        ``(batch, 1)``."""
         k = torch.randint(self.n, (batch,), generator=generator, device=generator.device).to(device)
         return self._angle(k, dtype)
 
     def compose(self, g, h):
+        """``2π(k_g + k_h mod n)/n``, wrapped to ``[-π, π)``; ``g``, ``h`` and the result have shape ``(B, 1)``."""
         # Snap to the lattice so that long products do not drift off it.
         return self._angle(torch.remainder(self._index(g) + self._index(h), self.n), g.dtype)
 
     def inverse(self, g):
+        """``2π(-k mod n)/n``, wrapped to ``[-π, π)``, shape ``(B, 1)``."""
         return self._angle(torch.remainder(-self._index(g), self.n), g.dtype)
 
     def from_unconstrained(self, z):
+        """The rotation of the highest score: scores ``z: (B, n)`` to angles ``2πk/n``, ``k = argmax z``, ``(B, 1)``.
+
+        Not differentiable in ``z`` (``discrete = True``); canonicalizers use a straight-through gradient instead.
+        """
         return self._angle(z.argmax(dim=1), z.dtype)
 
     def to_unconstrained(self, g):
+        """One-hot scores of the rotation index ``k`` of each element: ``g: (B, 1)`` to ``(B, n)``."""
         return torch.nn.functional.one_hot(self._index(g), self.n).to(g.dtype)
 
     def tolerance(self, dtype):
+        """0 action error (2 eps element error) when [`exact`][groups.rotation.CyclicRotation2d.exact]; otherwise
+        [`Rotation2d`][groups.rotation.Rotation2d]'s bounds."""
         if self.exact:
             # Measured 0 for every law (n = 4, seeds 0-1999, both dtypes, white-noise images): every element is
             # computed by the one formula 2πk/n, wrapped, and rot90 moves pixels without arithmetic. The element
@@ -146,6 +177,12 @@ class CyclicRotation2d(Rotation2d, name="cyclic"):
         return super().tolerance(dtype)
 
     def act(self, g, x):
+        """Rotate ``x: (B, C, H, W)`` by ``g: (B, 1)``; result ``(B, C, H, W)``.
+
+        Exactly, with ``torch.rot90``, when ``n`` divides 4 (rotations by ±90° need square images, else
+        [`ShapeError`][equican.errors.ShapeError]); otherwise the interpolated rotation of
+        [`Rotation2d`][groups.rotation.Rotation2d].
+        """
         if not self.exact:
             return super().act(g, x)
         k = torch.remainder(self._index(g) * (4 // self.n), 4)

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Set up everything equican needs, from nothing, on a Debian-like machine: gfortran, a virtualenv in .venv, a
-# torch/torchvision pair whose compiled ops load, and the project (editable) with its escnn and dev extras.
+# torch/torchvision pair whose compiled ops load, and the project (editable) with its escnn, dev and docs extras.
 #
 # Idempotent and fast when already done: a stamp file in the venv records a hash of pyproject.toml and of this
 # script; when it matches and $VENV/bin/python exists, nothing is installed. Delete .venv to start over.
@@ -92,8 +92,8 @@ else
 fi
 
 # 4. The project, editable, with its extras. torch is already satisfied, so pip leaves the pair above alone.
-say "installing equican (editable) with extras escnn,dev"
-"${PIP[@]}" install -q -e ".[escnn,dev]"
+say "installing equican (editable) with extras escnn,dev,docs"
+"${PIP[@]}" install -q -e ".[escnn,dev,docs]"
 say "equican installed [$(elapsed)]"
 
 # 5. Verify, then stamp.

@@ -1,29 +1,35 @@
 """Canonicalizers: networks and solvers that predict, for each input, the group element that canonicalizes it.
 
-Every kind shares one interface, :class:`Canonicalizer`: ``forward(x)`` returns a :class:`CanonResult` holding the
-canonical input ``act(inverse(g), x)``, the element ``g`` and solver statistics. The kinds differ only in how they
-find ``g``:
+Every kind shares one interface, [`Canonicalizer`][equican.canon.Canonicalizer]: ``forward(x)`` returns a
+[`CanonResult`][equican.canon.CanonResult] holding the canonical input ``act(inverse(g), x)``, the element ``g`` and
+solver statistics. The kinds differ only in how they find ``g``:
 
-* :class:`IdentityCanonicalizer`: ``g = e`` (the baseline without canonicalization).
-* :class:`DirectCanonicalizer`: one pass of an update network (the "no fixed point" ablation).
-* :class:`DEQCanonicalizer`: the fixed point of that update, solved with torchdeq (the paper's DEC).
-* :class:`OptimizationCanonicalizer`: gradient descent (or Adam) on an energy of the canonical input.
-* :class:`EquivariantCanonicalizer`: an escnn C_n-equivariant network scoring the n rotations (needs escnn).
+* [`IdentityCanonicalizer`][equican.canon.IdentityCanonicalizer]: ``g = e`` (the baseline without canonicalization).
+* [`DirectCanonicalizer`][equican.canon.direct.DirectCanonicalizer]: one pass of an update network (the "no fixed point"
+  ablation).
+* [`DEQCanonicalizer`][equican.canon.deq.DEQCanonicalizer]: the fixed point of that update, solved with torchdeq (the
+  paper's DEC).
+* [`OptimizationCanonicalizer`][equican.canon.optimize.OptimizationCanonicalizer]: gradient descent (or Adam) on an
+  energy of the canonical input.
+* [`EquivariantCanonicalizer`][equican.canon.equivariant.EquivariantCanonicalizer]: an escnn C_n-equivariant network
+  scoring the n rotations (needs escnn).
 
-Convention: (shared by every kind)
-    A canonicalizer works in the group's unconstrained chart (:meth:`~equican.Group.from_unconstrained`), and the
-    chart parametrizes the *canonicalizing* element ``h = g⁻¹``: ``z ↦ h = from_unconstrained(z)``, canonical
-    input ``act(h, x)``, returned element ``g = inverse(h)``. Searching over ``h`` rather than ``g`` means every
-    solver iteration costs one action and no inversion; the single inversion happens once, at the end. ``z = 0`` is
-    the identity, the starting point of every iterative kind.
+Convention:
+    Shared by every kind. A canonicalizer works in the group's unconstrained chart
+    ([`from_unconstrained`][equican.group.Group.from_unconstrained]), and the chart parametrizes the *canonicalizing*
+    element ``h = g⁻¹``: ``z ↦ h = from_unconstrained(z)``, canonical input ``act(h, x)``, returned element
+    ``g = inverse(h)``. Searching over ``h`` rather than ``g`` means every solver iteration costs one action and no
+    inversion; the single inversion happens once, at the end. ``z = 0`` is the identity, the starting point of every
+    iterative kind.
 
     For discrete groups (``group.discrete``) the chart must be one score per element, shape ``(n,)``, with
-    ``from_unconstrained`` picking the highest score (as :class:`~groups.rotation.CyclicRotation2d` does). The
-    canonical input then carries a straight-through gradient: its value is the action of the arg-max element, its
+    ``from_unconstrained`` picking the highest score (as [`CyclicRotation2d`][groups.rotation.CyclicRotation2d] does).
+    The canonical input then carries a straight-through gradient: its value is the action of the arg-max element, its
     gradient that of the softmax-weighted mixture of all ``n`` actions, so that the scores can be trained.
 
-Nothing is stored on the module between calls; the caller keeps the :class:`CanonResult` to map outputs back
-(:meth:`Canonicalizer.uncanonicalize`, used by :class:`~equican.canon.wrapper.Canonicalized`).
+Nothing is stored on the module between calls; the caller keeps the [`CanonResult`][equican.canon.CanonResult] to map
+outputs back ([`Canonicalizer.uncanonicalize`][equican.canon.Canonicalizer.uncanonicalize], used by
+[`Canonicalized`][equican.canon.wrapper.Canonicalized]).
 """
 
 from __future__ import annotations
@@ -53,10 +59,11 @@ class CanonResult:
         g: the predicted elements, shape ``(B, *group.param_shape)``; ``act(g, result.x) ≈ x`` where the group acts
             invertibly.
         info: solver statistics (tensors of leading size ``B`` or plain numbers); keys depend on the kind.
-        h: the canonicalizing elements as the canonicalizer found them, ``(B, *group.param_shape)``: ``x`` is
-            exactly ``act(h, input)`` and ``g = inverse(h)``. :meth:`Canonicalizer.uncanonicalize` maps outputs
-            back through ``group.act_inverse(h, ·)``, which is more accurate than ``act(g, ·)`` for groups whose
-            inverse is approximate. None for a result made without it (then ``g`` is used).
+        h: the canonicalizing elements as the canonicalizer found them, ``(B, *group.param_shape)``: ``x`` is exactly
+            ``act(h, input)`` and ``g = inverse(h)``.
+            [`Canonicalizer.uncanonicalize`][equican.canon.Canonicalizer.uncanonicalize] maps outputs back through
+            ``group.act_inverse(h, ·)``, which is more accurate than ``act(g, ·)`` for groups whose inverse is
+            approximate. None for a result made without it (then ``g`` is used).
     """
 
     x: torch.Tensor
@@ -66,13 +73,14 @@ class CanonResult:
 
 
 class Canonicalizer(nn.Module, abc.ABC):
-    """Base class of every canonicalizer: subclasses write :meth:`solve`.
+    """Base class of every canonicalizer: subclasses write [`solve`][equican.canon.Canonicalizer.solve].
 
     Args:
         group: the group whose elements are predicted.
 
     Raises:
-        ConfigError: ``group`` is not an :class:`~equican.Group`, or it is discrete without a score chart ``(n,)``.
+        ConfigError: ``group`` is not a [`Group`][equican.group.Group], or it is discrete without a score chart
+            ``(n,)``.
     """
 
     def __init__(self, group: Group) -> None:
@@ -94,7 +102,7 @@ class Canonicalizer(nn.Module, abc.ABC):
 
         Returns:
             ``(z, info)``: ``z`` of shape ``(B, *group.unconstrained_shape)`` with ``from_unconstrained(z) = g⁻¹``,
-            and the solver statistics for :attr:`CanonResult.info`.
+            and the solver statistics for [`CanonResult.info`][equican.canon.CanonResult].
         """
 
     def forward(self, x: torch.Tensor) -> CanonResult:
@@ -104,7 +112,8 @@ class Canonicalizer(nn.Module, abc.ABC):
             x: inputs of shape ``(B, C, H, W)``, float32 or float64, finite, of the parameters' dtype.
 
         Returns:
-            :class:`CanonResult` with ``x: (B, C, H, W)``, ``g: (B, *param_shape)`` and the kind's ``info``.
+            [`CanonResult`][equican.canon.CanonResult] with ``x: (B, C, H, W)``, ``g: (B, *param_shape)`` and the kind's
+            ``info``.
 
         Raises:
             ShapeError, DTypeError, NonFiniteError: on invalid ``x``.
@@ -124,7 +133,7 @@ class Canonicalizer(nn.Module, abc.ABC):
         for groups with an exact inverse the two agree to rounding.
 
         Args:
-            result: what :meth:`forward` returned for the input.
+            result: what [`forward`][equican.canon.Canonicalizer.forward] returned for the input.
             y: outputs on the canonical input's grid, ``(B, C', H, W)``.
 
         Returns:
@@ -192,6 +201,7 @@ class IdentityCanonicalizer(Canonicalizer):
     """``g = e`` for every input: the canonical input is the input itself. The baseline without canonicalization."""
 
     def solve(self, x: torch.Tensor) -> tuple[torch.Tensor, dict[str, Any]]:
+        """The identity's chart parameters, zeros ``(B, *unconstrained_shape)``, and an empty ``info``."""
         return self.zeros(x), {}
 
 

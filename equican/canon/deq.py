@@ -69,7 +69,7 @@ class SolverSettings:
 
 @dataclass(frozen=True)
 class DEQConfig:
-    """Settings of :class:`DEQCanonicalizer`; validated when made.
+    """Settings of [`DEQCanonicalizer`][equican.canon.deq.DEQCanonicalizer]; validated when made.
 
     Attributes:
         train: forward solver in training mode (the paper's MNIST setting: 5 Anderson iterations).
@@ -77,12 +77,15 @@ class DEQConfig:
         gradient: ``"implicit"`` (implicit differentiation at the fixed point, solving the adjoint equation with
             the backward solver) or ``"phantom"`` (differentiate ``phantom_steps`` damped applications of the update
             from the detached fixed point; 1 step is Jacobian-free backpropagation).
-        phantom_steps, phantom_tau: steps and damping ``z ← τ f(z) + (1-τ) z`` of the phantom gradient.
-        backward_solver, backward_max_iter, backward_tol: the adjoint solve of the implicit gradient.
-        on_nonconvergence: what an input that did not converge gets: ``"best"`` (the iterate with the lowest
-            residual, torchdeq's choice) or ``"identity"`` (``g = e``). Either way one
-            :class:`~equican.errors.ConvergenceWarning` is issued per call, ``info["converged"]`` is False for it,
-            and a non-finite iterate always falls back to the identity: the result is never NaN.
+        phantom_steps: steps of the phantom gradient.
+        phantom_tau: damping ``τ`` of each phantom step ``z ← τ f(z) + (1-τ) z``, in ``(0, 1]``.
+        backward_solver: torchdeq solver of the implicit gradient's adjoint equation.
+        backward_max_iter: iteration cap of the adjoint solve.
+        backward_tol: residual tolerance of the adjoint solve.
+        on_nonconvergence: what an input that did not converge gets: ``"best"`` (the iterate with the lowest residual,
+            torchdeq's choice) or ``"identity"`` (``g = e``). Either way one
+            [`ConvergenceWarning`][equican.errors.ConvergenceWarning] is issued per call, ``info["converged"]`` is False
+            for it, and a non-finite iterate always falls back to the identity: the result is never NaN.
     """
 
     train: SolverSettings = field(default_factory=SolverSettings)
@@ -119,24 +122,26 @@ class DEQConfig:
 class DEQCanonicalizer(UpdateCanonicalizer):
     """The deep equilibrium canonicalizer: ``z* = f_θ(z*; x)`` solved from the identity ``z = 0``.
 
-    ``f_θ`` is the update map of :class:`~equican.canon.direct.UpdateCanonicalizer`
+    ``f_θ`` is the update map of [`UpdateCanonicalizer`][equican.canon.direct.UpdateCanonicalizer]
     (``P(z) + Δ_θ(act(h(z), x))``). The solve runs without gradient; gradients come from ``config.gradient``
     (training mode only: in evaluation mode ``z*`` is a constant and gradients reach only ``x``, through the final
     action).
 
     ``info`` keys (tensors on ``x``'s device):
-        ``residual``: ``(B, N)`` residual after each solver step (torchdeq's trace; after an early stop the
-        remaining entries repeat the lowest residual); ``residual_best``: ``(B,)`` lowest residual;
-        ``steps``: ``(B,)`` the step of the returned iterate; ``converged``: ``(B,)`` bool, lowest residual below
-        ``tol`` and finite; ``fallback``: ``(B,)`` bool, replaced by the identity (see
-        ``DEQConfig.on_nonconvergence``).
+
+    * ``residual``: ``(B, N)`` residual after each solver step (torchdeq's trace; after an early stop the remaining
+      entries repeat the lowest residual).
+    * ``residual_best``: ``(B,)`` lowest residual.
+    * ``steps``: ``(B,)`` the step of the returned iterate.
+    * ``converged``: ``(B,)`` bool, lowest residual below ``tol`` and finite.
+    * ``fallback``: ``(B,)`` bool, replaced by the identity (see ``DEQConfig.on_nonconvergence``).
 
     Args:
         group: the group.
-        net: the update network ``Δ_θ`` (e.g. :class:`~equican.canon.nets.UpdateNet`).
+        net: the update network ``Δ_θ`` (e.g. [`UpdateNet`][equican.canon.nets.UpdateNet]).
         config: solver and gradient settings.
         reduce: an optional channel reduction applied once before the solve (see
-            :class:`~equican.canon.direct.UpdateCanonicalizer`).
+            [`UpdateCanonicalizer`][equican.canon.direct.UpdateCanonicalizer]).
     """
 
     def __init__(self, group: Group, net: nn.Module, config: DEQConfig | None = None,
@@ -167,6 +172,15 @@ class DEQCanonicalizer(UpdateCanonicalizer):
         return self.config.train if self.training else self.config.eval
 
     def solve(self, x: torch.Tensor) -> tuple[torch.Tensor, dict[str, Any]]:
+        """Solve ``z* = f_θ(z*; x)`` from ``z = 0`` for ``x: (B, C, H, W)`` with the current mode's settings.
+
+        Returns:
+            ``(z, info)``: the fixed points ``(B, *unconstrained_shape)`` (the identity's zeros for inputs that fall
+            back) and the solver statistics listed in the class docstring.
+
+        Warns:
+            ConvergenceWarning: some input did not reach the residual tolerance (once per call).
+        """
         settings = self.settings
         core = self.train_core if self.training else self.eval_core
         features = self.update_input(x)
@@ -177,12 +191,14 @@ class DEQCanonicalizer(UpdateCanonicalizer):
         converged = finite & (lowest < settings.tol)
         fallback = ~finite if self.config.on_nonconvergence == "best" else ~converged
         if not bool(converged.all()):
-            bad = int((~converged).sum())
+            # The message names only the settings, not this batch's counts and residuals: Python shows a warning
+            # once per distinct message and place, so a training loop gets one line, not one per step. The numbers
+            # are in info ("converged", "residual_best").
             warnings.warn(ConvergenceWarning(
-                f"DEQCanonicalizer: {bad} of {z.shape[0]} inputs did not reach the {settings.stop_mode} residual "
-                f"tolerance {settings.tol:g} within {settings.max_iter} iterations (lowest residual "
-                f"{float(lowest[~converged].max()):.3g}); using the {self.config.on_nonconvergence} policy"),
-                stacklevel=3)
+                f"DEQCanonicalizer: some inputs did not reach the {settings.stop_mode} residual tolerance "
+                f"{settings.tol:g} within {settings.max_iter} iterations; they get the "
+                f"{self.config.on_nonconvergence} policy (per input: result.info['converged'], "
+                f"info['residual_best'])"), stacklevel=3)
         if bool(fallback.any()):
             keep = fallback.logical_not().view(-1, *([1] * (z.ndim - 1)))
             z = torch.where(keep, z, torch.zeros_like(z))

@@ -15,11 +15,14 @@ __all__ = ["UpdateCanonicalizer", "DirectCanonicalizer"]
 
 
 class UpdateCanonicalizer(Canonicalizer):
-    """A canonicalizer built on an update network ``Δ_θ``: base of :class:`DirectCanonicalizer` and the DEQ kind.
+    """A canonicalizer built on an update network ``Δ_θ``: base of
+    [`DirectCanonicalizer`][equican.canon.direct.DirectCanonicalizer] and the DEQ kind.
 
     The update map on chart parameters is
 
-        ``f_θ(z; x) = P(z) + Δ_θ(act(h(z), x))``,  ``h(z) = from_unconstrained(z)``,  ``P = to_unconstrained ∘ h``.
+    ```text
+    f_θ(z; x) = P(z) + Δ_θ(act(h(z), x)),   h(z) = from_unconstrained(z),   P = to_unconstrained ∘ h.
+    ```
 
     Why this form: the network looks at the input as the current estimate canonicalizes it and predicts the
     remaining correction, so a fixed point ``z*`` is a ``z`` whose canonical input the network accepts
@@ -39,7 +42,8 @@ class UpdateCanonicalizer(Canonicalizer):
     Args:
         group: the group.
         net: ``Δ_θ``, mapping ``(B, C', H, W)`` images to ``(B, *group.unconstrained_shape)``; e.g.
-            :class:`~equican.canon.nets.UpdateNet`. ``C'`` is the input's channels, or ``reduce``'s output channels.
+            [`UpdateNet`][equican.canon.nets.UpdateNet]. ``C'`` is the input's channels, or ``reduce``'s output
+            channels.
         reduce: None, or the channel reduction (e.g. ``nn.Conv2d(C, C', 1, bias=False)``); it must act on channels
             alone (pointwise in space, linear, no bias) for the identity above to hold.
     """
@@ -56,7 +60,10 @@ class UpdateCanonicalizer(Canonicalizer):
         self.reduce = reduce
 
     def update_input(self, x: torch.Tensor) -> torch.Tensor:
-        """What the update map warps: ``x``, or ``reduce(x)`` when there is a reduction (computed once per solve)."""
+        """What the update map warps: ``x: (B, C, H, W)``, or ``reduce(x): (B, C', H, W)`` when there is a reduction.
+
+        Computed once per solve, before the iterations.
+        """
         return x if self.reduce is None else self.reduce(x)
 
     def step(self, z: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
@@ -64,7 +71,7 @@ class UpdateCanonicalizer(Canonicalizer):
 
         Args:
             z: chart parameters ``(B, *unconstrained_shape)``.
-            x: inputs ``(B, C, H, W)`` (after :meth:`update_input`).
+            x: inputs ``(B, C, H, W)`` (after [`update_input`][equican.canon.direct.UpdateCanonicalizer.update_input]).
 
         Returns:
             The updated chart parameters, ``(B, *unconstrained_shape)``.
@@ -80,8 +87,10 @@ class UpdateCanonicalizer(Canonicalizer):
 class DirectCanonicalizer(UpdateCanonicalizer):
     """One application of the update map from the identity: ``z = f_θ(0; x)`` (the "no fixed point" ablation).
 
-    ``info`` is empty. See :class:`UpdateCanonicalizer` for the arguments.
+    ``info`` is empty. See [`UpdateCanonicalizer`][equican.canon.direct.UpdateCanonicalizer] for the arguments.
     """
 
     def solve(self, x: torch.Tensor) -> tuple[torch.Tensor, dict[str, Any]]:
+        """One update from ``z = 0``: chart parameters ``(B, *unconstrained_shape)`` for ``x: (B, C, H, W)``, and an
+        empty ``info``."""
         return self.step(self.zeros(x), self.update_input(x)), {}

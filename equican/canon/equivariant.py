@@ -1,7 +1,8 @@
 """The equivariant canonicalizer: an escnn C_n-equivariant network scores the n rotations.
 
-This is the only module that imports escnn (an optional dependency: ``pip install escnn``); :mod:`equican.canon`
-imports it only when :class:`EquivariantCanonicalizer` is first asked for.
+This is the only module that imports escnn (an optional dependency: ``pip install escnn``);
+[`equican.canon`][equican.canon] imports it only when
+[`EquivariantCanonicalizer`][equican.canon.equivariant.EquivariantCanonicalizer] is first asked for.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ class EquivariantCanonicalizer(Canonicalizer):
     correspondingly rotated element and the canonical input is exactly the same: on square images, with a group
     whose action is exact (rot90 for n dividing 4), the canonicalizer is invariant to rounding error (ties in the
     scores aside). Gradients reach the network through the straight-through estimator of
-    :class:`~equican.canon.Canonicalizer` (discrete groups).
+    [`Canonicalizer`][equican.canon.Canonicalizer] (discrete groups).
 
     The group must be discrete with a score chart ``(n,)`` whose ``i``-th score selects the rotation by ``2πi/n``
     (counter-clockwise on screen, as ``torch.rot90``), which is how the cyclic rotation group is written.
@@ -85,5 +86,7 @@ class EquivariantCanonicalizer(Canonicalizer):
         return out.mean(dim=(-2, -1))
 
     def solve(self, x: torch.Tensor) -> tuple[torch.Tensor, dict[str, Any]]:
+        """The reversed scores ``(B, n)`` of ``x: (B, C, H, W)`` (their arg-max is the canonicalizing rotation) and
+        ``info["scores"]``, the network's scores ``(B, n)``."""
         s = self.scores(x)
         return s[:, self.reverse], {"scores": s}

@@ -1,11 +1,12 @@
 """Update and energy networks of the learned canonicalizers.
 
-:class:`UpdateNet` follows the DEC network of Rahman et al. (ICCV 2025; the architecture as in the authors' code):
-residual blocks ``conv 3×3 → instance norm → ReLU → conv 3×3 → instance norm → + 1×1 projection → ReLU``, each
-followed by 2×2 max pooling (MNIST: two blocks, 3→32→64 channels), then a 1×1 head average-pooled onto the group's
-unconstrained grid. Unlike the paper's code it runs at the input's own resolution: no resize to 224 and no ImageNet
-normalization inside (normalize the data once, outside, if the task needs it). Where it departs from that code, and
-why, is listed in :class:`UpdateNet`.
+[`UpdateNet`][equican.canon.nets.UpdateNet] follows the DEC network of Rahman et al. (ICCV 2025; the architecture as in
+the authors' code): residual blocks
+``conv 3×3 → instance norm → ReLU → conv 3×3 → instance norm → + 1×1 projection → ReLU``, each followed by 2×2 max
+pooling (MNIST: two blocks, 3→32→64 channels), then a 1×1 head average-pooled onto the group's unconstrained grid.
+Unlike the paper's code it runs at the input's own resolution: no resize to 224 and no ImageNet normalization inside
+(normalize the data once, outside, if the task needs it). Where it departs from that code, and why, is listed in
+[`UpdateNet`][equican.canon.nets.UpdateNet].
 """
 
 from __future__ import annotations
@@ -23,8 +24,10 @@ from ..group import Group
 
 __all__ = ["ResidualBlock", "UpdateNet", "EnergyNet", "FixedPointEnergy", "ACTIVATIONS"]
 
-#: The activations :class:`UpdateNet` offers: ReLU (the paper's code) or softplus (smooth, for second derivatives).
 ACTIVATIONS = ("relu", "softplus")
+"""The activations [`UpdateNet`][equican.canon.nets.UpdateNet] offers: ReLU (the paper's code) or softplus (smooth, for
+second derivatives).
+"""
 
 
 def _instance_norm(y: torch.Tensor) -> torch.Tensor:
@@ -39,7 +42,9 @@ class ResidualBlock(nn.Module):
     """``act(IN(conv(act(IN(conv(x))))) + skip(x))``, then ``pool × pool`` max pooling.
 
     Args:
-        in_channels, out_channels: channel counts; ``skip`` is a 1×1 convolution (with bias) when they differ.
+        in_channels: channels of the input.
+        out_channels: channels of the output; ``skip`` is a 1×1 convolution (with bias) when they differ from
+            ``in_channels``, else the identity.
         pool: pooling factor applied after the block (1: none). Inputs smaller than ``2·pool`` on a side are not
             pooled, so that tiny images still work.
         activation: ``"relu"`` or ``"softplus"``.
@@ -65,6 +70,7 @@ class ResidualBlock(nn.Module):
         return F.relu_(y) if self.activation == "relu" else F.softplus(y)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``(B, in_channels, H, W) -> (B, out_channels, H // pool, W // pool)`` (unpooled on small inputs)."""
         y = self._act(_instance_norm(self.conv1(x)))
         y = self._act(_instance_norm(self.conv2(y)).add_(self.skip(x)))
         if self.pool > 1 and min(y.shape[-2:]) >= 2 * self.pool:
@@ -138,12 +144,14 @@ class UpdateNet(nn.Module):
         nn.init.zeros_(self.head.bias)
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
-        """The residual blocks' output, ``(B, channels[-1], H', W')`` (channels-last in memory)."""
+        """The residual blocks' output for ``x: (B, in_channels, H, W)``: ``(B, channels[-1], H', W')``,
+        channels-last in memory (``H'``, ``W'``: ``H``, ``W`` after each block's pooling)."""
         # oneDNN's convolutions run about twice as fast on channels-last inputs (measured on 16×32×70×70, one
         # thread), and every later layer keeps the format.
         return self.blocks(x.contiguous(memory_format=torch.channels_last))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``(B, in_channels, H, W) -> (B, *out_shape)``, times ``out_scale``."""
         y = self.features(x)
         if self.grid_head:
             y = self.head(F.adaptive_avg_pool2d(y, self.out_shape[1:])).contiguous()
@@ -153,13 +161,17 @@ class UpdateNet(nn.Module):
 
 
 class EnergyNet(nn.Module):
-    """A learned scalar energy of images: the :class:`UpdateNet` trunk with a linear head to one number.
+    """A learned scalar energy of images: the [`UpdateNet`][equican.canon.nets.UpdateNet] trunk with a linear head to
+    one number.
 
-    Unlike :class:`UpdateNet` its head starts at PyTorch's default (random) initialization, because a constant
-    energy has no gradient to descend.
+    Unlike [`UpdateNet`][equican.canon.nets.UpdateNet] its head starts at PyTorch's default (random) initialization,
+    because a constant energy has no gradient to descend.
 
     Args:
-        in_channels, channels, pool, activation: as for :class:`UpdateNet`.
+        in_channels: as for [`UpdateNet`][equican.canon.nets.UpdateNet].
+        channels: as for [`UpdateNet`][equican.canon.nets.UpdateNet].
+        pool: as for [`UpdateNet`][equican.canon.nets.UpdateNet].
+        activation: as for [`UpdateNet`][equican.canon.nets.UpdateNet].
 
     Shapes:
         ``(B, in_channels, H, W) -> (B,)``.
@@ -172,19 +184,20 @@ class EnergyNet(nn.Module):
         self.net.head.reset_parameters()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """One energy per image: ``(B, in_channels, H, W) -> (B,)``."""
         return self.net(x)[:, 0]
 
 
 class FixedPointEnergy(nn.Module):
     """``E(y) = ½‖P(Δ(y))‖²`` for an update network ``Δ``: zero exactly at the DEQ's fixed points.
 
-    ``P = to_unconstrained ∘ from_unconstrained`` keeps the part of the correction that changes the element. A
-    DEQ fixed point ``z = P(z) + Δ`` only needs that part to vanish; the rest (for monotone scaling, a constant
-    added to a row of logits, which the softmax ignores) settles at whatever ``Δ`` says, and is usually not 0.
-    Without ``P`` the energy would pull toward a different point than the DEQ's, so this is what makes
-    :class:`~equican.canon.optimize.OptimizationCanonicalizer` on it a like-for-like comparison with
-    :class:`~equican.canon.deq.DEQCanonicalizer` on the same network: the same solutions, found by gradient
-    descent instead of a fixed-point solve.
+    ``P = to_unconstrained ∘ from_unconstrained`` keeps the part of the correction that changes the element. A DEQ fixed
+    point ``z = P(z) + Δ`` only needs that part to vanish; the rest (for monotone scaling, a constant added to a row of
+    logits, which the softmax ignores) settles at whatever ``Δ`` says, and is usually not 0. Without ``P`` the energy
+    would pull toward a different point than the DEQ's, so this is what makes
+    [`OptimizationCanonicalizer`][equican.canon.optimize.OptimizationCanonicalizer] on it a like-for-like comparison
+    with [`DEQCanonicalizer`][equican.canon.deq.DEQCanonicalizer] on the same network: the same solutions, found by
+    gradient descent instead of a fixed-point solve.
 
     Args:
         net: the update network, ``(B, C, H, W) -> (B, *group.unconstrained_shape)``.
@@ -201,5 +214,6 @@ class FixedPointEnergy(nn.Module):
         self.net, self.group = net, group
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``E(x) = ½‖P(Δ(x))‖²`` per image: ``(B, C, H, W) -> (B,)``."""
         dz = self.group.to_unconstrained(self.group.from_unconstrained(self.net(x)))
         return 0.5 * dz.flatten(1).pow(2).sum(dim=1)

@@ -22,18 +22,19 @@ __all__ = ["OptimizationConfig", "OptimizationCanonicalizer"]
 
 @dataclass(frozen=True)
 class OptimizationConfig:
-    """Settings of :class:`OptimizationCanonicalizer`; validated when made.
+    """Settings of [`OptimizationCanonicalizer`][equican.canon.optimize.OptimizationCanonicalizer]; validated when made.
 
     Attributes:
         steps: gradient steps in training mode, from the identity ``z = 0``.
         eval_steps: gradient steps in evaluation mode (None: ``steps``).
         lr: step size.
         optimizer: ``"sgd"`` (``z ← z - lr ∇E``) or ``"adam"`` (per-coordinate Adam with bias correction).
-        betas, eps: Adam's moment decay rates and denominator offset (``m̂ / sqrt(v̂ + eps²)``).
-        unroll: in training mode, the last ``unroll`` steps are differentiated through (second derivatives of
-            the energy; their actions use :func:`equican.sampling.twice_differentiable`), so the energy's
-            parameters receive gradients; earlier steps are run on detached parameters. 0: no unrolling (the
-            result is then a constant for the energy's parameters).
+        betas: Adam's decay rates of the first and second moments.
+        eps: Adam's denominator offset (``m̂ / sqrt(v̂ + eps²)``).
+        unroll: in training mode, the last ``unroll`` steps are differentiated through (second derivatives of the
+            energy; their actions use [`equican.sampling.twice_differentiable`][equican.sampling.twice_differentiable]),
+            so the energy's parameters receive gradients; earlier steps are run on detached parameters. 0: no unrolling
+            (the result is then a constant for the energy's parameters).
     """
 
     steps: int = 10
@@ -71,10 +72,10 @@ class OptimizationConfig:
 class OptimizationCanonicalizer(Canonicalizer):
     """``z = argmin E(act(h(z), x))`` approximated by gradient steps from the identity ``z = 0``.
 
-    The energy is a learned network (e.g. :class:`~equican.canon.nets.EnergyNet`,
-    :class:`~equican.canon.nets.FixedPointEnergy`) or any callable, for example the entropy of a classifier's
-    prediction. Each step costs a forward and a backward pass of the energy. Runs under ``torch.no_grad()`` too
-    (the energy gradient is taken inside ``torch.enable_grad()``), but not under ``torch.inference_mode()``.
+    The energy is a learned network (e.g. [`EnergyNet`][equican.canon.nets.EnergyNet],
+    [`FixedPointEnergy`][equican.canon.nets.FixedPointEnergy]) or any callable, for example the entropy of a
+    classifier's prediction. Each step costs a forward and a backward pass of the energy. Runs under ``torch.no_grad()``
+    too (the energy gradient is taken inside ``torch.enable_grad()``), but not under ``torch.inference_mode()``.
 
     ``info`` keys: ``energy``: ``(B, steps)`` the energy before each step.
 
@@ -107,6 +108,15 @@ class OptimizationCanonicalizer(Canonicalizer):
         return e
 
     def solve(self, x: torch.Tensor) -> tuple[torch.Tensor, dict[str, Any]]:
+        """Descend the energy from ``z = 0`` for ``x: (B, C, H, W)``: the steps of the current mode.
+
+        Returns:
+            ``(z, info)``: chart parameters ``(B, *unconstrained_shape)`` (differentiable through the last
+            ``unroll`` steps in training mode, detached otherwise) and ``info["energy"]``, ``(B, steps)``.
+
+        Raises:
+            ShapeError: the energy does not return shape ``(B,)``.
+        """
         c = self.config
         steps = c.steps if self.training or c.eval_steps is None else c.eval_steps
         unroll = c.unroll if self.training else 0

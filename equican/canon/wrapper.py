@@ -17,13 +17,14 @@ _OUTPUTS = ("invariant", "equivariant")
 class Canonicalized(nn.Module):
     """``model`` run on canonical inputs; for equivariant outputs, mapped back by the predicted element.
 
-    ``invariant``: ``y = model(act(g⁻¹, x))``; any output shape. ``equivariant``: ``y = act(g, model(act(g⁻¹, x)))``
-    for dense outputs ``(B, C', H, W)`` on the input's grid (segmentation maps, feature maps), mapped back with
-    :meth:`~equican.canon.Canonicalizer.uncanonicalize` (the group's inverse action of the canonicalizing element).
+    ``invariant``: ``y = model(act(g⁻¹, x))``; any output shape. ``equivariant``: ``y = act(g, model(act(g⁻¹, x)))`` for
+    dense outputs ``(B, C', H, W)`` on the input's grid (segmentation maps, feature maps), mapped back with
+    [`uncanonicalize`][equican.canon.Canonicalizer.uncanonicalize] (the group's inverse action of the canonicalizing
+    element).
 
     Args:
         model: the network to wrap.
-        canonicalizer: a :class:`~equican.canon.Canonicalizer`.
+        canonicalizer: a [`Canonicalizer`][equican.canon.Canonicalizer].
         output: ``"invariant"`` or ``"equivariant"``.
 
     Shapes:
@@ -42,6 +43,15 @@ class Canonicalized(nn.Module):
         self.model, self.canonicalizer, self.output = model, canonicalizer, output
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Run ``model`` on the canonical inputs of ``x: (B, C, H, W)``.
+
+        Returns:
+            ``model``'s output (``"invariant"``, any shape), or that output ``(B, C', H, W)`` mapped back to the
+            input's frame (``"equivariant"``).
+
+        Raises:
+            ShapeError: ``"equivariant"`` and the model's output is not ``(B, C', H, W)`` on the input's grid.
+        """
         res = self.canonicalizer(x)
         y = self.model(res.x)
         if self.output == "invariant":

@@ -3,10 +3,15 @@
 ``load_mnist()`` with no ``root`` reads the small subset shipped inside the package, so examples and tests need
 no download; pass ``root=`` a directory of MNIST IDX files to use a full copy. On top of it:
 
-* :class:`LocalScaleMNIST` (and :func:`local_scale_mnist` for tensors): the paper's Locally Scaled MNIST, several
-  digits each rescaled by its own factor, with :class:`LocalScalePairs` for the local-scale error.
-* :class:`TransformedMNIST` (and :func:`transformed_mnist`): digits transformed by random elements of any group.
-* :func:`index_generator`: the per-index random generators that make both reproducible under random access.
+* [`LocalScaleMNIST`][equican.data.local_scale.LocalScaleMNIST] (and
+  [`local_scale_mnist`][equican.data.local_scale.local_scale_mnist] for tensors): the paper's Locally Scaled MNIST,
+  several digits each rescaled by its own factor, with [`LocalScalePairs`][equican.data.local_scale.LocalScalePairs] for
+  the local-scale error.
+* [`TransformedMNIST`][equican.data.transformed.TransformedMNIST] (and
+  [`transformed_mnist`][equican.data.transformed.transformed_mnist]): digits transformed by random elements of any
+  group.
+* [`index_generator`][equican.data.seeding.index_generator]: the per-index random generators that make both reproducible
+  under random access.
 """
 
 from .idx import IdxHeader, read_idx, read_idx_header, write_idx

@@ -2,7 +2,7 @@
 
 An IDX file is a 4-byte magic number ``00 00 TT NN`` (``TT`` the element type code, ``NN`` the number of
 dimensions), ``NN`` big-endian uint32 sizes, then the elements in row-major order, big-endian. Every reader error is
-a :class:`~equican.errors.DataError` whose message names the file and what was wrong with it.
+a [`DataError`][equican.errors.DataError] whose message names the file and what was wrong with it.
 """
 
 from __future__ import annotations
@@ -24,7 +24,6 @@ from ..errors import DataError, DTypeError, ShapeError
 
 __all__ = ["read_idx", "read_idx_header", "write_idx", "IdxHeader", "IDX_DTYPES"]
 
-# IDX type code -> (big-endian numpy dtype as stored, torch dtype returned).
 IDX_DTYPES: dict[int, tuple[np.dtype, torch.dtype]] = {
     0x08: (np.dtype(">u1"), torch.uint8),
     0x09: (np.dtype(">i1"), torch.int8),
@@ -33,6 +32,7 @@ IDX_DTYPES: dict[int, tuple[np.dtype, torch.dtype]] = {
     0x0D: (np.dtype(">f4"), torch.float32),
     0x0E: (np.dtype(">f8"), torch.float64),
 }
+"""The IDX element types: type code ``TT`` -> (big-endian numpy dtype as stored, torch dtype returned)."""
 _CODE_OF_TORCH = {torch_dtype: code for code, (_, torch_dtype) in IDX_DTYPES.items()}
 _GZIP_MAGIC = b"\x1f\x8b"
 

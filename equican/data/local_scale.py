@@ -6,7 +6,7 @@ cells laid out horizontally, vertically or diagonally on a 210×210 canvas. The 
 base-10 number (1000 classes for 3 digits). Because every digit has its own scale, no single global scaling maps a
 composite onto its all-scale-1 version: only a *local* scaling does.
 
-Rendering (every size, range and count is a field of :class:`LocalScaleConfig`):
+Rendering (every size, range and count is a field of [`LocalScaleConfig`][equican.data.local_scale.LocalScaleConfig]):
 
 * Digit ``t`` of composite ``i`` is source digit ``(i·stride + t) mod N`` of the ``N`` MNIST digits loaded, read in
   reading order (left to right, top to bottom, or top-left to bottom-right along the diagonal), so its label digit
@@ -20,11 +20,12 @@ Rendering (every size, range and count is a field of :class:`LocalScaleConfig`):
   ``n·cell`` pixels, centred on the square ``canvas × canvas`` canvas; a row or column is centred across as well.
   Each composite draws its layout uniformly from ``config.layouts``.
 
-Randomness: composite ``i`` draws its layout and scales from :func:`~equican.data.seeding.index_generator` keyed by
-``(seed, i, 0)``, and its ``j``-th extra rescaling (for the local-scale error, :meth:`LocalScaleMNIST.rescalings`)
-from ``(seed, i, 1 + j)``. So random access is reproducible, a fixed seed gives the same dataset, and the ``k``
-rescalings of a composite are independent draws. (The paper's code reseeds Python's global RNG on every item read,
-so its ``k`` rescalings of a composite are all the same image; here they really differ.)
+Randomness: composite ``i`` draws its layout and scales from [`index_generator`][equican.data.seeding.index_generator]
+keyed by ``(seed, i, 0)``, and its ``j``-th extra rescaling (for the local-scale error,
+[`LocalScaleMNIST.rescalings`][equican.data.local_scale.LocalScaleMNIST.rescalings]) from ``(seed, i, 1 + j)``. So
+random access is reproducible, a fixed seed gives the same dataset, and the ``k`` rescalings of a composite are
+independent draws. (The paper's code reseeds Python's global RNG on every item read, so its ``k`` rescalings of a
+composite are all the same image; here they really differ.)
 """
 
 from __future__ import annotations
@@ -45,8 +46,9 @@ from .seeding import index_generator
 
 __all__ = ["LAYOUTS", "LocalScaleConfig", "LocalScaleMNIST", "LocalScalePairs", "local_scale_mnist"]
 
-#: The cell layouts, in the order :attr:`LocalScaleConfig.layouts` lists them by default.
 LAYOUTS: tuple[str, ...] = ("horizontal", "vertical", "diagonal")
+"""The cell layouts, in the order [`LocalScaleConfig.layouts`][equican.data.local_scale.LocalScaleConfig] lists them by
+default."""
 
 # Streams of index_generator(seed, index, stream): the composite's own draws, then one per extra rescaling.
 _OWN_STREAM = 0
@@ -65,7 +67,8 @@ class LocalScaleConfig:
         cell: side in pixels of each digit's square cell.
         canvas: side in pixels of the square canvas; at least ``digits · cell``.
         scale_range: ``(low, high)``, each digit's scale factor is drawn from ``U(low, high)``; ``0 < low <= high``.
-        layouts: the layouts a composite draws from uniformly, a non-empty subset of :data:`LAYOUTS`.
+        layouts: the layouts a composite draws from uniformly, a non-empty subset of
+            [`LAYOUTS`][equican.data.local_scale.LAYOUTS].
         stride: source digits between the first digits of consecutive composites: 1 (the paper's) makes
             overlapping windows, one composite per source digit; ``digits`` makes disjoint ones.
         seed: a non-negative int; the same seed gives the same composites.
@@ -117,7 +120,7 @@ class LocalScaleConfig:
         """The ``(top, left)`` pixel of each digit's cell in ``layout``, in reading order.
 
         Raises:
-            ConfigError: ``layout`` is not one of :data:`LAYOUTS`.
+            ConfigError: ``layout`` is not one of [`LAYOUTS`][equican.data.local_scale.LAYOUTS].
         """
         if layout not in LAYOUTS:
             raise ConfigError(f"LocalScaleConfig.cell_origins: expected a layout from {LAYOUTS}, got {layout!r}")
@@ -206,7 +209,7 @@ class LocalScaleMNIST(Dataset):
     """Locally Scaled MNIST (see the module docstring for how composites are rendered and drawn).
 
     Args:
-        split: ``"train"`` or ``"test"``, passed to :func:`~equican.data.load_mnist`.
+        split: ``"train"`` or ``"test"``, passed to [`load_mnist`][equican.data.mnist.load_mnist].
         root: None for the bundled MNIST subset, or a directory of the user's MNIST IDX files.
         limit: read at most the first ``limit`` source digits.
         config: sizes, ranges, layouts and seed (default: the paper's setting, seed 0).
@@ -359,9 +362,10 @@ class LocalScaleMNIST(Dataset):
         return torch.stack([self._render(i, layout, s.tolist()) for s in self.rescaling_scales(i, k)])
 
     def rescaling_pairs(self, k: int) -> LocalScalePairs:
-        """``(reference, rescalings, label)`` items (:class:`LocalScalePairs`) for the local-scale error.
+        """``(reference, rescalings, label)`` items ([`LocalScalePairs`][equican.data.local_scale.LocalScalePairs]) for
+        the local-scale error.
 
-        Their batches are the input of :func:`equican.metrics.local_scale_error`.
+        Their batches are the input of [`equican.metrics.local_scale_error`][equican.metrics.local_scale_error].
         """
         return LocalScalePairs(self, k)
 
@@ -386,9 +390,10 @@ class LocalScalePairs(Dataset):
     """Each composite at scale 1 beside ``k`` independent rescalings of it.
 
     Items are ``(reference, rescaled, label)``: ``reference (1, canvas, canvas)`` with every digit at scale 1,
-    ``rescaled (k, 1, canvas, canvas)`` from :meth:`LocalScaleMNIST.rescalings`, ``label`` an int64 scalar. A
+    ``rescaled (k, 1, canvas, canvas)`` from
+    [`LocalScaleMNIST.rescalings`][equican.data.local_scale.LocalScaleMNIST.rescalings], ``label`` an int64 scalar. A
     ``DataLoader`` over it yields ``(B, 1, H, W)``, ``(B, k, 1, H, W)``, ``(B,)`` batches, which
-    :func:`equican.metrics.local_scale_error` takes directly.
+    [`equican.metrics.local_scale_error`][equican.metrics.local_scale_error] takes directly.
 
     Args:
         dataset: the composites.
@@ -423,7 +428,7 @@ def local_scale_mnist(split: str = "train", *, root: str | os.PathLike[str] | No
     The same composites as ``LocalScaleMNIST(split, root=root, limit=limit, config=config)``, stacked.
 
     Raises:
-        ConfigError, DataError: as :class:`LocalScaleMNIST`.
+        ConfigError, DataError: as [`LocalScaleMNIST`][equican.data.local_scale.LocalScaleMNIST].
     """
     return LocalScaleMNIST(split, root=root, limit=limit, config=config).tensors()
 

@@ -17,14 +17,14 @@ from .idx import read_idx, read_idx_header
 
 __all__ = ["load_mnist", "mnist_files", "BUNDLED_MNIST_DIR", "MNIST_FILES"]
 
-#: The directory of the bundled subset, in the standard MNIST file layout.
 BUNDLED_MNIST_DIR = Path(__file__).resolve().parent / "mnist_subset"
+"""The directory of the bundled subset, in the standard MNIST file layout."""
 
-#: Standard file names per split, without the optional ``.gz`` suffix: (images, labels).
 MNIST_FILES: dict[str, tuple[str, str]] = {
     "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
     "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
 }
+"""Standard file names per split, without the optional ``.gz`` suffix: (images, labels)."""
 
 _WHERE = "load_mnist"
 
@@ -39,7 +39,7 @@ def _find(root: Path, stem: str) -> Path:
 
 
 def mnist_files(split: str = "train", root: str | os.PathLike[str] | None = None) -> tuple[Path, Path]:
-    """The (images, labels) files that :func:`load_mnist` reads for ``split`` under ``root``.
+    """The (images, labels) files that [`load_mnist`][equican.data.mnist.load_mnist] reads for ``split`` under ``root``.
 
     Args:
         split: ``"train"`` or ``"test"``.
@@ -79,7 +79,7 @@ def load_mnist(split: str = "train", root: str | os.PathLike[str] | None = None,
 
     Raises:
         ConfigError: an invalid ``split`` or ``limit``.
-        DataError: a missing directory or file, a corrupt file (see :func:`~equican.data.idx.read_idx`), files that
+        DataError: a missing directory or file, a corrupt file (see [`read_idx`][equican.data.idx.read_idx]), files that
             are not MNIST images/labels, or image and label counts that disagree; the message names the file.
     """
     if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 0):

@@ -50,10 +50,11 @@ def keyed_elements(group: Any, seed: int, keys: Iterable[Sequence[int]], *, devi
     keys its ``n``-th sample by ``(n,)``, a training method its sample ``i`` in epoch ``e`` by ``(stream, e, i)``.
 
     Args:
-        group: an :class:`~equican.Group`.
+        group: a [`Group`][equican.group.Group].
         seed: a non-negative int.
         keys: one tuple of non-negative ints per element.
-        device, dtype: of the elements.
+        device: where the elements are put.
+        dtype: the elements' dtype.
 
     Returns:
         ``(len(keys), *group.param_shape)``.

@@ -1,15 +1,16 @@
 """Transformed MNIST: digits moved by random elements of any registered group, for comparing groups on one task.
 
 Each digit is padded (centred, zeros around it) to a ``canvas × canvas`` image and then transformed by
-``group.act(g, ·)`` with ``g`` drawn by ``group.sample`` from :func:`~equican.data.seeding.index_generator` keyed by
-``(seed, index)``: item ``i`` is the same however and whenever it is read. Padding *before* acting is what keeps the
+``group.act(g, ·)`` with ``g`` drawn by ``group.sample`` from [`index_generator`][equican.data.seeding.index_generator]
+keyed by ``(seed, index)``: item ``i`` is the same however and whenever it is read. Padding *before* acting is what
+keeps the
 transform from cutting the digit: MNIST's ink lies within the central 20×20 pixels of its 28×28 images, so on the
 default 56×56 canvas it stays inside under rotations by any angle and under the default strengths of the built-in
 groups (tests/test_transformed.py checks the outer ring of the canvas stays empty for every registered group). A
 stronger group needs a larger canvas.
 
 The group is given by registry name (with its constructor arguments, e.g. the strength, in ``group_args``) or as a
-:class:`~equican.Group` instance; nothing here names a concrete group.
+[`Group`][equican.group.Group] instance; nothing here names a concrete group.
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ class TransformedConfig:
 
     Attributes:
         group: a registered group's name (built with ``make_group(group, **group_args)``) or a
-            :class:`~equican.Group` instance. After construction this field always holds the instance.
+            [`Group`][equican.group.Group] instance. After construction this field always holds the instance.
         group_args: constructor arguments for a group given by name, e.g. ``{"strength": 0.5}``; must be empty
             when ``group`` is an instance. Stored read-only.
         canvas: side in pixels of the square canvas the digit is centred on before it is transformed; at least the
@@ -80,7 +81,7 @@ class TransformedMNIST(Dataset):
     """MNIST digits, each centred on a canvas and transformed by its own random group element.
 
     Args:
-        split: ``"train"`` or ``"test"``, passed to :func:`~equican.data.load_mnist`.
+        split: ``"train"`` or ``"test"``, passed to [`load_mnist`][equican.data.mnist.load_mnist].
         config: the group, canvas and seed.
         root: None for the bundled MNIST subset, or a directory of the user's MNIST IDX files.
         limit: read at most the first ``limit`` digits.

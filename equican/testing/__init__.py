@@ -1,17 +1,24 @@
 """The testing toolkit of equican: the group laws, equivariance checkers and hypothesis strategies, for users too.
 
-* :func:`check_group_laws` measures every group law of a group (identity, inverse, associativity, the action laws,
-  shapes and dtypes, randomness, the chart, optionally a gradcheck) and returns a :class:`LawReport` of measured
-  errors and tolerances.
-* :class:`GroupContract`: subclass it in a test module (``class TestMyGroup(GroupContract): group = MyGroup()``) to
-  get one hypothesis-driven pytest test per law.
-* :func:`assert_equivariant` and :func:`assert_invariant` check functions of images and return a :class:`LawResult`.
-* :mod:`equican.testing.strategies`: hypothesis strategies for elements and images (:func:`elements`,
-  :func:`images`, :func:`elements_and_images`).
-* :func:`band_limited_images` and :func:`white_noise_images`: the test images the tolerances are measured on.
-* :func:`measure_law_errors`: the largest law errors over many seeds, to set a new group's ``tolerance``.
-* Canonicalizer checkers (:mod:`equican.testing.canon`): :func:`assert_canonicalizer_invariant`,
-  :func:`assert_g_equivariant`, :func:`assert_round_trip` and the errors they measure.
+* [`check_group_laws`][equican.testing.laws.check_group_laws] measures every group law of a group (identity, inverse,
+  associativity, the action laws, shapes and dtypes, randomness, the chart, optionally a gradcheck) and returns a
+  [`LawReport`][equican.testing.laws.LawReport] of measured errors and tolerances.
+* [`GroupContract`][equican.testing.contract.GroupContract]: subclass it in a test module
+  (``class TestMyGroup(GroupContract): group = MyGroup()``) to get one hypothesis-driven pytest test per law.
+* [`assert_equivariant`][equican.testing.checkers.assert_equivariant] and
+  [`assert_invariant`][equican.testing.checkers.assert_invariant] check functions of images and return a
+  [`LawResult`][equican.testing.laws.LawResult].
+* [`equican.testing.strategies`][equican.testing.strategies]: hypothesis strategies for elements and images
+  ([`elements`][equican.testing.strategies.elements], [`images`][equican.testing.strategies.images],
+  [`elements_and_images`][equican.testing.strategies.elements_and_images]).
+* [`band_limited_images`][equican.testing.images.band_limited_images] and
+  [`white_noise_images`][equican.testing.images.white_noise_images]: the test images the tolerances are measured on.
+* [`measure_law_errors`][equican.testing.laws.measure_law_errors]: the largest law errors over many seeds, to set a new
+  group's ``tolerance``.
+* Canonicalizer checkers ([`equican.testing.canon`][equican.testing.canon]):
+  [`assert_canonicalizer_invariant`][equican.testing.canon.assert_canonicalizer_invariant],
+  [`assert_g_equivariant`][equican.testing.canon.assert_g_equivariant],
+  [`assert_round_trip`][equican.testing.canon.assert_round_trip] and the errors they measure.
 """
 
 from .canon import (assert_canonicalizer_invariant, assert_g_equivariant, assert_round_trip,

@@ -36,6 +36,7 @@ def canonicalizer_invariance_error(canon: Canonicalizer, x: torch.Tensor, *, gen
         canon: the canonicalizer (used in its current train/eval mode).
         x: inputs ``(B, C, H, W)``.
         generator: draws the ``k`` (default: a generator seeded with ``seed``).
+        seed: the seed of the default generator.
         crop: pixels ignored at every border.
     """
     k = _elements(canon, x.shape[0], x, generator, seed)
@@ -72,19 +73,58 @@ def _assert(name: str, err: torch.Tensor, atol: float, reduction: str) -> None:
 def assert_canonicalizer_invariant(canon: Canonicalizer, x: torch.Tensor, *, atol: float,
                                    generator: torch.Generator | None = None, seed: int = 0, crop: int = 0,
                                    reduction: str = "max") -> None:
-    """Assert ``canon(act(k, x)).x ≈ canon(x).x`` for random ``k`` (see :func:`canonicalizer_invariance_error`)."""
+    """Assert ``canon(act(k, x)).x ≈ canon(x).x`` for random ``k`` (see
+    [`canonicalizer_invariance_error`][equican.testing.canon.canonicalizer_invariance_error]).
+
+    Args:
+        canon: the canonicalizer (used in its current train/eval mode).
+        x: inputs ``(B, C, H, W)``.
+        atol: the largest accepted error (of the reduction).
+        generator: draws the ``k`` (default: a generator seeded with ``seed``).
+        seed: the seed of the default generator.
+        crop: pixels ignored at every border.
+        reduction: ``"max"`` (every input within ``atol``) or ``"mean"`` (on average, for learned canonicalizers)
+            over the per-input errors ``(B,)``.
+
+    Raises:
+        AssertionError: the reduced error exceeds ``atol`` (or is NaN); the message lists the per-input errors.
+    """
     err = canonicalizer_invariance_error(canon, x, generator=generator, seed=seed, crop=crop)
     _assert("assert_canonicalizer_invariant", err, atol, reduction)
 
 
 def assert_g_equivariant(canon: Canonicalizer, x: torch.Tensor, *, atol: float,
                          generator: torch.Generator | None = None, seed: int = 0, reduction: str = "max") -> None:
-    """Assert ``canon(act(k, x)).g ≈ compose(k, canon(x).g)`` for random ``k`` (see :func:`g_equivariance_error`)."""
+    """Assert ``canon(act(k, x)).g ≈ compose(k, canon(x).g)`` for random ``k`` (see
+    [`g_equivariance_error`][equican.testing.canon.g_equivariance_error]).
+
+    Args:
+        canon: the canonicalizer (used in its current train/eval mode).
+        x: inputs ``(B, C, H, W)``.
+        atol: the largest accepted ``group.distance`` (of the reduction).
+        generator: draws the ``k`` (default: a generator seeded with ``seed``).
+        seed: the seed of the default generator.
+        reduction: ``"max"`` or ``"mean"`` over the per-input errors ``(B,)``.
+
+    Raises:
+        AssertionError: the reduced error exceeds ``atol`` (or is NaN); the message lists the per-input errors.
+    """
     err = g_equivariance_error(canon, x, generator=generator, seed=seed)
     _assert("assert_g_equivariant", err, atol, reduction)
 
 
 def assert_round_trip(canon: Canonicalizer, x: torch.Tensor, *, atol: float, crop: int = 0,
                       reduction: str = "max") -> None:
-    """Assert ``act(g, canon(x).x) ≈ x`` (see :func:`round_trip_error`)."""
+    """Assert ``act(g, canon(x).x) ≈ x`` (see [`round_trip_error`][equican.testing.canon.round_trip_error]).
+
+    Args:
+        canon: the canonicalizer.
+        x: inputs ``(B, C, H, W)``.
+        atol: the largest accepted pixel error (of the reduction).
+        crop: pixels ignored at every border.
+        reduction: ``"max"`` or ``"mean"`` over the per-input errors ``(B,)``.
+
+    Raises:
+        AssertionError: the reduced error exceeds ``atol`` (or is NaN); the message lists the per-input errors.
+    """
     _assert("assert_round_trip", round_trip_error(canon, x, crop=crop), atol, reduction)

@@ -1,6 +1,6 @@
 """Equivariance and invariance checkers for functions of images (networks, canonicalizers, features).
 
-Both return the measured error and the tolerance as a :class:`~equican.testing.LawResult` and raise
+Both return the measured error and the tolerance as a [`LawResult`][equican.testing.laws.LawResult] and raise
 ``AssertionError`` with both numbers when the check fails, so a passing check can still be logged and a failing one
 says by how much it failed.
 """
@@ -133,7 +133,8 @@ def assert_invariant(fn: ImageFn, group: Group, x: torch.Tensor, *, g: torch.Ten
                      rtol: float | None = None) -> LawResult:
     """Assert ``fn(act(g, x)) ≈ fn(x)`` and return the measured error with its tolerance.
 
-    Arguments and defaults as in :func:`assert_equivariant`; ``fn`` may return any shape ``(B, ...)``.
+    Arguments and defaults as in [`assert_equivariant`][equican.testing.checkers.assert_equivariant]; ``fn`` may return
+    any shape ``(B, ...)``.
 
     Returns:
         ``LawResult("invariance", error, tolerance)`` with ``error = max |fn(act(g, x)) - fn(x)|`` and

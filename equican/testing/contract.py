@@ -1,18 +1,20 @@
 """``GroupContract``: the group laws as a pytest test class to subclass in your own test suite.
 
-Example::
+For example:
 
-    # tests/test_my_group.py
-    from equican.testing import GroupContract
-    from mypackage import MyGroup
+```python
+# tests/test_my_group.py
+from equican.testing import GroupContract
+from mypackage import MyGroup
 
-    class TestMyGroup(GroupContract):
-        group = MyGroup()
+class TestMyGroup(GroupContract):
+    group = MyGroup()
+```
 
-pytest then collects one test per law of :data:`~equican.testing.laws.LAWS` (``test_identity``, ``test_inverse``,
-..., ``test_gradcheck``); each runs the law for hypothesis-drawn seeds and batch sizes in every dtype of
-``dtypes``. The laws are the very functions :func:`~equican.testing.check_group_laws` runs, so a failure message is
-the same table of measured errors and tolerances.
+pytest then collects one test per law of [`LAWS`][equican.testing.laws.LAWS] (``test_identity``, ``test_inverse``, ...,
+``test_gradcheck``); each runs the law for hypothesis-drawn seeds and batch sizes in every dtype of ``dtypes``. The laws
+are the very functions [`check_group_laws`][equican.testing.laws.check_group_laws] runs, so a failure message is the
+same table of measured errors and tolerances.
 """
 
 from __future__ import annotations
@@ -34,8 +36,8 @@ __all__ = ["GroupContract"]
 class GroupContract:
     """Base class of a pytest test class that law-tests ``group``; set ``group`` in the subclass.
 
-    Class attributes:
-        group: the group instance under test (required).
+    Attributes:
+        group: the group instance under test (required; all attributes are class attributes of the subclass).
         dtypes: dtypes every law is checked in (the gradcheck always runs in float64, once).
         device: where elements and images live.
         max_batch: hypothesis draws batch sizes ``1 .. max_batch``.

@@ -1,23 +1,24 @@
 """Test images for the group laws: band-limited images for approximate groups, white noise for exact ones.
 
-The measured tolerances of every group (:meth:`equican.Group.tolerance`) are defined relative to the protocol
-written down here, so its constants are part of the public contract:
+The measured tolerances of every group ([`equican.Group.tolerance`][equican.group.Group.tolerance]) are defined relative
+to the protocol written down here, so its constants are part of the public contract:
 
-* :data:`NOISE_PERIOD` (8 pixels): the images are bicubic upsamplings of uniform noise drawn on a coarse lattice with
-  one node every 8 pixels (the issue's benchmark protocol: 8×8 noise for 64×64 images). Bilinear resampling errs by
-  about ``f''/8`` per resampling, so the period sets the size of the action laws' errors: with 8 pixels two
-  resamplings of these ``[0, 1]`` images err by at most about 0.04, while the largest difference between
-  neighbouring pixels is about 0.11 per image, so a group that misplaces content by a pixel fails the action laws
-  (sub-pixel errors are for the element laws to catch).
-* :data:`WINDOW_RADIUS` (0.75 in normalized coordinates): the noise is multiplied by a Hann window
-  ``cos²(π r / (2·0.75))`` of the distance ``r`` to the image centre, and is exactly 0 for ``r ≥ 0.75``. So the
-  content stays inside a central disc: rotations never carry it off the square, nor do magnifications up to
-  ``e^0.28`` (``0.75·e^0.28 < 1``), so zero padding only ever reads where the true image is 0 as well. A window
-  with a sharp edge adds its own curvature to the resampling error (a cosine taper 4 pixels wide tripled the
-  measured errors), hence the taper over the whole radius.
-* :func:`interior`: the action laws of approximate groups compare only the pixels at least ``size // 8`` from the
-  border. Within the default strengths the window already keeps zero padding out of the comparison; the crop keeps
-  the laws about the group rather than about the padding convention for stronger or translating groups.
+* [`NOISE_PERIOD`][equican.testing.images.NOISE_PERIOD] (8 pixels): the images are bicubic upsamplings of uniform noise
+  drawn on a coarse lattice with one node every 8 pixels (the issue's benchmark protocol: 8×8 noise for 64×64 images).
+  Bilinear resampling errs by about ``f''/8`` per resampling, so the period sets the size of the action laws' errors:
+  with 8 pixels two resamplings of these ``[0, 1]`` images err by at most about 0.04, while the largest difference
+  between neighbouring pixels is about 0.11 per image, so a group that misplaces content by a pixel fails the action
+  laws (sub-pixel errors are for the element laws to catch).
+* [`WINDOW_RADIUS`][equican.testing.images.WINDOW_RADIUS] (0.75 in normalized coordinates): the noise is multiplied by a
+  Hann window ``cos²(π r / (2·0.75))`` of the distance ``r`` to the image centre, and is exactly 0 for ``r ≥ 0.75``. So
+  the content stays inside a central disc: rotations never carry it off the square, nor do magnifications up to
+  ``e^0.28`` (``0.75·e^0.28 < 1``), so zero padding only ever reads where the true image is 0 as well. A window with a
+  sharp edge adds its own curvature to the resampling error (a cosine taper 4 pixels wide tripled the measured errors),
+  hence the taper over the whole radius.
+* [`interior`][equican.testing.images.interior]: the action laws of approximate groups compare only the pixels at least
+  ``size // 8`` from the border. Within the default strengths the window already keeps zero padding out of the
+  comparison; the crop keeps the laws about the group rather than about the padding convention for stronger or
+  translating groups.
 
 Every image is generated in float64 on the generator's device and then converted, so one seed gives the same
 images (up to rounding) in every dtype.
@@ -37,10 +38,12 @@ __all__ = ["NOISE_PERIOD", "WINDOW_RADIUS", "band_limited_images", "white_noise_
            "interior", "interior_margin"]
 
 NOISE_PERIOD = 8
-"""Pixels between the nodes of the coarse noise lattice of :func:`band_limited_images`."""
+"""Pixels between the nodes of the coarse noise lattice of
+[`band_limited_images`][equican.testing.images.band_limited_images]."""
 
 WINDOW_RADIUS = 0.75
-"""Radius (normalized coordinates) outside which :func:`band_limited_images` is exactly zero."""
+"""Radius (normalized coordinates) outside which [`band_limited_images`][equican.testing.images.band_limited_images] is
+exactly zero."""
 
 
 def check_image_request(channels: int, size: int, dtype: torch.dtype, *, where: str) -> None:
@@ -65,8 +68,9 @@ def radial_window(size: int, *, dtype: torch.dtype = torch.float64,
     """The Hann window ``cos²(π r / (2·WINDOW_RADIUS))`` (0 beyond the radius) on a ``size × size`` image.
 
     Returns:
-        ``(size, size)``: 1 at the centre, 0 at distance :data:`WINDOW_RADIUS` and beyond (``r`` is measured in
-        normalized coordinates with ``align_corners=True``, so the window is the same shape at every size).
+        ``(size, size)``: 1 at the centre, 0 at distance [`WINDOW_RADIUS`][equican.testing.images.WINDOW_RADIUS] and
+        beyond (``r`` is measured in normalized coordinates with ``align_corners=True``, so the window is the same shape
+        at every size).
     """
     u = torch.linspace(-1.0, 1.0, size, dtype=torch.float64)
     r = torch.sqrt(u[None, :] ** 2 + u[:, None] ** 2)
@@ -79,9 +83,10 @@ def band_limited_images(batch: int, channels: int, size: int, *, generator: torc
                         dtype: torch.dtype = torch.float64, device: torch.device | str = "cpu") -> torch.Tensor:
     """Smooth random images confined to a central disc: the test images of the approximate groups' laws.
 
-    Uniform noise on a lattice with one node every :data:`NOISE_PERIOD` pixels is upsampled bicubically and
-    multiplied by :func:`radial_window`. Bicubic interpolation overshoots slightly, so values lie in about
-    ``[-0.1, 1.1]`` (inside the disc) and are exactly 0 outside it. See the module docstring for why these choices.
+    Uniform noise on a lattice with one node every [`NOISE_PERIOD`][equican.testing.images.NOISE_PERIOD] pixels is
+    upsampled bicubically and multiplied by [`radial_window`][equican.testing.images.radial_window]. Bicubic
+    interpolation overshoots slightly, so values lie in about ``[-0.1, 1.1]`` (inside the disc) and are exactly 0
+    outside it. See the module docstring for why these choices.
 
     Args:
         batch: number of images ``B``.
@@ -113,7 +118,8 @@ def white_noise_images(batch: int, channels: int, size: int, *, generator: torch
     """Independent uniform ``[0, 1)`` pixels: the test images of exact groups, whose laws must hold on any image.
 
     Returns:
-        ``(B, C, size, size)`` images (arguments as in :func:`band_limited_images`).
+        ``(B, C, size, size)`` images (arguments as in
+        [`band_limited_images`][equican.testing.images.band_limited_images]).
     """
     _check_request(batch, channels, size, generator, dtype, where="white_noise_images")
     noise = torch.rand(batch, channels, size, size, generator=generator, device=generator.device,
@@ -122,7 +128,7 @@ def white_noise_images(batch: int, channels: int, size: int, *, generator: torch
 
 
 def interior_margin(height: int, width: int) -> tuple[int, int]:
-    """Pixels dropped from each side by :func:`interior`: ``(height // 8, width // 8)``."""
+    """Pixels dropped from each side by [`interior`][equican.testing.images.interior]: ``(height // 8, width // 8)``."""
     return height // 8, width // 8
 
 

@@ -1,19 +1,22 @@
 """The group laws as checkers that measure: every law returns its error and the tolerance it was held to.
 
-Each law is a function ``law(group, setup) -> list[LawResult]`` in :data:`LAWS`, keyed by a short name. The same
-functions serve :func:`check_group_laws` (all laws for one seed), the hypothesis-driven
-:class:`~equican.testing.GroupContract`, the registry-parametrized contract tests of this repository, and
-:func:`measure_law_errors` (the tolerance measurements written into every group's ``tolerance``).
+Each law is a function ``law(group, setup) -> list[LawResult]`` in [`LAWS`][equican.testing.laws.LAWS], keyed by a short
+name. The same functions serve [`check_group_laws`][equican.testing.laws.check_group_laws] (all laws for one seed), the
+hypothesis-driven [`GroupContract`][equican.testing.contract.GroupContract], the registry-parametrized contract tests of
+this repository, and [`measure_law_errors`][equican.testing.laws.measure_law_errors] (the tolerance measurements written
+into every group's ``tolerance``).
 
-Protocol (the tolerances of :meth:`equican.Group.tolerance` are measured under it):
-    * Elements come from ``group.sample`` and images from :mod:`equican.testing.images`, all drawn from one
-      ``torch.Generator(device).manual_seed(seed)`` per law, in a fixed order; no law touches the global RNG.
+Protocol:
+    The tolerances of [`equican.Group.tolerance`][equican.group.Group.tolerance] are measured under it.
+
+    * Elements come from ``group.sample`` and images from [`equican.testing.images`][equican.testing.images], all drawn
+      from one ``torch.Generator(device).manual_seed(seed)`` per law, in a fixed order; no law touches the global RNG.
     * Algebraic laws (identity, inverse, associativity, chart) compare elements with ``group.distance``, the largest
       over the batch, against ``tolerance(dtype).element``.
     * Action laws (``act(identity) = id``, homomorphism, inverse action through ``inverse`` and through
       ``act_inverse``) take the largest absolute pixel difference
       against ``tolerance(dtype).action``: for ``exact`` groups over whole white-noise images, for the others over
-      the :func:`~equican.testing.images.interior` of band-limited images (2 channels, ``size × size``).
+      the [`interior`][equican.testing.images.interior] of band-limited images (2 channels, ``size × size``).
     * Pass/fail laws (shapes and dtypes, inputs unchanged, randomness, chart validity, gradcheck) report as error the
       number of violations, with tolerance 0, and say what went wrong in ``detail``.
 """
@@ -124,7 +127,8 @@ class LawReport:
     Attributes:
         group: the group checked.
         dtype: the dtype of its elements and images.
-        results: one :class:`LawResult` per measured law, in :data:`LAWS` order.
+        results: one [`LawResult`][equican.testing.laws.LawResult] per measured law, in
+            [`LAWS`][equican.testing.laws.LAWS] order.
         setup: the seed, sizes and device used (None when the report was assembled by hand).
     """
 
@@ -135,10 +139,12 @@ class LawReport:
 
     @property
     def passed(self) -> bool:
+        """True when every law in the report passed."""
         return all(r.passed for r in self.results)
 
     @property
     def failures(self) -> tuple[LawResult, ...]:
+        """The results of the laws that failed, in report order (empty when all passed)."""
         return tuple(r for r in self.results if not r.passed)
 
     def __getitem__(self, law: str) -> LawResult:
@@ -197,9 +203,9 @@ def _action_law(group: Group, setup: LawSetup, law: str, a: torch.Tensor, b: tor
     return LawResult(law, _action_error(group, a, b), tolerance)
 
 
-#: The pass/fail laws: their error is a count of violations, not a measurement.
 VERDICT_LAWS = frozenset({"shapes_dtypes", "inputs_unchanged", "randomness", "chart_valid", "gradcheck_x",
                           "gradcheck_g"})
+"""The pass/fail laws: their error is a count of violations, not a measurement."""
 
 
 def _verdict(law: str, problems: list[str]) -> LawResult:
@@ -372,7 +378,8 @@ LAWS: dict[str, LawFn] = {
 """Every law, by name, in the order reports list them."""
 
 DEFAULT_LAWS: tuple[str, ...] = tuple(name for name in LAWS if name != "gradcheck")
-"""The laws :func:`check_group_laws` runs unless ``gradcheck=True`` (which adds the slower gradcheck)."""
+"""The laws [`check_group_laws`][equican.testing.laws.check_group_laws] runs unless ``gradcheck=True`` (which adds the
+slower gradcheck)."""
 
 
 # ---------------------------------------------------------------------------------------------- entry points
@@ -392,7 +399,8 @@ def _run(name: str, group: Group, setup: LawSetup) -> list[LawResult]:
 
 def run_law(name: str, group: Group, *, seed: int = 0, batch: int = 4, size: int = 32,
             dtype: torch.dtype = torch.float64, device: torch.device | str = "cpu") -> LawReport:
-    """Measure one law of :data:`LAWS` (e.g. ``"homomorphism"``); returns a report of its results."""
+    """Measure one law of [`LAWS`][equican.testing.laws.LAWS] (e.g. ``"homomorphism"``); returns a report of its
+    results."""
     _require_group(group, "run_law")
     if name not in LAWS:
         raise ConfigError(f"run_law: expected a law name among {', '.join(LAWS)}, got {name!r}")
@@ -415,7 +423,7 @@ def check_group_laws(group: Group, *, seed: int = 0, batch: int = 4, size: int =
         gradcheck: also run the float64 gradcheck of ``act`` in ``x`` and ``g`` (slower).
 
     Returns:
-        A :class:`LawReport`; ``print(report)`` shows the table of errors and tolerances.
+        A [`LawReport`][equican.testing.laws.LawReport]; ``print(report)`` shows the table of errors and tolerances.
 
     Example:
         >>> check_group_laws(make_group("rotation")).raise_if_failed()
@@ -430,8 +438,9 @@ def measure_law_errors(group: Group, *, seeds: int = 200, batch: int = 4, size: 
                        dtype: torch.dtype = torch.float64, device: torch.device | str = "cpu") -> dict[str, float]:
     """The largest error of every measured (non pass/fail) law over ``seeds`` seeds: how to set ``tolerance``.
 
-    Runs :func:`check_group_laws` for seeds ``0 .. seeds-1`` and keeps, per law, the maximum error. A group's
-    ``tolerance(dtype)`` should bound these with a margin (this repository uses about 1.5×) and say so in a comment.
+    Runs [`check_group_laws`][equican.testing.laws.check_group_laws] for seeds ``0 .. seeds-1`` and keeps, per law, the
+    maximum error. A group's ``tolerance(dtype)`` should bound these with a margin (this repository uses about 1.5×) and
+    say so in a comment.
 
     Returns:
         ``{law: max error}`` for the element and action laws (identity, inverse, associativity, act_identity,

@@ -1,19 +1,21 @@
 """Hypothesis strategies for group elements and test images.
 
 Hypothesis draws only small integers (a seed, a batch size); the tensors themselves come from the group's own
-:meth:`~equican.Group.sample` and from :mod:`equican.testing.images`, seeded with that integer. So every example is
-a realistic element at the group's configured strength, a failing example is reported as a seed you can replay,
-and shrinking moves towards seed 0 and batch 1.
+[`sample`][equican.group.Group.sample] and from [`equican.testing.images`][equican.testing.images], seeded with that
+integer. So every example is a realistic element at the group's configured strength, a failing example is reported as a
+seed you can replay, and shrinking moves towards seed 0 and batch 1.
 
-Example::
+For example:
 
-    from hypothesis import given
-    from equican.testing import strategies as eqst
+```python
+from hypothesis import given
+from equican.testing import strategies as eqst
 
-    @given(pair=eqst.elements_and_images(my_group))
-    def test_round_trip(pair):
-        g, x = pair
-        ...
+@given(pair=eqst.elements_and_images(my_group))
+def test_round_trip(pair):
+    g, x = pair
+    ...
+```
 """
 
 from __future__ import annotations
@@ -63,7 +65,8 @@ def elements(group: Group, *, max_batch: int = 4, dtype: torch.dtype = torch.flo
 def images(*, batch: int | None = None, max_batch: int = 4, channels: int = 1, size: int = 32,
            band_limited: bool = True, dtype: torch.dtype = torch.float64,
            device: torch.device | str = "cpu") -> st.SearchStrategy[torch.Tensor]:
-    """Image batches ``(B, channels, size, size)``: :func:`~equican.testing.band_limited_images` by default.
+    """Image batches ``(B, channels, size, size)``: [`band_limited_images`][equican.testing.images.band_limited_images]
+    by default.
 
     Args:
         batch: a fixed batch size ``B``; None lets hypothesis draw ``1 <= B <= max_batch``.
@@ -72,7 +75,8 @@ def images(*, batch: int | None = None, max_batch: int = 4, channels: int = 1, s
         size: height and width.
         band_limited: True for smooth images inside a central disc (for approximate groups), False for white noise
             (for exact groups, whose laws must hold on any image).
-        dtype, device: of the images.
+        dtype: the images' dtype.
+        device: where the images are made.
     """
     check_image_request(channels, size, dtype, where="images")
     make = band_limited_images if band_limited else white_noise_images
