@@ -1,11 +1,13 @@
 """Input validation shared by every public entry point.
 
 Each helper raises a typed error from [`equican.errors`][equican.errors] whose message names the caller (``where``), the
-argument, what was expected and what was received. Helpers return nothing: they never modify or copy their input.
+argument, what was expected and what was received. Helpers never modify or copy their input; the scalar checks
+return the value they accepted.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
@@ -76,6 +78,14 @@ def require_batch_size(batch: object, *, where: str) -> int:
     if isinstance(batch, bool) or not isinstance(batch, int) or batch < 0:
         raise ShapeError(f"{where}: expected batch to be a non-negative int, got {batch!r}")
     return batch
+
+
+def require_positive(value: object, *, where: str, name: str) -> float:
+    """A configuration number, finite and ``> 0`` (bools are rejected); raises
+    [`ConfigError`][equican.errors.ConfigError]."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+        raise ConfigError(f"{where}: expected {name} to be a positive finite number, got {value!r}")
+    return value
 
 
 def require_int(value: object, *, low: int, where: str, name: str) -> int:

@@ -216,7 +216,7 @@ def test_toolkit_rejects_bad_arguments():
         run_law("commutativity", rotation)
     with pytest.raises(ConfigError, match="expected dtype float32 or float64, got torch.float16"):
         check_group_laws(rotation, dtype=torch.float16)
-    with pytest.raises(ConfigError, match="expected batch to be a positive int, got 0"):
+    with pytest.raises(ConfigError, match="expected batch to be an int >= 1, got 0"):
         check_group_laws(rotation, batch=0)
     with pytest.raises(ConfigError, match="expected size to be an int >= 8, got 4"):
         check_group_laws(rotation, size=4)

@@ -5,7 +5,6 @@ This is the only module that imports torchdeq.
 
 from __future__ import annotations
 
-import math
 import warnings
 from dataclasses import dataclass, field
 from typing import Any
@@ -14,6 +13,7 @@ import torch
 from torch import nn
 from torchdeq import get_deq
 
+from .. import _validate as V
 from ..errors import ConfigError, ConvergenceWarning
 from ..group import Group
 from .direct import UpdateCanonicalizer
@@ -28,14 +28,6 @@ _POLICIES = ("best", "identity")
 def _require(ok: bool, where: str, message: str) -> None:
     if not ok:
         raise ConfigError(f"{where}: {message}")
-
-
-def _positive_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value >= 1
-
-
-def _positive_float(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value > 0
 
 
 @dataclass(frozen=True)
@@ -60,10 +52,10 @@ class SolverSettings:
     def __post_init__(self) -> None:
         where = "SolverSettings"
         _require(self.solver in _SOLVERS, where, f"expected solver in {_SOLVERS}, got {self.solver!r}")
-        _require(_positive_int(self.max_iter), where, f"expected max_iter to be a positive int, got {self.max_iter!r}")
+        V.require_int(self.max_iter, low=1, where=where, name="max_iter")
         _require(self.solver == "fixed_point_iter" or self.max_iter >= 3, where,
                  f"expected max_iter >= 3 for {self.solver} (two evaluations start it), got {self.max_iter}")
-        _require(_positive_float(self.tol), where, f"expected tol to be a positive finite number, got {self.tol!r}")
+        V.require_positive(self.tol, where=where, name="tol")
         _require(self.stop_mode in ("abs", "rel"), where, f"expected stop_mode 'abs' or 'rel', got {self.stop_mode!r}")
 
 
@@ -105,16 +97,13 @@ class DEQConfig:
             _require(isinstance(value, SolverSettings), where,
                      f"expected {key} to be a SolverSettings, got {type(value).__name__}")
         _require(self.gradient in _GRADIENTS, where, f"expected gradient in {_GRADIENTS}, got {self.gradient!r}")
-        _require(_positive_int(self.phantom_steps), where,
-                 f"expected phantom_steps to be a positive int, got {self.phantom_steps!r}")
-        _require(_positive_float(self.phantom_tau) and self.phantom_tau <= 1, where,
-                 f"expected phantom_tau in (0, 1], got {self.phantom_tau!r}")
+        V.require_int(self.phantom_steps, low=1, where=where, name="phantom_steps")
+        V.require_positive(self.phantom_tau, where=where, name="phantom_tau")
+        _require(self.phantom_tau <= 1, where, f"expected phantom_tau in (0, 1], got {self.phantom_tau!r}")
         _require(self.backward_solver in _SOLVERS, where,
                  f"expected backward_solver in {_SOLVERS}, got {self.backward_solver!r}")
-        _require(_positive_int(self.backward_max_iter), where,
-                 f"expected backward_max_iter to be a positive int, got {self.backward_max_iter!r}")
-        _require(_positive_float(self.backward_tol), where,
-                 f"expected backward_tol to be a positive finite number, got {self.backward_tol!r}")
+        V.require_int(self.backward_max_iter, low=1, where=where, name="backward_max_iter")
+        V.require_positive(self.backward_tol, where=where, name="backward_tol")
         _require(self.on_nonconvergence in _POLICIES, where,
                  f"expected on_nonconvergence in {_POLICIES}, got {self.on_nonconvergence!r}")
 

@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import contextlib
-import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import torch
-from torch import nn
 
 from .. import _validate as V
 from ..errors import ConfigError, ShapeError
@@ -49,15 +47,11 @@ class OptimizationConfig:
         def bad(message: str) -> ConfigError:
             return ConfigError(f"OptimizationConfig: {message}")
 
-        def count(value: Any, low: int) -> bool:
-            return isinstance(value, int) and not isinstance(value, bool) and value >= low
-
-        if not count(self.steps, 1):
-            raise bad(f"expected steps to be a positive int, got {self.steps!r}")
-        if self.eval_steps is not None and not count(self.eval_steps, 1):
-            raise bad(f"expected eval_steps to be None or a positive int, got {self.eval_steps!r}")
-        if not (isinstance(self.lr, (int, float)) and math.isfinite(self.lr) and self.lr > 0):
-            raise bad(f"expected lr to be a positive finite number, got {self.lr!r}")
+        where = "OptimizationConfig"
+        V.require_int(self.steps, low=1, where=where, name="steps")
+        if self.eval_steps is not None:
+            V.require_int(self.eval_steps, low=1, where=where, name="eval_steps (or None)")
+        V.require_positive(self.lr, where=where, name="lr")
         if self.optimizer not in ("sgd", "adam"):
             raise bad(f"expected optimizer 'sgd' or 'adam', got {self.optimizer!r}")
         if not (isinstance(self.betas, tuple) and len(self.betas) == 2
@@ -65,7 +59,7 @@ class OptimizationConfig:
             raise bad(f"expected betas to be a pair of numbers in [0, 1), got {self.betas!r}")
         if not (isinstance(self.eps, (int, float)) and self.eps > 0):
             raise bad(f"expected eps > 0, got {self.eps!r}")
-        if not count(self.unroll, 0) or self.unroll > self.steps:
+        if V.require_int(self.unroll, low=0, where=where, name="unroll") > self.steps:
             raise bad(f"expected unroll to be an int in [0, steps={self.steps}], got {self.unroll!r}")
 
 

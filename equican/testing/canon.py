@@ -12,6 +12,7 @@ from __future__ import annotations
 import torch
 
 from ..canon import Canonicalizer
+from ..errors import ConfigError
 
 __all__ = ["canonicalizer_invariance_error", "g_equivariance_error", "round_trip_error",
            "assert_canonicalizer_invariant", "assert_g_equivariant", "assert_round_trip"]
@@ -62,7 +63,7 @@ def round_trip_error(canon: Canonicalizer, x: torch.Tensor, *, crop: int = 0) ->
 
 def _assert(name: str, err: torch.Tensor, atol: float, reduction: str) -> None:
     if reduction not in ("max", "mean"):
-        raise ValueError(f"{name}: expected reduction 'max' or 'mean', got {reduction!r}")
+        raise ConfigError(f"{name}: expected reduction 'max' or 'mean', got {reduction!r}")
     value = float(err.max() if reduction == "max" else err.mean())
     if not value <= atol:  # also fails on NaN
         worst = int(err.argmax())

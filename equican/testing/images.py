@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 
 from .. import _validate as V
-from ..errors import ConfigError, DTypeError
+from ..errors import DTypeError
 
 __all__ = ["NOISE_PERIOD", "WINDOW_RADIUS", "band_limited_images", "white_noise_images", "radial_window",
            "interior", "interior_margin"]
@@ -49,8 +49,7 @@ exactly zero."""
 def check_image_request(channels: int, size: int, dtype: torch.dtype, *, where: str) -> None:
     """Raise a typed error unless ``channels >= 1``, ``size >= 2`` are ints and ``dtype`` is float32/float64."""
     for key, value, low in (("channels", channels, 1), ("size", size, 2)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < low:
-            raise ConfigError(f"{where}: expected {key} to be an int >= {low}, got {value!r}")
+        V.require_int(value, low=low, where=where, name=key)
     if dtype not in V.FLOAT_DTYPES:
         raise DTypeError(f"{where}: expected dtype float32 or float64, got {dtype}")
 

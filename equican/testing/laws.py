@@ -93,10 +93,8 @@ class LawSetup:
         where = "LawSetup"
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or not 0 <= self.seed < 2**63:
             raise ConfigError(f"{where}: expected seed to be an int in [0, 2**63), got {self.seed!r}")
-        if isinstance(self.batch, bool) or not isinstance(self.batch, int) or self.batch < 1:
-            raise ConfigError(f"{where}: expected batch to be a positive int, got {self.batch!r}")
-        if isinstance(self.size, bool) or not isinstance(self.size, int) or self.size < 8:
-            raise ConfigError(f"{where}: expected size to be an int >= 8, got {self.size!r}")
+        V.require_int(self.batch, low=1, where=where, name="batch")
+        V.require_int(self.size, low=8, where=where, name="size")
         if self.dtype not in V.FLOAT_DTYPES:
             raise ConfigError(f"{where}: expected dtype float32 or float64, got {self.dtype}")
         object.__setattr__(self, "device", str(torch.device(self.device)))

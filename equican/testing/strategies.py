@@ -23,6 +23,7 @@ from __future__ import annotations
 import torch
 from hypothesis import strategies as st
 
+from .. import _validate as V
 from ..errors import ConfigError
 from ..group import Group
 from .images import band_limited_images, check_image_request, white_noise_images
@@ -39,8 +40,7 @@ def seeds() -> st.SearchStrategy[int]:
 
 def batch_sizes(max_batch: int = 4) -> st.SearchStrategy[int]:
     """Batch sizes ``1 .. max_batch``."""
-    if isinstance(max_batch, bool) or not isinstance(max_batch, int) or max_batch < 1:
-        raise ConfigError(f"batch_sizes: expected max_batch to be a positive int, got {max_batch!r}")
+    V.require_int(max_batch, low=1, where="batch_sizes", name="max_batch")
     return st.integers(min_value=1, max_value=max_batch)
 
 
