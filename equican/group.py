@@ -23,7 +23,8 @@ Convention:
 Registration: ``class MyGroup(Group, name="mine")`` registers ``MyGroup`` under ``"mine"``;
 [`make_group`][equican.group.make_group] builds one by name and [`list_groups`][equican.group.list_groups] lists the
 names. Every registered group must be constructible with no arguments (at a small default). A duplicate name raises
-[`RegistrationError`][equican.errors.RegistrationError].
+[`RegistrationError`][equican.errors.RegistrationError]. Installed packages register groups through the entry-point
+group [`ENTRY_POINT_GROUP`][equican.group.ENTRY_POINT_GROUP] (``"equican.groups"``), loaded on the first lookup.
 
 Validation is written once, here: every ``compose``, ``inverse``, ``act``, ``distance``, ``to_unconstrained`` and
 ``from_unconstrained`` a subclass defines is wrapped so that its tensor arguments are checked (shape, dtype, device,
@@ -36,7 +37,9 @@ import abc
 import difflib
 import functools
 import importlib
+import importlib.metadata
 import inspect
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -44,9 +47,10 @@ from typing import Any, ClassVar
 import torch
 
 from . import _validate as V
-from .errors import ConfigError, DTypeError, InvalidElementError, RegistrationError, ShapeError, UnknownNameError
+from .errors import (ConfigError, DTypeError, EquicanWarning, InvalidElementError, RegistrationError, ShapeError,
+                     UnknownNameError)
 
-__all__ = ["Group", "Tolerance", "make_group", "list_groups", "group_class"]
+__all__ = ["Group", "Tolerance", "make_group", "list_groups", "group_class", "ENTRY_POINT_GROUP"]
 
 
 @dataclass(frozen=True)
@@ -317,12 +321,27 @@ def _register(cls: type[Group], name: str) -> None:
     _REGISTRY[name] = cls
 
 
+ENTRY_POINT_GROUP = "equican.groups"
+"""The entry-point group through which installed packages register their groups: a package that declares
+``[project.entry-points."equican.groups"] shear = "my_package.shear"`` has ``my_package.shear`` imported on the
+first registry lookup, so its groups are known to [`make_group`][equican.group.make_group], the ``equican``
+command and the registry-parametrized tests, like the built-in ones."""
+
+
 def _load_builtins() -> None:
-    # The core never imports concrete groups at module load; the first registry lookup does, once.
+    # The core never imports concrete groups at module load; the first registry lookup does, once: the built-in
+    # package, then every installed plugin module.
     global _BUILTINS_LOADED
     if not _BUILTINS_LOADED:
         _BUILTINS_LOADED = True
         importlib.import_module("groups")
+        for entry in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
+            try:
+                entry.load()
+            except Exception as exc:  # a broken plugin must not take the built-in groups down with it
+                warnings.warn(EquicanWarning(
+                    f"equican: skipped the group plugin {entry.name!r} ({entry.value}): importing it raised "
+                    f"{type(exc).__name__}: {exc}"), stacklevel=3)
 
 
 def list_groups() -> list[str]:
