@@ -112,48 +112,22 @@ def test_the_core_imports_the_groups_only_on_first_lookup():
 
 
 # ------------------------------------------------------------------------------------------------ plugins
+# The plugin's group reuses a built-in implementation: what is tested here is the registration, not the group.
 _PLUGIN = '''
-import torch
-from equican import Group
+from groups.scale import Scale2d
 
 
-class Flip(Group, name="plugin_flip"):
-    """Z2 by left-right reflection, registered from an installed package's entry point.
-
-    Convention:
-        An element is 0 (identity) or 1 (reflect), shape (B, 1).
-    """
-
-    exact = True
-    discrete = True
-
-    @property
-    def param_shape(self):
-        return (1,)
-
-    def identity(self, batch, *, device=None, dtype=None):
-        return torch.zeros(batch, 1, device=device, dtype=dtype)
-
-    def sample(self, batch, *, generator=None, device=None, dtype=None):
-        return torch.randint(2, (batch, 1), generator=generator).to(device=device, dtype=dtype)
-
-    def compose(self, g, h):
-        return torch.remainder(g + h, 2)
-
-    def inverse(self, g):
-        return g.clone()
-
-    def act(self, g, x):
-        return torch.where(g[:, 0].round().bool()[:, None, None, None], x.flip(-1), x)
+class PluginScale(Scale2d, name="plugin_scale"):
+    """Scale2d under another name, registered from an installed package's entry point."""
 '''
 
 
 def _install_plugin(root, entry_points: str) -> None:
     """A distribution as pip leaves it in site-packages: a module and a dist-info folder with entry_points.txt."""
-    (root / "flip_plugin.py").write_text(_PLUGIN, encoding="utf-8")
-    info = root / "flip_plugin-0.1.dist-info"
+    (root / "scale_plugin.py").write_text(_PLUGIN, encoding="utf-8")
+    info = root / "scale_plugin-0.1.dist-info"
     info.mkdir()
-    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: flip-plugin\nVersion: 0.1\n", encoding="utf-8")
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: scale-plugin\nVersion: 0.1\n", encoding="utf-8")
     (info / "entry_points.txt").write_text(f"[{group_module.ENTRY_POINT_GROUP}]\n{entry_points}\n", encoding="utf-8")
 
 
@@ -164,12 +138,12 @@ def _fresh_interpreter(root, code: str) -> subprocess.CompletedProcess:
 
 
 def test_an_installed_plugin_registers_its_groups_and_passes_the_laws(tmp_path):
-    _install_plugin(tmp_path, "flip = flip_plugin")
+    _install_plugin(tmp_path, "scale = scale_plugin")
     proc = _fresh_interpreter(tmp_path, (
         "from equican import list_groups, make_group\n"
         "from equican.testing import check_group_laws\n"
-        "assert 'plugin_flip' in list_groups() and 'monotone' in list_groups(), list_groups()\n"
-        "assert check_group_laws(make_group('plugin_flip'), seed=0).passed\n"
+        "assert 'plugin_scale' in list_groups() and 'monotone' in list_groups(), list_groups()\n"
+        "assert check_group_laws(make_group('plugin_scale'), seed=0).passed\n"
         "print('ok')\n"))
     assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr
 
@@ -177,14 +151,14 @@ def test_an_installed_plugin_registers_its_groups_and_passes_the_laws(tmp_path):
 def test_a_broken_plugin_is_skipped_with_a_warning(tmp_path):
     # Negative control: the same layout pointing at a missing module loads nothing, says why, and leaves the
     # built-in groups usable.
-    _install_plugin(tmp_path, "flip = no_such_module")
+    _install_plugin(tmp_path, "scale = no_such_module")
     proc = _fresh_interpreter(tmp_path, (
         "import warnings\n"
         "from equican import list_groups\n"
         "with warnings.catch_warnings(record=True) as caught:\n"
         "    warnings.simplefilter('always')\n"
         "    names = list_groups()\n"
-        "assert 'plugin_flip' not in names and 'monotone' in names, names\n"
+        "assert 'plugin_scale' not in names and 'monotone' in names, names\n"
         "print([str(w.message) for w in caught])\n"))
     assert proc.returncode == 0, proc.stderr
-    assert "skipped the group plugin 'flip' (no_such_module)" in proc.stdout and "ModuleNotFoundError" in proc.stdout
+    assert "skipped the group plugin 'scale' (no_such_module)" in proc.stdout and "ModuleNotFoundError" in proc.stdout
