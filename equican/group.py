@@ -209,6 +209,17 @@ class Group(abc.ABC):
         """Identity elements with the batch size, device and dtype of ``g``: shape ``(B, *param_shape)``."""
         return self.identity(g.shape[0], device=g.device, dtype=g.dtype)
 
+    @staticmethod
+    def uniform(shape: tuple[int, ...], low: float, high: float, *, generator: torch.Generator,
+                device: torch.device | str, dtype: torch.dtype) -> torch.Tensor:
+        """Uniform draws in ``[low, high)`` of shape ``shape``, for writing [`sample`][equican.group.Group.sample].
+
+        Drawn from ``generator`` on the generator's own device, then moved to ``device``: the same seed gives the same
+        elements on every device. Inside ``sample`` the arguments are already resolved (``generator`` is never None).
+        """
+        u = torch.rand(shape, generator=generator, device=generator.device, dtype=dtype)
+        return (low + (high - low) * u).to(device)
+
     # ------------------------------------------------------------------ plumbing
     @staticmethod
     def _check_params(t: torch.Tensor, shape: tuple[int, ...], *, where: str, name: str) -> None:
@@ -226,13 +237,6 @@ class Group(abc.ABC):
         if dtype not in V.FLOAT_DTYPES:
             raise DTypeError(f"{where}: expected dtype float32 or float64, got {dtype}")
         return torch.device("cpu" if device is None else device), dtype
-
-    @staticmethod
-    def _uniform(shape: tuple[int, ...], low: float, high: float, *, generator: torch.Generator,
-                 device: torch.device, dtype: torch.dtype) -> torch.Tensor:
-        """Uniform draws in ``[low, high)`` from ``generator`` (on its own device), moved to ``device``."""
-        u = torch.rand(shape, generator=generator, device=generator.device, dtype=dtype)
-        return (low + (high - low) * u).to(device)
 
     def _config(self) -> dict[str, Any]:
         """The constructor arguments of this instance (read back from same-named attributes)."""

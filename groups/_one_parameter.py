@@ -33,5 +33,5 @@ class OneParameterGroup(Group):
     def sample(self, batch, *, generator=None, device=None, dtype=None):
         """``batch`` parameters drawn uniformly from ``[-sample_bound, sample_bound)`` with ``generator``, shape
         ``(batch, 1)``."""
-        return self._uniform((batch, 1), -self.sample_bound, self.sample_bound, generator=generator, device=device,
+        return self.uniform((batch, 1), -self.sample_bound, self.sample_bound, generator=generator, device=device,
                              dtype=dtype)

@@ -63,7 +63,7 @@ class Affine2d(Group, name="affine"):
         """``batch`` elements whose chart coordinates are uniform within the bounds, shape ``(batch, 2, 3)``."""
         bounds = torch.tensor([self.max_angle, self.max_log_scale, self.max_log_scale, self.max_shear,
                                self.max_translation, self.max_translation], dtype=dtype)
-        z = self._uniform((batch, 6), -1.0, 1.0, generator=generator, device=device, dtype=dtype)
+        z = self.uniform((batch, 6), -1.0, 1.0, generator=generator, device=device, dtype=dtype)
         return self.from_unconstrained(z * bounds.to(device))
 
     def invalid_reason(self, g):

@@ -99,7 +99,7 @@ class MonotoneScaling(Group, name="monotone"):
     def sample(self, batch, *, generator=None, device=None, dtype=None):
         """``batch`` chart warps with every logit uniform in ``[0, strength)`` (from ``generator``), shape
         ``(batch, 2, N, N)``."""
-        z = self._uniform((batch, *self.unconstrained_shape), 0.0, self.strength, generator=generator,
+        z = self.uniform((batch, *self.unconstrained_shape), 0.0, self.strength, generator=generator,
                           device=device, dtype=dtype)
         return self.from_unconstrained(z)
 

@@ -44,7 +44,7 @@ class HorizontalShear(Group, name="shear_x"):
         return torch.zeros(batch, 1, device=device, dtype=dtype)
 
     def sample(self, batch, *, generator=None, device=None, dtype=None):
-        return self._uniform((batch, 1), -self.max_shear, self.max_shear, generator=generator, device=device,
+        return self.uniform((batch, 1), -self.max_shear, self.max_shear, generator=generator, device=device,
                              dtype=dtype)
 
     def compose(self, g, h):
