@@ -219,6 +219,34 @@ def _summary(rows: Sequence[GroupRow]) -> str:
     return "\n".join(lines)
 
 
+# Flags that set one config field each: flag -> (dotted key, type, help). `train` takes all of them, `compare` the
+# ones that make sense for every run of a comparison.
+_CONFIG_FLAGS: dict[str, tuple[str, type, str]] = {
+    "--method": ("method.name", str, "training method: plain, augment, invariance, dec, direct, optimization, escnn, "
+                                     "latent"),
+    "--group": ("method.group", str, "group of the method (default: the method's, monotone)"),
+    "--model": ("model.name", str, "model: cnn, vit, or any timm model name"),
+    "--dataset": ("data.dataset", str, "dataset: local_scale, transformed, mnist"),
+    "--data": ("data.root", str, "directory of MNIST IDX files (default: the bundled subset)"),
+    "--epochs": ("optim.epochs", int, "epochs"),
+    "--batch-size": ("optim.batch_size", int, "global batch size"),
+    "--lr": ("optim.lr", float, "AdamW learning rate"),
+    "--seed": ("seed", int, "seed of initialization, data order and random elements"),
+    "--out": ("out", str, "output directory"),
+    "--device": ("device", str, "auto, cpu or cuda"),
+    "--threads": ("threads", int, "torch intra-op threads"),
+}
+
+
+def _add_config_flags(parser: argparse.ArgumentParser, flags: dict[str, tuple[str, type, str]], *,
+                      set_help: str) -> None:
+    """``flags`` (each stored under its dotted key, read back by ``_flag_overrides``) and ``--set KEY=VALUE``."""
+    for flag, (key, kind, text) in flags.items():
+        parser.add_argument(flag, dest=key, metavar=key.rsplit(".", 1)[-1].upper(), type=kind, default=None,
+                            help=text)
+    parser.add_argument("--set", dest="overrides", metavar="KEY=VALUE", action="append", default=[], help=set_help)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``equican`` command."""
     parser = argparse.ArgumentParser(prog="equican", description="equican: equivariance by canonicalization.")
@@ -246,23 +274,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "trains with DistributedDataParallel; --batch-size is the global batch.")
     tr.add_argument("--config", metavar="FILE|NAME", default=None,
                     help="config file (.toml/.yaml/.yml) or packaged config name (default: built-in defaults)")
-    flags = (("--method", "method.name", str, "training method: plain, augment, invariance, dec, direct, "
-                                                "optimization, escnn, latent"),
-             ("--group", "method.group", str, "group of the method (default: the method's, monotone)"),
-             ("--model", "model.name", str, "model: cnn, vit, or any timm model name"),
-             ("--dataset", "data.dataset", str, "dataset: local_scale, transformed, mnist"),
-             ("--data", "data.root", str, "directory of MNIST IDX files (default: the bundled subset)"),
-             ("--epochs", "optim.epochs", int, "epochs"),
-             ("--batch-size", "optim.batch_size", int, "global batch size"),
-             ("--lr", "optim.lr", float, "AdamW learning rate"),
-             ("--seed", "seed", int, "seed of initialization, data order and random elements"),
-             ("--out", "out", str, "output directory"),
-             ("--device", "device", str, "auto, cpu or cuda"),
-             ("--threads", "threads", int, "torch intra-op threads"))
-    for flag, key, kind, text in flags:
-        tr.add_argument(flag, dest=key, metavar=key.rsplit(".", 1)[-1].upper(), type=kind, default=None, help=text)
-    tr.add_argument("--set", dest="overrides", metavar="KEY=VALUE", action="append", default=[],
-                    help="override any config field, e.g. --set optim.lr=3e-4 --set data.options.digits=2")
+    _add_config_flags(tr, _CONFIG_FLAGS, set_help="override any config field, e.g. --set optim.lr=3e-4 --set "
+                                                   "data.options.digits=2")
     tr.add_argument("--resume", nargs="?", const=True, default=False, metavar="CHECKPOINT",
                     help="continue from OUT/checkpoint.pt, or from the given checkpoint")
     tr.add_argument("--until-epoch", type=int, default=None, metavar="N",
@@ -292,11 +305,8 @@ def build_parser() -> argparse.ArgumentParser:
                       help="groups of the invariance cross table (default: --groups)")
     cmp_.add_argument("--augment-group", default="monotone", help="group of the augmentation baseline")
     cmp_.add_argument("--seeds", nargs="+", type=int, default=[0], help="seeds (mean ± spread over them)")
-    cmp_.add_argument("--model", dest="model.name", default=None, help="model: cnn, vit, or a timm name")
-    cmp_.add_argument("--data", dest="data.root", default=None, help="MNIST IDX directory (default: bundled)")
-    cmp_.add_argument("--epochs", dest="optim.epochs", type=int, default=None, help="epochs")
-    cmp_.add_argument("--set", dest="overrides", metavar="KEY=VALUE", action="append", default=[],
-                      help="override any field of the base config")
+    _add_config_flags(cmp_, {k: _CONFIG_FLAGS[k] for k in ("--model", "--data", "--epochs")},
+                      set_help="override any field of the base config")
     cmp_.add_argument("--out", type=Path, default=Path("outputs/compare"), help="output directory")
     cmp_.add_argument("--quick", action="store_true", help="tiny runs that check the pipeline in seconds")
     cmp_.add_argument("--no-progress", action="store_true", help="no progress bars")
