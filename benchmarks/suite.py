@@ -76,7 +76,7 @@ from typing import Any
 
 import torch
 
-from equican.report import cpu_model, machine_info
+from equican.report import cpu_model, describe_machine, machine_info
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -723,11 +723,7 @@ def page(payload: dict) -> str:
     if payload["quick"]:
         lines += ["", "**Quick mode: a pipeline check with tiny sizes and models; these numbers measure nothing.**"]
     lines += ["", "## Machine", "",
-              f"- CPU: {m['cpu']}, {m['cpus']} logical CPUs ({m['usable_cpus']} usable), {m['torch_threads']} "
-              f"torch thread(s); torch {m['torch']}, Python {m['python']}, {m['platform']}.",
-              f"- Load average (1, 5, 15 min) at the start {', '.join(f'{v:.2f}' for v in m['load_average_start'])}, "
-              f"at the end {', '.join(f'{v:.2f}' for v in m.get('load_average_end', m['load_average_start']))}.",
-              f"- GPU: {m['gpu'] or 'none'}.",
+              f"- {describe_machine(m)} Platform: {m['platform']}.",
               "- Devices measured: " + ", ".join(f"{d} ({r['device_name']})" for d, r in payload["runs"].items())
               + ". "
               + ("Absolute times are from the GPU; ratios from every device."

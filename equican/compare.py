@@ -8,7 +8,8 @@ requested group, plus the ``plain`` and ``augment`` baselines, and evaluates eve
 * the local-scale error (Locally Scaled MNIST);
 * the invariance error under every evaluated group's sampler: a cross table, trained-for × evaluated-under.
 
-Outputs in ``out``: ``compare.md`` (the tables, also printed), ``compare.json`` and ``compare.csv`` (every number of
+Outputs in ``out``: ``compare.md`` (the page: command, settings, machine, wall time, the tables, which are also
+printed, and the figures), ``compare.json`` and ``compare.csv`` (every number of
 every run), ``compare.png`` (grouped bars with the spread over seeds) and ``canonical_forms.png`` (the same test
 images canonicalized by each group's DEC), and one directory per run with its checkpoint and metrics.
 """
@@ -148,6 +149,7 @@ def compare(base: TrainConfig, *, groups: Sequence[str] = DEFAULT_GROUPS, baseli
     machine, started_all = machine_info(), time.perf_counter()
     test = load_split(base.data, "test")
     results: dict[str, list[dict[str, Any]]] = {}
+    canonicalizers: dict[str, torch.nn.Module] = {}  # the first seed's DECs, for the canonical-forms panel
     bar = tqdm(list(configs.items()), desc="compare", unit="run", disable=not progress, dynamic_ncols=True)
     for (name, seed), config in bar:
         bar.set_postfix(run=name, seed=seed)
@@ -156,6 +158,8 @@ def compare(base: TrainConfig, *, groups: Sequence[str] = DEFAULT_GROUPS, baseli
         seconds = time.perf_counter() - started
         _, objective, _ = load_checkpoint(Path(config.out) / CHECKPOINT)
         row = _evaluate_run(objective.model, config, test, eval_groups, result["eval"])
+        if seed == seeds[0] and name.startswith("dec["):
+            canonicalizers[name] = objective.model.canonicalizer
         results.setdefault(name, []).append({"seed": seed, "train_seconds": seconds, **row})
     bar.close()
     summary = {name: {key: _mean_spread([r[key] for r in rows]) for key in rows[0] if key != "seed"}
@@ -165,7 +169,7 @@ def compare(base: TrainConfig, *, groups: Sequence[str] = DEFAULT_GROUPS, baseli
                "base": base.to_dict(), "groups": list(groups), "baselines": list(baselines),
                "eval_groups": eval_groups, "seeds": seeds, "runs": results, "summary": summary}
     _write(payload, out)
-    _figures(payload, runs, configs, test, out, figure_count)
+    _figures(payload, canonicalizers, test, out, figure_count)
     return payload
 
 
@@ -220,8 +224,8 @@ def _write(payload: dict[str, Any], out: Path) -> None:
                 writer.writerow([name, *(r.get(k, "") for k in keys)])
 
 
-def _figures(payload: dict[str, Any], runs: list[Run], configs: dict[tuple[str, int], TrainConfig],
-             test: SplitData, out: Path, count: int) -> None:
+def _figures(payload: dict[str, Any], canonicalizers: dict[str, torch.nn.Module], test: SplitData, out: Path,
+             count: int) -> None:
     # A pyplot-free Figure: saving it needs no backend, so the caller's matplotlib backend is left alone.
     from matplotlib.figure import Figure
 
@@ -245,12 +249,7 @@ def _figures(payload: dict[str, Any], runs: list[Run], configs: dict[tuple[str, 
     # The same test images, canonicalized by each group's DEC (first seed).
     count = min(count, test.x.shape[0])
     images = test.x[:count]
-    grid = [("input", images)]
-    seed = payload["seeds"][0]
-    for run in runs:
-        if run.name.startswith("dec["):
-            _, objective, _ = load_checkpoint(Path(configs[(run.name, seed)].out) / CHECKPOINT)
-            grid.append((run.name, canonicalize(objective.model.canonicalizer, images)))
+    grid = [("input", images), *((name, canonicalize(c, images)) for name, c in canonicalizers.items())]
     if len(grid) > 1:
         figure = image_grid(grid, title="the same test images canonicalized by each group's DEC")
         figure.savefig(out / "canonical_forms.png", dpi=110)
