@@ -299,7 +299,10 @@ def build_parser() -> argparse.ArgumentParser:
                     "group; print and write a markdown table, CSV/JSON and figures to --out.")
     cmp_.add_argument("--config", metavar="FILE|NAME", default=None,
                       help="base config (data, model, optimizer, eval; default: the packaged 'compare')")
-    cmp_.add_argument("--groups", nargs="+", default=None, metavar="GROUP", help="groups for the DEC runs")
+    cmp_.add_argument("--groups", nargs="+", default=None, metavar="GROUP",
+                      help="groups of the canonicalizer runs (default: monotone affine scale rotation)")
+    cmp_.add_argument("--kinds", nargs="+", default=["dec"], metavar="KIND",
+                      help="canonicalizer methods run per group, some of: dec direct (default: dec)")
     cmp_.add_argument("--baselines", nargs="*", default=None, metavar="NAME", help="some of: plain augment")
     cmp_.add_argument("--eval-groups", nargs="+", default=None, metavar="GROUP",
                       help="groups of the invariance cross table (default: --groups)")
@@ -404,7 +407,8 @@ def _run_compare(args: argparse.Namespace) -> int:
     base = apply_overrides(base, [*flags, *(QUICK if args.quick else ()), *args.overrides])
     compare(base, groups=args.groups if args.groups is not None else DEFAULT_GROUPS,
             baselines=args.baselines if args.baselines is not None else BASELINES, eval_groups=args.eval_groups,
-            augment_group=args.augment_group, seeds=args.seeds, out=args.out, progress=not args.no_progress,
+            augment_group=args.augment_group, seeds=args.seeds, kinds=args.kinds, out=args.out,
+            progress=not args.no_progress,
             figure_count=4 if args.quick else 8, command=args.command_line)
     print(f"\nwrote {args.out}/compare.md, compare.json, compare.csv, compare.png and canonical_forms.png")
     return 0

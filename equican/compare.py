@@ -17,6 +17,7 @@ images canonicalized by each group's DEC), and one directory per run with its ch
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import os
 import statistics
@@ -32,13 +33,13 @@ from tqdm.auto import tqdm
 
 from . import metrics
 from .config import TrainConfig, apply_overrides
-from .data import TransformedMNIST
+from .data import LocalScaleMNIST, TransformedMNIST
 from .errors import ConfigError, ConvergenceWarning
 from .group import list_groups, make_group
-from .report import canonicalize, describe_machine, image_grid, machine_info, results_table
+from .report import canonical_forms_figure, canonicalize, describe_machine, image_grid, machine_info, results_table
 from .train import CHECKPOINT, SplitData, load_checkpoint, load_split, train
 
-__all__ = ["DEFAULT_GROUPS", "BASELINES", "Run", "plan", "compare", "tables", "page"]
+__all__ = ["DEFAULT_GROUPS", "BASELINES", "KINDS", "OUTSIDE_SCALES", "Run", "plan", "compare", "tables", "page"]
 
 DEFAULT_GROUPS: tuple[str, ...] = ("monotone", "affine", "scale", "rotation")
 """The groups compared by default: the flagship and the global approximations of local scaling."""
@@ -57,50 +58,95 @@ class Run:
     overrides: tuple[str, ...]
 
 
+KINDS: tuple[str, ...] = ("dec", "direct")
+"""The canonicalizer methods a comparison can run per group: the DEQ and its single-pass ablation."""
+OUTSIDE_SCALES: tuple[tuple[float, float], ...] = ((0.25, 0.4), (1.7, 2.2))
+"""Scale ranges outside the default training range (0.4, 1.7), where Locally Scaled MNIST accuracy is also measured."""
+
+
 def plan(groups: Sequence[str] = DEFAULT_GROUPS, baselines: Sequence[str] = BASELINES, *,
-         augment_group: str = "monotone") -> list[Run]:
-    """The runs of a comparison: the baselines first, then ``dec[<group>]`` per group.
+         augment_group: str = "monotone", kinds: Sequence[str] = ("dec",)) -> list[Run]:
+    """The runs of a comparison: the baselines first, then ``<kind>[<group>]`` per kind and group.
 
     Raises:
-        UnknownNameError: an unregistered group. ConfigError: an unknown baseline, or nothing to run.
+        UnknownNameError: an unregistered group. ConfigError: an unknown baseline or kind, or nothing to run.
     """
     for name in (*groups, augment_group):
         make_group(name)  # an unknown name fails here, with the registry's closest match
     unknown = [b for b in baselines if b not in BASELINES]
     if unknown:
         raise ConfigError(f"compare: unknown baseline {unknown[0]!r}; expected some of {BASELINES}")
-    if not groups and not baselines:
-        raise ConfigError("compare: expected at least one group or baseline")
-    # The base config's method options are the DEC's (e.g. its prior weight); the baselines take none. Group
-    # options are dropped: each group runs at its defaults, since one group's arguments do not fit another.
+    bad = [k for k in kinds if k not in KINDS]
+    if bad:
+        raise ConfigError(f"compare: unknown kind {bad[0]!r}; expected some of {KINDS}")
+    if not (groups and kinds) and not baselines:
+        raise ConfigError("compare: expected at least one group and kind, or a baseline")
+    # The base config's method options are the DEC's (e.g. its prior weight); the baselines take none, and the
+    # direct kind takes those it shares with the DEC. Group options are dropped: each group runs at its defaults,
+    # since one group's arguments do not fit another.
     bare = ("method.options={}", "method.group_options={}")
     runs = [Run("plain", ("method.name=plain", *bare))] if "plain" in baselines else []
     if "augment" in baselines:
         runs.append(Run(f"augment[{augment_group}]", ("method.name=augment", f"method.group={augment_group}", *bare)))
-    runs += [Run(f"dec[{g}]", ("method.name=dec", f"method.group={g}", "method.group_options={}")) for g in groups]
+    runs += [Run(f"{kind}[{g}]", (f"method.name={kind}", f"method.group={g}", "method.group_options={}"))
+             for kind in kinds for g in groups]
     return runs
 
 
 def _evaluate_run(model: torch.nn.Module, config: TrainConfig, data: SplitData, eval_groups: Sequence[str],
-                  base_metrics: dict[str, Any]) -> dict[str, Any]:
+                  base_metrics: dict[str, Any], outside: Sequence[tuple[tuple[float, float], SplitData]]
+                  ) -> dict[str, Any]:
     n = base_metrics["samples"]
     x, y = data.x[:n], data.y[:n]
-    row = {"accuracy": base_metrics["accuracy"]}
-    if "local_scale_error" in base_metrics:
-        row["local_scale_error"] = base_metrics["local_scale_error"]
+    row = {key: base_metrics[key] for key in _COPIED if key in base_metrics}
     if "accuracy_unscaled" in base_metrics:  # Locally Scaled MNIST: the run's evaluation measured it already
         row["accuracy_clean"] = base_metrics["accuracy_unscaled"]
+    if "canon_invariance" in base_metrics:
+        row["canon_ratio"] = base_metrics["canon_invariance"] / base_metrics["canon_invariance_identity"]
+        row["spread_ratio"] = base_metrics["canon_spread"] / base_metrics["canon_spread_identity"]
     with warnings.catch_warnings():
         # The run's own evaluation counted non-converged DEC batches (nonconverged_batches in its metrics.json).
         warnings.simplefilter("ignore", ConvergenceWarning)
         if isinstance(data.source, TransformedMNIST):
             clean = torch.stack([data.source.untransformed(i) for i in range(n)])
             row["accuracy_clean"] = metrics.accuracy(model, (clean, y), batch_size=config.eval.batch_size)
+        for (low, high), split in outside:
+            row[f"accuracy[{low:g}-{high:g}]"] = metrics.accuracy(model, (split.x[:n], split.y[:n]),
+                                                                 batch_size=config.eval.batch_size)
         for name in eval_groups:
             row[f"invariance[{name}]"] = metrics.invariance_error(model, (x,), make_group(name),
                                                                   seed=config.eval.seed,
                                                                   batch_size=config.eval.batch_size)
     return row
+
+
+_COPIED = ("accuracy", "local_scale_error", "solver_converged", "solver_residual", "canon_invariance",
+           "canon_invariance_identity", "canon_spread", "canon_spread_identity")
+
+
+def _kind_options(run: Run, base: TrainConfig) -> tuple[str, ...]:
+    """The base config's method options that a canonicalizer run's method takes (the direct kind has no solver
+    settings; the base options are the DEC's)."""
+    kind = run.name.split("[")[0]
+    if kind not in KINDS:
+        return ()
+    from .methods import METHODS
+
+    accepted = {f.name for f in dataclasses.fields(METHODS[kind].options)}
+    kept = {k: v for k, v in base.method.options.items() if k in accepted}
+    return (f"method.options={json.dumps(kept)}",)
+
+
+def _outside_splits(base: TrainConfig, ranges: Sequence[tuple[float, float]]
+                    ) -> list[tuple[tuple[float, float], SplitData]]:
+    """The test split redrawn at each scale range outside training (Locally Scaled MNIST only)."""
+    if base.data.dataset != "local_scale":
+        return []
+    splits = []
+    for low, high in ranges:
+        data = dataclasses.replace(base.data, options={**base.data.options, "scale_range": [low, high]})
+        splits.append(((low, high), load_split(data, "test")))
+    return splits
 
 
 def _mean_spread(values: list[float]) -> tuple[float, float]:
@@ -109,6 +155,7 @@ def _mean_spread(values: list[float]) -> tuple[float, float]:
 
 def compare(base: TrainConfig, *, groups: Sequence[str] = DEFAULT_GROUPS, baselines: Sequence[str] = BASELINES,
             eval_groups: Sequence[str] | None = None, augment_group: str = "monotone", seeds: Sequence[int] = (0,),
+            kinds: Sequence[str] = ("dec",), outside_scales: Sequence[tuple[float, float]] = OUTSIDE_SCALES,
             out: str | Path = "outputs/compare", progress: bool = True, figure_count: int = 8,
             command: str | None = None) -> dict[str, Any]:
     """Train and evaluate every run of [`plan`][equican.compare.plan] for every seed; write tables, data, figures.
@@ -119,6 +166,9 @@ def compare(base: TrainConfig, *, groups: Sequence[str] = DEFAULT_GROUPS, baseli
         baselines: some of [`BASELINES`][equican.compare.BASELINES].
         eval_groups: the groups of the invariance cross table (default: ``groups``, else every registered group).
         augment_group: the group of the ``augment`` baseline.
+        kinds: canonicalizer methods run per group, some of [`KINDS`][equican.compare.KINDS] (the DEQ, and the
+            direct single pass at the same training steps).
+        outside_scales: scale ranges outside training where accuracy is measured too (Locally Scaled MNIST).
         seeds: one training run per seed and entry; tables show mean ± sample standard deviation.
         out: output directory.
         progress: progress bars (over runs, and each run's epochs).
@@ -134,7 +184,7 @@ def compare(base: TrainConfig, *, groups: Sequence[str] = DEFAULT_GROUPS, baseli
     """
     if not isinstance(base, TrainConfig):
         raise ConfigError(f"compare: expected a TrainConfig, got {type(base).__name__}")
-    runs = plan(groups, baselines, augment_group=augment_group)
+    runs = plan(groups, baselines, augment_group=augment_group, kinds=kinds)
     eval_groups = list(eval_groups) if eval_groups is not None else (list(groups) or list_groups())
     for name in eval_groups:
         make_group(name)
@@ -142,12 +192,13 @@ def compare(base: TrainConfig, *, groups: Sequence[str] = DEFAULT_GROUPS, baseli
     if not seeds:
         raise ConfigError("compare: expected at least one seed")
     out = Path(out)
-    configs = {(run.name, seed): apply_overrides(base, [*run.overrides, f"seed={seed}",
+    configs = {(run.name, seed): apply_overrides(base, [*run.overrides, *_kind_options(run, base), f"seed={seed}",
                                                         f"out={json.dumps(str(out / run.name / f'seed{seed}'))}",
                                                         "eval.enabled=true", f"progress={str(progress).lower()}"])
                for run in runs for seed in seeds}  # every config is validated before the first run trains
     machine, started_all = machine_info(), time.perf_counter()
     test = load_split(base.data, "test")
+    outside = _outside_splits(base, outside_scales)
     results: dict[str, list[dict[str, Any]]] = {}
     canonicalizers: dict[str, torch.nn.Module] = {}  # the first seed's DECs, for the canonical-forms panel
     bar = tqdm(list(configs.items()), desc="compare", unit="run", disable=not progress, dynamic_ncols=True)
@@ -157,8 +208,8 @@ def compare(base: TrainConfig, *, groups: Sequence[str] = DEFAULT_GROUPS, baseli
         result = train(config)
         seconds = time.perf_counter() - started
         _, objective, _ = load_checkpoint(Path(config.out) / CHECKPOINT)
-        row = _evaluate_run(objective.model, config, test, eval_groups, result["eval"])
-        if seed == seeds[0] and name.startswith("dec["):
+        row = _evaluate_run(objective.model, config, test, eval_groups, result["eval"], outside)
+        if seed == seeds[0] and name.split("[")[0] in KINDS:
             canonicalizers[name] = objective.model.canonicalizer
         results.setdefault(name, []).append({"seed": seed, "train_seconds": seconds, **row})
     bar.close()
@@ -166,26 +217,43 @@ def compare(base: TrainConfig, *, groups: Sequence[str] = DEFAULT_GROUPS, baseli
                for name, rows in results.items()}
     machine["load_average_end"] = list(os.getloadavg())
     payload = {"command": command, "machine": machine, "wall_seconds": time.perf_counter() - started_all,
-               "base": base.to_dict(), "groups": list(groups), "baselines": list(baselines),
+               "base": base.to_dict(), "groups": list(groups), "baselines": list(baselines), "kinds": list(kinds),
                "eval_groups": eval_groups, "seeds": seeds, "runs": results, "summary": summary}
     _write(payload, out)
     _figures(payload, canonicalizers, test, out, figure_count)
     return payload
 
 
+_COLOURS = {"dec": "tab:blue", "direct": "tab:orange"}
 _MAIN_COLUMNS = (("accuracy_clean", "accuracy (clean)"), ("accuracy", "accuracy (transformed)"),
                  ("local_scale_error", "local-scale error"), ("train_seconds", "seconds per run"))
+_CANON_COLUMNS = (("canon_ratio", "canonical-form error / identity's"), ("canon_invariance", "canonical-form error"),
+                  ("spread_ratio", "spread / identity's"), ("solver_converged", "DEQ converged (eval)"),
+                  ("solver_residual", "DEQ residual (eval)"))
+
+
+def _outside_columns(summary: dict[str, Any]) -> list[tuple[str, str]]:
+    keys = sorted({k for metrics in summary.values() for k in metrics if k.startswith("accuracy[")})
+    return [(k, f"accuracy, scales {k[len('accuracy['):-1]}") for k in keys]
 
 
 def tables(payload: dict[str, Any]) -> str:
-    """The markdown of ``compare.md``: the main table and the invariance cross table."""
+    """The markdown of ``compare.md``: the main table, the canonicalizer table and the invariance cross table."""
     summary = payload["summary"]
     rows = list(summary.items())
-    main = results_table(rows, _MAIN_COLUMNS, label="run")
+    main = results_table(rows, [*_MAIN_COLUMNS[:2], *_outside_columns(summary), *_MAIN_COLUMNS[2:]], label="run")
+    canon_rows = [(name, m) for name, m in rows if "canon_ratio" in m]
+    canon = results_table(canon_rows, _CANON_COLUMNS, label="run") if canon_rows else ""
     cross = results_table(rows, [(f"invariance[{g}]", g) for g in payload["eval_groups"]],
                           label="trained for \\ evaluated under")
     seeds = payload["seeds"]
-    return (f"Mean ± sample standard deviation over seeds {seeds}.\n\n{main}\n\n"
+    canon_text = (f"Canonicalizers on held-out test inputs, each under its own group's sampler: the canonical-form "
+                  f"error is the mean interior |canon(act(k, x)) − canon(x)| (0: exactly invariant), divided by the "
+                  f"same for no canonicalizer, |act(k, x) − x|. The spread (mean interior |canon(x_i) − canon(x_j)| "
+                  f"of distinct inputs) near the identity's shows that the canonical forms did not collapse. "
+                  f"Converged: the fraction of test inputs whose DEQ residual met its tolerance within the "
+                  f"evaluation iteration cap.\n\n{canon}\n\n") if canon else ""
+    return (f"Mean ± sample standard deviation over seeds {seeds}.\n\n{main}\n\n{canon_text}"
             f"Invariance error (lower is better) of each run under each group's sampler:\n\n{cross}\n")
 
 
@@ -200,13 +268,17 @@ def page(payload: dict[str, Any]) -> str:
                f"{'`' + data['root'] + '`' if data['root'] else 'the bundled MNIST subset'} "
                f"({data['train_limit']} training and {data['test_limit']} test digits read; "
                f"{base['eval']['limit']} test samples evaluated). Model: `{model['name']}` {json.dumps(model['options'])}. "
-               f"DEC options: {json.dumps(method['options'])}. Optimizer: {optim['epochs']} epochs, batch "
+               f"Canonicalizer options: {json.dumps(method['options'])}. Optimizer: {optim['epochs']} epochs, batch "
                f"{optim['batch_size']}, lr {optim['lr']:g}, {optim['schedule']} schedule.")
+    scales = "".join(f"\n![{name}: digits at three scales above their canonical forms]"
+                     f"(scales_{name.replace('[', '_').replace(']', '')}.png)\n"
+                     for name in payload["summary"] if name.split("[")[0] in KINDS
+                     and data["dataset"] == "local_scale")
     return (f"# equican compare\n\nCommand: `{command}`. {runs} training runs in "
             f"{payload['wall_seconds'] / 60:.1f} minutes of wall time.\n\n{setting}\n\n"
             f"Machine: {describe_machine(payload['machine'])}\n\n{tables(payload)}\n"
             f"![accuracy and errors per run](compare.png)\n\n"
-            f"![the same test images canonicalized by each group's DEC](canonical_forms.png)\n")
+            f"![the same test images canonicalized by each run's canonicalizer](canonical_forms.png)\n{scales}")
 
 
 def _write(payload: dict[str, Any], out: Path) -> None:
@@ -239,7 +311,7 @@ def _figures(payload: dict[str, Any], canonicalizers: dict[str, torch.nn.Module]
     axes = fig.subplots(rows, cols, squeeze=False)
     for ax, (key, title) in zip(axes.flat, panels):
         ax.bar(range(len(names)), [summary[n][key][0] for n in names], yerr=[summary[n][key][1] for n in names],
-               capsize=3, color=["tab:gray" if not n.startswith("dec") else "tab:blue" for n in names])
+               capsize=3, color=[_COLOURS.get(n.split("[")[0], "tab:gray") for n in names])
         ax.set_xticks(range(len(names)), names, rotation=30, ha="right", fontsize=7)
         ax.set_title(title, fontsize=9)
     for ax in list(axes.flat)[len(panels):]:
@@ -251,5 +323,16 @@ def _figures(payload: dict[str, Any], canonicalizers: dict[str, torch.nn.Module]
     images = test.x[:count]
     grid = [("input", images), *((name, canonicalize(c, images)) for name, c in canonicalizers.items())]
     if len(grid) > 1:
-        figure = image_grid(grid, title="the same test images canonicalized by each group's DEC")
+        figure = image_grid(grid, title="the same test images canonicalized by each run's canonicalizer")
         figure.savefig(out / "canonical_forms.png", dpi=110)
+    # The same digits at three scales, each above its canonical form: a canonicalizer that works makes the
+    # canonical rows of one column look alike.
+    if isinstance(test.source, LocalScaleMNIST):
+        source, count = test.source, min(count, len(test.source))
+        series = torch.stack([torch.stack([source.reference(i), source[i][0], source.rescalings(i, 1)[0]])
+                              for i in range(count)])
+        for name, canonicalizer in canonicalizers.items():
+            figure = canonical_forms_figure(canonicalizer, series, row_labels=["scale 1", "test draw", "rescaled"],
+                                            title=f"{name}: the same digits at three scales, each above its "
+                                                  f"canonical form")
+            figure.savefig(out / f"scales_{name.replace('[', '_').replace(']', '')}.png", dpi=110)

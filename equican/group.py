@@ -205,6 +205,17 @@ class Group(abc.ABC):
         """
         return self.act(self.inverse(g), x)
 
+    @property
+    def unchecked(self) -> "_Unchecked":
+        """The group's members without argument validation, for internal loops whose inputs were validated once.
+
+        ``group.unchecked.act(g, x)`` runs the group's own ``act`` without the shape, dtype, finiteness and validity
+        checks that every public call makes (and without their host synchronisation, which stalls a GPU). A solver
+        that validated ``x`` at its entry point and builds every ``g`` itself calls the members this way in its
+        iterations. Invalid arguments then give undefined results instead of a typed error: never pass user input.
+        """
+        return _Unchecked(self)
+
     def identity_like(self, g: torch.Tensor) -> torch.Tensor:
         """Identity elements with the batch size, device and dtype of ``g``: shape ``(B, *param_shape)``."""
         return self.identity(g.shape[0], device=g.device, dtype=g.dtype)
@@ -280,6 +291,22 @@ def _validated(method: str, roles: tuple[str, ...], fn: Callable[..., Any]) -> C
 
     wrapper.__wrapped_validation__ = True  # type: ignore[attr-defined]
     return wrapper
+
+
+class _Unchecked:
+    """[`Group.unchecked`][equican.group.Group.unchecked]: attribute access returns the unvalidated bound member."""
+
+    __slots__ = ("_group",)
+
+    def __init__(self, group: Group) -> None:
+        self._group = group
+
+    def __getattr__(self, name: str) -> Any:
+        member = getattr(type(self._group), name)
+        # _validated marks its wrappers and keeps the original in __wrapped__ (functools.wraps).
+        if getattr(member, "__wrapped_validation__", False):
+            member = member.__wrapped__
+        return member.__get__(self._group, type(self._group))
 
 
 def _wrap_factory(fn: Callable[..., Any], method: str) -> Callable[..., Any]:

@@ -397,6 +397,11 @@ class _Call:
     image: torch.Tensor | None = None
     pending: dict[int, tuple[CanonResult, Any]] = field(default_factory=dict)
     results: dict[int, CanonResult] = field(default_factory=dict)
+    # Set by forward_canonicalization: the elements k (B, *param_shape) and the loss settings; each point then
+    # records its canonicalization terms.
+    canon_k: torch.Tensor | None = None
+    canon_loss: Any = None
+    terms: dict[int, Any] = field(default_factory=dict)
 
 
 class _Hook:
@@ -577,7 +582,7 @@ class LatentCanonicalized(nn.Module):
         Args:
             results: what [`forward_canon`][equican.latent.LatentCanonicalized.forward_canon] returned.
         """
-        losses = [self.canonicalizers[str(k)].prior_loss(r.g) for k, r in results.items()]
+        losses = [self.canonicalizers[str(k)].prior_loss(r.h if r.h is not None else r.g) for k, r in results.items()]
         return torch.stack(losses).sum(dim=0)
 
     def unwrap(self) -> nn.Module:
@@ -623,7 +628,9 @@ class LatentCanonicalized(nn.Module):
             raise ShapeError(f"{where}: expected the block's first argument to be a feature tensor")
         image, context = self._to_image(features, call, where, "input")
         canon = self.canonicalizers[str(k)]
-        if self.canonicalizer_input[k] == "latent":
+        if call.canon_k is not None:
+            result = self._with_canonicalization_loss(canon, call, k, image, where)
+        elif self.canonicalizer_input[k] == "latent":
             result = canon(image)
         else:
             result = self._from_image(canon, call, image, where)
@@ -653,6 +660,47 @@ class LatentCanonicalized(nn.Module):
             if call.owner == ("block", k):
                 self._active = None
 
+    def _with_canonicalization_loss(self, canon: Canonicalizer, call: _Call, k: int, features: torch.Tensor,
+                                    where: str) -> CanonResult:
+        """The point's result, computed together with its canonicalization terms (recorded in ``call.terms``).
+
+        The loss is taken on what the canonicalizer reads: the features at this point, or the input image. With the
+        image, the element found there is applied to the features (continuous groups: the discrete straight-through
+        gradient of ``canonical_input`` needs the chart scores, which the loss does not keep).
+        """
+        from .canon.objective import canonicalization_loss
+
+        source = features if self.canonicalizer_input[k] == "latent" else call.image
+        if source is None:
+            raise ConfigError(f"{where}: canonicalizer_input='image' needs the input image; call the wrapper")
+        terms = canonicalization_loss(canon, source, call.canon_k, call.canon_loss)
+        call.terms[k] = terms
+        if source is features:
+            return terms.result
+        h = terms.result.h
+        return CanonResult(x=canon.group.act(h, features), info=terms.result.info, h=h, group=canon.group)
+
+    def forward_canonicalization(self, x: torch.Tensor, k: torch.Tensor, config: Any = None
+                                 ) -> tuple[Any, dict[int, CanonResult], dict[int, Any]]:
+        """[`forward_canon`][equican.latent.LatentCanonicalized.forward_canon] plus every insertion point's
+        canonicalization loss under the elements ``k``.
+
+        Args:
+            x: images ``(B, C, H, W)``.
+            k: one element of the wrapper's group per image, ``(B, *param_shape)``; the same ``k`` is used at every
+                point (elements act in normalized coordinates, so one element means the same at every resolution).
+            config: a [`CanonicalizationLoss`][equican.canon.objective.CanonicalizationLoss] (None: its defaults).
+
+        Returns:
+            ``(output, results, terms)``: the model's output on ``x``, each point's
+            [`CanonResult`][equican.canon.CanonResult] and its
+            [`CanonicalizationTerms`][equican.canon.objective.CanonicalizationTerms].
+        """
+        with self._calling(x) as call:
+            call.canon_k, call.canon_loss = k, config
+            out = self.model(x)
+            return out, dict(call.results), dict(call.terms)
+
     def _from_image(self, canon: Canonicalizer, call: _Call, features: torch.Tensor, where: str) -> CanonResult:
         """The element predicted from the input image, applied to the features (CanonResult.x: the features)."""
         if call.image is None:
@@ -661,7 +709,7 @@ class LatentCanonicalized(nn.Module):
         canon.check_input(call.image, where=where)
         z, info = canon.solve(call.image)
         h = canon.group.from_unconstrained(z)
-        return CanonResult(x=canon.canonical_input(z, h, features), g=canon.group.inverse(h), info=info, h=h)
+        return CanonResult(x=canon.canonical_input(z, h, features), info=info, h=h, group=canon.group)
 
     # ------------------------------------------------------------------ layouts
     def _to_image(self, features: torch.Tensor, call: _Call, where: str,

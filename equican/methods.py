@@ -15,9 +15,10 @@ The methods (``MethodConfig.name``) and their options (``MethodConfig.options``)
 * ``invariance``: cross-entropy on ``x`` plus ``weight · KL(p(x) ‖ p(act(g, x)))`` (invariance-loss fine-tuning).
   Options: ``weight`` (1.0).
 * ``dec``: the deep equilibrium canonicalizer ([`DEQCanonicalizer`][equican.canon.deq.DEQCanonicalizer]) at the input.
-  Options: ``channels``, ``pool``, ``solver``, ``train_iter``, ``eval_iter``, ``tol``, ``gradient``, ``prior_weight``.
+  Options: ``channels``, ``pool``, ``resolution``, ``solver``, ``train_iter``, ``eval_iter``, ``tol``, ``stop_mode``,
+  ``damping``, ``gradient``, ``jacobian_weight``, ``residual_weight``, and the canonicalization options below.
 * ``direct``: one pass of the same update network ([`DirectCanonicalizer`][equican.canon.direct.DirectCanonicalizer]).
-  Options: ``channels``, ``pool``, ``prior_weight``.
+  Options: ``channels``, ``pool``, ``resolution``, and the canonicalization options below.
 * ``optimization``: gradient descent on the fixed-point energy of the same network
   ([`OptimizationCanonicalizer`][equican.canon.optimize.OptimizationCanonicalizer]). Options: ``channels``, ``pool``,
   ``steps``, ``eval_steps``, ``lr``, ``optimizer``, ``unroll``, ``prior_weight``.
@@ -30,6 +31,12 @@ The methods (``MethodConfig.name``) and their options (``MethodConfig.options``)
   ``canonicalizer`` (``deq``, ``direct``, ``escnn``, ``identity``), ``canonicalizer_input`` (``latent`` or
   ``image``), ``uncanonicalize`` (one bool or one per point), ``channels`` (the update network's widths; the kind's
   default when unset), ``prior_weight``.
+
+The learned canonicalizers (``dec``, ``direct``, ``optimization``, ``latent``) are trained to canonicalize, not only
+to classify: [`CanonicalizationOptions`][equican.methods.CanonicalizationOptions] (``canon_weight``,
+``canon_target``, ``canon_guard``, ``backbone_epochs``, ``canon_epochs``, ``prior_weight``) add the self-supervised
+canonicalization loss ([`canonicalization_loss`][equican.canon.objective.canonicalization_loss]) and the paper's
+stages (see [`CanonicalizationSchedule`][equican.methods.CanonicalizationSchedule]).
 
 Every method that takes a group takes any registered group (``MethodConfig.group``, default ``monotone``; ``escnn``
 needs a discrete one). Random elements are keyed by ``(seed, stream, epoch, sample index)``
@@ -50,6 +57,7 @@ from torch import nn
 from . import _validate as V
 from .canon import Canonicalized, Canonicalizer, DEQCanonicalizer, DEQConfig, DirectCanonicalizer, SolverSettings
 from .canon.nets import FixedPointEnergy, UpdateNet
+from .canon.objective import TARGETS, CanonicalizationLoss, canonicalization_loss
 from .canon.optimize import OptimizationCanonicalizer, OptimizationConfig
 from .config import MethodConfig, from_options
 from .data.seeding import keyed_elements
@@ -57,11 +65,13 @@ from .errors import ConfigError, UnknownNameError
 from .group import Group, make_group
 from .latent import LatentCanonicalized
 
-__all__ = ["Objective", "METHODS", "list_methods", "build_objective", "method_group"]
+__all__ = ["Objective", "METHODS", "list_methods", "build_objective", "method_group", "CanonicalizationSchedule",
+           "CanonicalizationOptions"]
 
 # Streams of the keyed random elements, so that two methods' draws are unrelated.
 _AUGMENT_STREAM = 1
 _INVARIANCE_STREAM = 2
+_CANON_STREAM = 3
 
 
 class Objective(nn.Module):
@@ -148,62 +158,158 @@ class InvarianceRegularized(_GroupObjective):
         return loss, {"loss": float(loss.detach()), "ce": float(ce.detach()), "kl": float(kl.detach())}
 
 
-class CanonicalizedObjective(Objective):
-    """Cross-entropy of the backbone on canonical inputs, plus ``prior_weight`` times the canonicalizer's prior.
+@dataclass(frozen=True)
+class CanonicalizationSchedule:
+    """How a canonicalizing method trains: stages by epoch, and the canonicalization loss.
+
+    Epochs ``[0, backbone_epochs)`` train the backbone alone on inputs transformed by random group elements
+    (augmentation; the canonicalizer is not used). The next ``canon_epochs`` train the canonicalizer alone with the
+    self-supervised canonicalization loss (no labels; the backbone is not used). The remaining epochs train both:
+    the task loss on canonical inputs plus ``canon_weight`` times the canonicalization loss. With both stage counts
+    0 (the default) every epoch is joint. This is the paper's protocol (an augmentation-trained backbone, DEC-only
+    epochs, then joint fine-tuning) when both are set.
+
+    Attributes:
+        canon_weight: weight of the canonicalization loss in the joint stage (0: the task loss alone).
+        loss: the loss's target, guard and border.
+        backbone_epochs: leading epochs of backbone-only augmentation training.
+        canon_epochs: the following epochs of canonicalizer-only self-supervised training.
+    """
+
+    canon_weight: float = 1.0
+    loss: CanonicalizationLoss = CanonicalizationLoss()
+    backbone_epochs: int = 0
+    canon_epochs: int = 0
+
+    def stage(self, epoch: int) -> str:
+        """``"backbone"``, ``"canonicalizer"`` or ``"joint"`` for a 0-based ``epoch``."""
+        if epoch < self.backbone_epochs:
+            return "backbone"
+        return "canonicalizer" if epoch < self.backbone_epochs + self.canon_epochs else "joint"
+
+
+def _canon_stats(stats: dict[str, float], infos: list[dict[str, Any]]) -> None:
+    """Batch means of the solver statistics that the kinds report (DEQ: steps, converged, residual)."""
+    for key, name in (("steps", "steps"), ("converged", "converged"), ("residual_true", "residual")):
+        values = [info[key].float().mean() for info in infos if key in info and info[key].numel()]
+        if values:
+            stats[name] = float(torch.stack(values).mean())
+
+
+class _CanonicalizingObjective(Objective):
+    """Shared by the input and latent canonicalization methods: stages, keyed elements ``k``, prior, regularizers."""
+
+    stream = _CANON_STREAM
+
+    def __init__(self, model: nn.Module, group: Group, schedule: CanonicalizationSchedule, prior_weight: float,
+                 seed: int) -> None:
+        super().__init__(model, seed)
+        self.group, self.schedule, self.prior_weight = group, schedule, prior_weight
+
+    @property
+    def staged(self) -> bool:
+        """Whether some stage leaves parameters unused (DDP then needs ``find_unused_parameters``)."""
+        return bool(self.schedule.backbone_epochs or self.schedule.canon_epochs)
+
+    def elements(self, x: torch.Tensor, index: torch.Tensor, epoch: int, stream: int) -> torch.Tensor:
+        """``k_i`` keyed by ``(seed, stream, epoch, index_i)``, ``(B, *param_shape)``."""
+        keys = [(stream, epoch, int(i)) for i in index.tolist()]
+        return keyed_elements(self.group, self.seed, keys, device=x.device, dtype=x.dtype)
+
+    def backbone_step(self, backbone: nn.Module, x: torch.Tensor, y: torch.Tensor, index: torch.Tensor,
+                      epoch: int) -> tuple[torch.Tensor, dict[str, float]]:
+        with torch.no_grad():
+            gx = self.group.act(self.elements(x, index, epoch, _AUGMENT_STREAM), x)
+        loss = F.cross_entropy(backbone(gx), y)
+        return loss, {"ce": float(loss.detach()), "loss": float(loss.detach())}
+
+    def finish(self, loss: torch.Tensor, stats: dict[str, float], canons: list[tuple[Canonicalizer, CanonResult]],
+               ) -> tuple[torch.Tensor, dict[str, float]]:
+        """Add the prior and the kinds' own regularizers, and the solver statistics."""
+        if self.prior_weight:
+            prior = torch.stack([c.prior_loss(r.h if r.h is not None else r.g) for c, r in canons]).sum(0).mean()
+            loss = loss + self.prior_weight * prior
+            stats["prior"] = float(prior.detach())
+        for c, r in canons:
+            loss = loss + c.regularizer(r.info)
+        _canon_stats(stats, [r.info for _, r in canons])
+        stats["loss"] = float(loss.detach())
+        return loss, stats
+
+
+class CanonicalizedObjective(_CanonicalizingObjective):
+    """A backbone on canonical inputs, trained by stages (see
+    [`CanonicalizationSchedule`][equican.methods.CanonicalizationSchedule]): task cross-entropy plus
+    ``canon_weight`` times the canonicalization loss, plus ``prior_weight`` times the canonicalizer's prior and the
+    kind's own regularizer (the DEQ's Jacobian penalty).
 
     ``model`` is ``Canonicalized(backbone, canonicalizer)``: the same parameters, evaluated end to end.
     """
 
     def __init__(self, backbone: nn.Module, canonicalizer: Canonicalizer, prior_weight: float = 0.0,
-                 seed: int = 0) -> None:
-        super().__init__(Canonicalized(backbone, canonicalizer), seed)
-        self.prior_weight = prior_weight
+                 seed: int = 0, schedule: CanonicalizationSchedule | None = None) -> None:
+        schedule = CanonicalizationSchedule(canon_weight=0.0) if schedule is None else schedule
+        super().__init__(Canonicalized(backbone, canonicalizer), canonicalizer.group, schedule, prior_weight, seed)
 
     def forward(self, x: torch.Tensor, y: torch.Tensor, index: torch.Tensor,
                 epoch: int) -> tuple[torch.Tensor, dict[str, float]]:
-        result = self.model.canonicalizer(x)
-        ce = F.cross_entropy(self.model.model(result.x), y)
-        loss = ce
-        stats = {"ce": float(ce.detach())}
-        if self.prior_weight:
-            prior = self.model.canonicalizer.prior_loss(result.g).mean()
-            loss = loss + self.prior_weight * prior
-            stats["prior"] = float(prior.detach())
-        for key in ("steps", "converged"):
-            if key in result.info:
-                stats[key] = float(result.info[key].float().mean())
-        stats["loss"] = float(loss.detach())
-        return loss, stats
+        canon, backbone = self.model.canonicalizer, self.model.model
+        stage = self.schedule.stage(epoch)
+        if stage == "backbone":
+            return self.backbone_step(backbone, x, y, index, epoch)
+        stats: dict[str, float] = {}
+        if stage == "canonicalizer" or self.schedule.canon_weight:
+            terms = canonicalization_loss(canon, x, self.elements(x, index, epoch, _CANON_STREAM), self.schedule.loss)
+            result = terms.result
+            stats.update(terms.stats())
+            loss = terms.loss.mean() * (1.0 if stage == "canonicalizer" else self.schedule.canon_weight)
+        else:
+            result, loss = canon(x), x.new_zeros(())
+        if stage == "joint":
+            ce = F.cross_entropy(backbone(result.x), y)
+            loss = loss + ce
+            stats["ce"] = float(ce.detach())
+        return self.finish(loss, stats, [(canon, result)])
 
 
-class LatentObjective(Objective):
-    """Cross-entropy of a [`LatentCanonicalized`][equican.latent.LatentCanonicalized] model, plus ``prior_weight`` times
-    the sum over its insertion points of each canonicalizer's prior.
+class LatentObjective(_CanonicalizingObjective):
+    """Cross-entropy of a [`LatentCanonicalized`][equican.latent.LatentCanonicalized] model by stages, plus
+    ``canon_weight`` times the sum over its insertion points of the canonicalization loss (on what each point's
+    canonicalizer reads), the priors and the kinds' regularizers.
 
-    ``model`` is the wrapper itself; one call of [`forward_canon`][equican.latent.LatentCanonicalized.forward_canon] per
-    step gives the logits and every point's element (one forward call, as DDP requires).
+    ``model`` is the wrapper itself; one call per step gives the logits and every point's element (one forward call,
+    as DDP requires). The ``"canonicalizer"`` stage runs the backbone too (the points' features come from it), but
+    only the canonicalizers' loss is used.
     """
 
-    def __init__(self, model: nn.Module, prior_weight: float = 0.0, seed: int = 0) -> None:
-        super().__init__(model, seed)
-        self.prior_weight = prior_weight
+    def __init__(self, model: nn.Module, prior_weight: float = 0.0, seed: int = 0,
+                 schedule: CanonicalizationSchedule | None = None) -> None:
+        schedule = CanonicalizationSchedule(canon_weight=0.0) if schedule is None else schedule
+        # One k per image serves every insertion point: the points share the wrapper's group when it built them.
+        group = next(iter(model.canonicalizers.values())).group
+        super().__init__(model, group, schedule, prior_weight, seed)
 
     def forward(self, x: torch.Tensor, y: torch.Tensor, index: torch.Tensor,
                 epoch: int) -> tuple[torch.Tensor, dict[str, float]]:
-        logits, results = self.model.forward_canon(x)
-        ce = F.cross_entropy(logits, y)
-        loss = ce
-        stats = {"ce": float(ce.detach())}
-        if self.prior_weight:
-            prior = self.model.prior_loss(results).mean()
-            loss = loss + self.prior_weight * prior
-            stats["prior"] = float(prior.detach())
-        for key in ("steps", "converged"):
-            values = [r.info[key].float().mean() for r in results.values() if key in r.info]
-            if values:
-                stats[key] = float(torch.stack(values).mean())
-        stats["loss"] = float(loss.detach())
-        return loss, stats
+        stage = self.schedule.stage(epoch)
+        if stage == "backbone":
+            return self.backbone_step(self.model.model, x, y, index, epoch)
+        stats: dict[str, float] = {}
+        loss = x.new_zeros(())
+        if stage == "canonicalizer" or self.schedule.canon_weight:
+            k = self.elements(x, index, epoch, _CANON_STREAM)
+            logits, results, terms = self.model.forward_canonicalization(x, k, self.schedule.loss)
+            canon_loss = torch.stack([t.loss.mean() for t in terms.values()]).sum()
+            stats["canon"] = float(canon_loss.detach())
+            loss = canon_loss * (1.0 if stage == "canonicalizer" else self.schedule.canon_weight)
+        else:
+            logits, results = self.model.forward_canon(x)
+        if stage == "joint":
+            ce = F.cross_entropy(logits, y)
+            loss = loss + ce
+            stats["ce"] = float(ce.detach())
+        canons = [(self.model.canonicalizers[str(k)], r) for k, r in results.items()]
+        return self.finish(loss, stats, canons)
 
 
 # ---------------------------------------------------------------------------------------------- options
@@ -220,24 +326,55 @@ class InvarianceOptions:
 
 
 @dataclass(frozen=True)
-class UpdateOptions:
-    """The update network of the ``dec``, ``direct`` and ``optimization`` methods, and the prior's weight."""
+class CanonicalizationOptions:
+    """How a learned canonicalizer is trained (see
+    [`CanonicalizationSchedule`][equican.methods.CanonicalizationSchedule] and
+    [`canonicalization_loss`][equican.canon.objective.canonicalization_loss]): ``canon_weight`` (joint weight of the
+    canonicalization loss), ``canon_target`` (``element`` or ``input``), ``canon_guard`` (weight of the round-trip
+    collapse guard), ``backbone_epochs`` and ``canon_epochs`` (the leading stages), and ``prior_weight``."""
+
+    canon_weight: float = 1.0
+    canon_target: str = "element"
+    canon_guard: float = 1.0
+    backbone_epochs: int = 0
+    canon_epochs: int = 0
+    prior_weight: float = 0.0
+
+    def schedule(self) -> CanonicalizationSchedule:
+        """The schedule these options describe."""
+        return CanonicalizationSchedule(canon_weight=float(self.canon_weight),
+                                        loss=CanonicalizationLoss(target=self.canon_target,
+                                                                  guard=float(self.canon_guard)),
+                                        backbone_epochs=self.backbone_epochs, canon_epochs=self.canon_epochs)
+
+
+@dataclass(frozen=True)
+class UpdateOptions(CanonicalizationOptions):
+    """The update network of the ``dec``, ``direct`` and ``optimization`` methods (``channels``, ``pool``, and the
+    ``resolution`` it works at: see [`UpdateCanonicalizer`][equican.canon.direct.UpdateCanonicalizer]; None: the
+    input's own), and how it is trained."""
 
     channels: tuple[int, ...] = (32, 64)
     pool: int = 2
-    prior_weight: float = 0.0
+    resolution: int | None = None
 
 
 @dataclass(frozen=True)
 class DECOptions(UpdateOptions):
-    """Solver settings of ``dec``: Anderson by default, 5 iterations in training and 10 in evaluation (the paper's
-    MNIST setting), phantom gradient."""
+    """Solver settings of ``dec``: Anderson by default, 5 iterations in training and 10 in evaluation, phantom
+    gradient; ``stop_mode`` and ``tol`` judge convergence, ``damping`` is Anderson's mixing, ``jacobian_weight``
+    torchdeq's Jacobian regularization and ``residual_weight`` the fixed-point residual penalty (see
+    [`DEQConfig`][equican.canon.deq.DEQConfig])."""
 
     solver: str = "anderson"
     train_iter: int = 5
     eval_iter: int = 10
     tol: float = 1e-3
+    stop_mode: str = "abs"
+    damping: float = 1.0
     gradient: str = "phantom"
+    jacobian_weight: float = 0.0
+    residual_weight: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -260,24 +397,29 @@ class EscnnOptions:
 
 
 @dataclass(frozen=True)
-class LatentOptions:
+class LatentOptions(CanonicalizationOptions):
     """Insertion points and canonicalizers of ``latent`` (see
-    [`LatentCanonicalized`][equican.latent.LatentCanonicalized])."""
+    [`LatentCanonicalized`][equican.latent.LatentCanonicalized]), and how they are trained."""
 
     at: int | tuple[int, ...] = (0,)
     canonicalizer: str | tuple[str, ...] = "deq"
     canonicalizer_input: str | tuple[str, ...] = "latent"
     uncanonicalize: bool | tuple[bool, ...] = True
     channels: tuple[int, ...] | None = None
-    prior_weight: float = 0.0
 
 
 def _parse(options_class: type, options: Mapping[str, Any], *, method: str) -> Any:
     opts = from_options(options_class, options, where=f"method {method!r}")
-    for key in ("prior_weight", "weight"):
+    for key in ("prior_weight", "weight", "canon_weight", "canon_guard", "jacobian_weight", "residual_weight"):
         value = getattr(opts, key, 0.0)
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < float("inf"):
             raise ConfigError(f"method {method!r}: expected option {key} to be a finite number >= 0, got {value!r}")
+    for key in ("backbone_epochs", "canon_epochs"):
+        if hasattr(opts, key):
+            V.require_int(getattr(opts, key), low=0, where=f"method {method!r}", name=f"option {key}")
+    if getattr(opts, "canon_target", "element") not in TARGETS:
+        raise ConfigError(f"method {method!r}: expected option canon_target in {TARGETS}, "
+                          f"got {opts.canon_target!r}")
     return opts
 
 
@@ -300,16 +442,19 @@ def _invariance(backbone: nn.Module, group: Group, opts: InvarianceOptions, in_c
 
 
 def _dec(backbone: nn.Module, group: Group, opts: DECOptions, in_channels: int, seed: int) -> Objective:
-    config = DEQConfig(train=SolverSettings(solver=opts.solver, max_iter=opts.train_iter, tol=opts.tol),
-                       eval=SolverSettings(solver=opts.solver, max_iter=opts.eval_iter, tol=opts.tol),
-                       gradient=opts.gradient)
-    canon = DEQCanonicalizer(group, _update_net(group, in_channels, opts), config)
-    return CanonicalizedObjective(backbone, canon, float(opts.prior_weight), seed)
+    def settings(iters: int) -> SolverSettings:
+        return SolverSettings(solver=opts.solver, max_iter=iters, tol=opts.tol, stop_mode=opts.stop_mode,
+                              damping=opts.damping)
+
+    config = DEQConfig(train=settings(opts.train_iter), eval=settings(opts.eval_iter), gradient=opts.gradient,
+                       jacobian_weight=float(opts.jacobian_weight), residual_weight=float(opts.residual_weight))
+    canon = DEQCanonicalizer(group, _update_net(group, in_channels, opts), config, resolution=opts.resolution)
+    return CanonicalizedObjective(backbone, canon, float(opts.prior_weight), seed, opts.schedule())
 
 
 def _direct(backbone: nn.Module, group: Group, opts: UpdateOptions, in_channels: int, seed: int) -> Objective:
-    canon = DirectCanonicalizer(group, _update_net(group, in_channels, opts))
-    return CanonicalizedObjective(backbone, canon, float(opts.prior_weight), seed)
+    canon = DirectCanonicalizer(group, _update_net(group, in_channels, opts), resolution=opts.resolution)
+    return CanonicalizedObjective(backbone, canon, float(opts.prior_weight), seed, opts.schedule())
 
 
 def _optimization(backbone: nn.Module, group: Group, opts: OptimizationOptions, in_channels: int,
@@ -322,7 +467,7 @@ def _optimization(backbone: nn.Module, group: Group, opts: OptimizationOptions, 
     config = OptimizationConfig(steps=opts.steps, eval_steps=opts.eval_steps, lr=opts.lr, optimizer=opts.optimizer,
                                 unroll=opts.unroll)
     canon = OptimizationCanonicalizer(group, energy, config)
-    return CanonicalizedObjective(backbone, canon, float(opts.prior_weight), seed)
+    return CanonicalizedObjective(backbone, canon, float(opts.prior_weight), seed, opts.schedule())
 
 
 def _escnn(backbone: nn.Module, group: Group, opts: EscnnOptions, in_channels: int, seed: int) -> Objective:
@@ -341,7 +486,7 @@ def _latent(backbone: nn.Module, group: Group, opts: LatentOptions, in_channels:
     model = LatentCanonicalized(backbone, at=opts.at, canonicalizer=opts.canonicalizer, group=group,
                                 canonicalizer_input=opts.canonicalizer_input, uncanonicalize=opts.uncanonicalize,
                                 canonicalizer_options=options, in_channels=in_channels)
-    return LatentObjective(model, float(opts.prior_weight), seed)
+    return LatentObjective(model, float(opts.prior_weight), seed, opts.schedule())
 
 
 @dataclass(frozen=True)

@@ -32,7 +32,8 @@ from .data.seeding import keyed_elements
 from .errors import ConfigError, DTypeError, ShapeError
 from .group import Group, make_group
 
-__all__ = ["accuracy", "invariance_error", "local_scale_error", "equivariance_error", "paper_invariance_group"]
+__all__ = ["accuracy", "invariance_error", "local_scale_error", "equivariance_error", "paper_invariance_group",
+           "canonicalization_error", "canonical_spread", "solver_statistics", "summarize_solver_statistics"]
 
 Model = Callable[[torch.Tensor], torch.Tensor]
 Data = Union[torch.Tensor, tuple[torch.Tensor, ...], Iterable[Any]]
@@ -337,3 +338,117 @@ def equivariance_error(model: Model, data: Data, group: Group, *, seed: int = 0,
         diff = (y_g - expected)[crop].flatten(1).norm(dim=1)
         errors.append(diff / expected[crop].flatten(1).norm(dim=1).clamp_min(eps))
     return _finish(errors, per_sample, where=where)
+
+
+# ---------------------------------------------------------------------------------------------- canonicalizers
+@torch.no_grad()
+def canonicalization_error(canonicalizer: Any, data: Data, group: Group | None = None, *, seed: int = 0,
+                           border: int = 4, batch_size: int = 64, device: torch.device | str | None = None,
+                           per_sample: bool = False) -> Result:
+    """How far a canonicalizer is from invariant: the mean of ``|canon(act(k, x)).x − canon(x).x|`` over the interior.
+
+    Per sample, the absolute difference of the two canonical inputs is averaged over channels and the pixels at least
+    ``border`` from the edge (where the action resamples from outside the image). For the
+    [`IdentityCanonicalizer`][equican.canon.IdentityCanonicalizer] it is ``|act(k, x) − x|``, the baseline that a
+    canonicalizer should bring down; an exactly invariant canonicalizer scores 0.
+
+    A canonicalizer that maps every input to one blank image scores 0 as well: read this number together with
+    [`canonical_spread`][equican.metrics.canonical_spread], which is 0 for such a collapse.
+
+    Args:
+        canonicalizer: a [`Canonicalizer`][equican.canon.Canonicalizer] (any callable returning a result with ``x``).
+        data: batches whose first entry is ``x (B, C, H, W)``.
+        group: the sampler of ``k`` (default: the canonicalizer's own group).
+        seed: the ``n``-th sample's ``k`` is drawn from ``index_generator(seed, n)``.
+        border: pixels left out on each side.
+        batch_size: for in-memory tensors.
+        device: where to evaluate (default: the canonicalizer's).
+        per_sample: also return the per-sample errors, ``(N,)``.
+
+    Returns:
+        The mean error (and the per-sample tensor).
+    """
+    where = "canonicalization_error"
+    group = canonicalizer.group if group is None else group
+    V.require_int(border, low=0, where=where, name="border")
+    errors = []
+    for x, _, gx in _transformed_pairs(canonicalizer, data, group, seed=seed, batch_size=batch_size, device=device,
+                                       where=where):
+        both = canonicalizer(torch.cat([x, gx])).x
+        diff = _interior(both[x.shape[0]:] - both[:x.shape[0]], border)
+        errors.append(diff.abs().flatten(1).mean(dim=1))
+    return _finish(errors, per_sample, where=where)
+
+
+@torch.no_grad()
+def canonical_spread(canonicalizer: Any, data: Data, *, border: int = 4, batch_size: int = 64,
+                     device: torch.device | str | None = None) -> float:
+    """The collapse check beside [`canonicalization_error`][equican.metrics.canonicalization_error]: the mean of
+    ``|canon(x_i).x − canon(x_j).x|`` over the interior, for each sample ``i`` and the next one ``j`` in its batch.
+
+    Distinct inputs keep distinct canonical forms under a useful canonicalizer (about the identity's spread);
+    a canonicalizer that maps everything to one image scores 0. Batches of one sample are skipped.
+
+    Returns:
+        The mean over the pairs.
+
+    Raises:
+        ShapeError: fewer than two samples in every batch.
+    """
+    where = "canonical_spread"
+    V.require_int(border, low=0, where=where, name="border")
+    device = _model_device(canonicalizer, device)
+    spreads = []
+    with _evaluating(canonicalizer):
+        for batch in _batches(data, batch_size, where=where):
+            x = _move(_entries(batch, 1, where=where, names="x")[0], device)
+            if x.shape[0] < 2:
+                continue
+            c = canonicalizer(x).x
+            spreads.append(_interior(c - c.roll(1, dims=0), border).abs().flatten(1).mean(dim=1))
+    return _finish(spreads, False, where=where)  # type: ignore[return-value]
+
+
+@contextlib.contextmanager
+def solver_statistics(model: Any) -> Iterator[dict[str, list[torch.Tensor]]]:
+    """Record the solver statistics of every canonicalizer inside ``model`` while the block runs.
+
+    Yields a dict that fills with one tensor per canonicalizer call: ``"converged"`` (bool, ``(B,)``) and
+    ``"residual"`` (the residual of the returned iterate, ``(B,)``), for the kinds that report them (the DEQ). Works
+    for a canonicalized model, a latent timm wrapper, or a canonicalizer itself (forward hooks on every
+    [`Canonicalizer`][equican.canon.Canonicalizer] submodule).
+    """
+    from .canon import Canonicalizer
+
+    record: dict[str, list[torch.Tensor]] = {"converged": [], "residual": []}
+
+    def hook(module: Any, args: Any, result: Any) -> None:
+        info = getattr(result, "info", {})
+        if "converged" in info and "residual_true" in info:
+            record["converged"].append(info["converged"].detach().cpu())
+            record["residual"].append(info["residual_true"].detach().float().cpu())
+
+    modules = model.modules() if isinstance(model, nn.Module) else []
+    handles = [m.register_forward_hook(hook) for m in modules if isinstance(m, Canonicalizer)]
+    try:
+        yield record
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+def summarize_solver_statistics(record: dict[str, list[torch.Tensor]]) -> dict[str, float]:
+    """``{"converged": fraction, "residual": mean}`` of a [`solver_statistics`][equican.metrics.solver_statistics]
+    record (lists of ``(B,)`` tensors); empty when nothing was recorded."""
+    if not record["converged"]:
+        return {}
+    converged = torch.cat(record["converged"]).float()
+    residual = torch.cat(record["residual"]).double()
+    finite = residual[torch.isfinite(residual)]
+    return {"converged": float(converged.mean()), "residual": float(finite.mean()) if finite.numel() else float("inf")}
+
+
+def _interior(t: torch.Tensor, border: int) -> torch.Tensor:
+    if border and min(t.shape[-2:]) > 2 * border:
+        return t[..., border:-border, border:-border]
+    return t

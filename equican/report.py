@@ -26,6 +26,9 @@ METRIC_COLUMNS: tuple[tuple[str, str], ...] = (
     ("accuracy_unscaled", "accuracy (scale 1)"),
     ("invariance_error", "invariance error"),
     ("local_scale_error", "local-scale error"),
+    ("canon_invariance", "canonical-form error"),
+    ("canon_invariance_identity", "same, no canonicalizer"),
+    ("solver_converged", "DEQ converged"),
 )
 """The evaluation metrics shown in tables, in order: (key in the metrics dict, column title)."""
 

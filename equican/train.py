@@ -44,6 +44,7 @@ from torch.utils.data.distributed import DistributedSampler
 from tqdm.auto import tqdm
 
 from . import metrics
+from .canon import Canonicalizer, IdentityCanonicalizer
 from .config import DataConfig, TrainConfig, from_options
 from .data import LocalScaleConfig, LocalScaleMNIST, TransformedConfig, TransformedMNIST, load_mnist
 from .data.seeding import index_generator
@@ -321,7 +322,9 @@ def _fit(config: TrainConfig, env: _Distributed, device: torch.device, objective
         raise ConfigError(f"data: the training split has {len(dataset)} samples, fewer than one batch per process")
     net: torch.nn.Module = objective
     if env.world > 1:
-        net = DistributedDataParallel(objective, device_ids=[device.index] if device.type == "cuda" else None)
+        # A staged method leaves the canonicalizer or the backbone out of some epochs' loss.
+        net = DistributedDataParallel(objective, device_ids=[device.index] if device.type == "cuda" else None,
+                                      find_unused_parameters=bool(getattr(objective, "staged", False)))
     optimizer = torch.optim.AdamW(objective.parameters(), lr=optim.lr, weight_decay=optim.weight_decay,
                                   betas=optim.betas)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _schedule(config, optim.epochs * len(loader)))
@@ -394,7 +397,7 @@ def _epoch(config: TrainConfig, env: _Distributed, device: torch.device, net: to
     row = {"epoch": epoch + 1, **{k: v / seen for k, v in totals.items()}, "images_per_s": seen / seconds,
            "seconds": seconds, "lr": scheduler.get_last_lr()[0]}
     if env.main and config.progress:
-        extra = "".join(f", {k} {row[k]:.3g}" for k in ("steps", "converged") if k in row)
+        extra = "".join(f", {k} {row[k]:.3g}" for k in ("canon", "steps", "converged", "residual") if k in row)
         tqdm.write(f"epoch {epoch + 1}/{config.optim.epochs}: loss {row['loss']:.4f}, "
                    f"{row['images_per_s']:.0f} img/s, {seconds:.1f} s{extra}")
     return row
@@ -418,7 +421,19 @@ def evaluate(model: torch.nn.Module, config: TrainConfig, test_data: SplitData, 
     out: dict[str, Any] = {"samples": n, "invariance_group": repr(group)}
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", ConvergenceWarning)
-        out["accuracy"] = metrics.accuracy(model, (x, y), batch_size=ev.batch_size)
+        with metrics.solver_statistics(model) as record:
+            out["accuracy"] = metrics.accuracy(model, (x, y), batch_size=ev.batch_size)
+        # The DEQ's converged fraction and mean residual on the test inputs, at the evaluation settings.
+        out.update({f"solver_{k}": v for k, v in metrics.summarize_solver_statistics(record).items()})
+        canon = getattr(model, "canonicalizer", None)
+        if isinstance(canon, Canonicalizer):
+            out["canon_invariance"] = metrics.canonicalization_error(canon, (x,), seed=ev.seed,
+                                                                     batch_size=ev.batch_size)
+            out["canon_invariance_identity"] = metrics.canonicalization_error(
+                IdentityCanonicalizer(canon.group), (x,), seed=ev.seed, batch_size=ev.batch_size)
+            out["canon_spread"] = metrics.canonical_spread(canon, (x,), batch_size=ev.batch_size)
+            out["canon_spread_identity"] = metrics.canonical_spread(IdentityCanonicalizer(canon.group), (x,),
+                                                                    batch_size=ev.batch_size)
         out["invariance_error"] = metrics.invariance_error(model, (x,), group, seed=ev.seed,
                                                            batch_size=ev.batch_size)
         if isinstance(test_data.source, LocalScaleMNIST):

@@ -9,8 +9,9 @@ import torch
 from torch import nn
 
 from equican import make_group
-from equican.canon import ConvergenceWarning, DEQCanonicalizer, DEQConfig, DirectCanonicalizer, SolverSettings
-from equican.errors import EquicanWarning, NonFiniteError
+from equican.canon import (ConvergenceWarning, DEQCanonicalizer, DEQConfig, DirectCanonicalizer, SolverSettings,
+                           UpdateNet)
+from equican.errors import ConfigError, EquicanWarning
 
 from _canon_helpers import finite_difference_gradient
 
@@ -119,13 +120,14 @@ def test_eval_really_switches_solver_settings():
         canon.train()
         net.calls = 0
         res = canon(x)
-        assert net.calls == 3 + 1  # three solver steps, one differentiated phantom step
+        # three solver steps, one differentiated phantom step, one measuring the returned iterate's true residual
+        assert net.calls == 3 + 1 + 1
         assert res.info["residual"].shape[1] == 3
         canon.eval()
         assert not canon.train_core.training and not canon.eval_core.training
         net.calls = 0
         res = canon(x)
-        assert net.calls == 7 and res.info["residual"].shape[1] == 7
+        assert net.calls == 7 + 1 and res.info["residual"].shape[1] == 7
         assert canon.settings is cfg.eval
 
 
@@ -178,10 +180,15 @@ def test_nonconvergence_warns_once_per_place_in_a_loop():
     assert len([w for w in caught if issubclass(w.category, ConvergenceWarning)]) == 3
 
 
-def test_non_finite_update_raises():
+def test_non_finite_update_falls_back_to_the_identity():
+    # Issue 13 D1: a NaN update is held at the identity inside the solve and reported, never raised or returned.
     canon = deq(Drift(float("nan"))).eval()
-    with pytest.raises(NonFiniteError):
-        canon(blobs(torch.tensor([-1.0])))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        res = canon(blobs(torch.tensor([-1.0])))
+    assert torch.isfinite(res.x).all()
+    assert res.info["fallback"].all() and not res.info["converged"].any()
+    assert torch.equal(res.h, canon.group.identity(1, dtype=res.h.dtype))
 
 
 def test_direct_is_one_step_of_the_deq_map():
@@ -194,3 +201,116 @@ def test_direct_is_one_step_of_the_deq_map():
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
         assert torch.allclose(one(x).g, direct(x).g)
+
+
+# ---------------------------------------------------------------------------------------------- issue 13: D1, D2, D9
+def _wild_net(group, std: float, seed: int = 0) -> UpdateNet:
+    torch.manual_seed(seed)
+    net = UpdateNet(1, group.unconstrained_shape, channels=(8, 16))
+    nn.init.normal_(net.head.weight, std=std)
+    nn.init.normal_(net.head.bias, std=std)
+    return net
+
+
+@pytest.mark.parametrize("name, std", [("scale", 1.0), ("affine", 1.0), ("rotation", 100.0), ("monotone", 30.0)])
+def test_wild_updates_fall_back_per_input_instead_of_raising(name, std):
+    # D1: the group's validation used to raise mid-solve (NonFiniteError, "det A <= 0"), and Anderson's singular
+    # least-squares step raised an untyped LinAlgError for the whole batch.
+    group = make_group(name)
+    canon = DEQCanonicalizer(group, _wild_net(group, std)).eval()
+    x = torch.rand(4, 1, 16, 16, generator=torch.Generator().manual_seed(0))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        res = canon(x)
+    assert torch.isfinite(res.x).all() and torch.isfinite(res.h).all()
+    assert res.info["converged"].shape == (4,) and res.info["fallback"].shape == (4,)
+    # An input that falls back gets exactly the identity.
+    back = res.info["fallback"]
+    if back.any():
+        torch.testing.assert_close(res.x[back], x[back], atol=1e-5, rtol=0)
+
+
+def test_singular_anderson_step_retries_with_plain_iteration():
+    # Negative control for the retry: Anderson itself raises on this batch (so the fallback path is exercised).
+    from torchdeq.solver import get_solver
+
+    group = make_group("affine")
+    canon = DEQCanonicalizer(group, _wild_net(group, 1.0)).eval()
+    x = torch.rand(4, 1, 16, 16, generator=torch.Generator().manual_seed(0))
+    features = canon.update_input(x)
+    with torch.no_grad(), pytest.raises(torch.linalg.LinAlgError):
+        get_solver("anderson")(lambda z: canon.step(z, features), canon.zeros(x), max_iter=10, tol=1e-4)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        res = canon(x)
+    assert torch.isfinite(res.x).all()
+
+
+def test_convergence_is_judged_on_the_true_residual():
+    # D2: iterates at ~4e8 rad absorbed the update in float32, so the residual read 0 and "converged" was True.
+    group = make_group("rotation")
+    s = SolverSettings(solver="broyden", max_iter=6)
+    canon = DEQCanonicalizer(group, _wild_net(group, 1.0), DEQConfig(train=s, eval=s)).eval()
+    x = torch.rand(4, 1, 16, 16, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        z, info = canon.solve(x)
+        projected, dz = canon.correction(z, x)
+    true = ((projected.double() - z.double()) + dz.double()).flatten(1).norm(dim=1)
+    assert not info["converged"].any()
+    assert (true > s.tol).all()
+    # The reported residual is that true residual (for inputs that kept their iterate).
+    kept = ~info["fallback"]
+    torch.testing.assert_close(info["residual_true"][kept].double(), true[kept], rtol=1e-4, atol=1e-6)
+
+
+def test_residual_is_not_absorbed_at_large_iterates():
+    # The float64 formation (P(z) − z) + Δ sees a unit update at z = 4e8 that a float32 f(z) − z reads as 0.
+    class Constant(nn.Module):
+        def forward(self, x):
+            return torch.full((x.shape[0], 1), -9.0, dtype=x.dtype)
+
+    canon = DEQCanonicalizer(make_group("scale"), Constant()).eval()
+    x = torch.rand(2, 1, 8, 8)
+    z = torch.full((2, 1), 4e8)
+    assert float((canon.step(z, x) - z).abs().max()) == 0.0  # float32 absorbs the update: the trap itself
+    residual, _, _ = canon._true_residual(z, x)
+    torch.testing.assert_close(residual, torch.full((2,), 9.0))
+
+
+def test_diverging_implicit_backward_is_reported_not_nan():
+    # D9: the implicit gradient's adjoint solve diverged and returned NaN gradients silently.
+    group = make_group("rotation")
+    canon = DEQCanonicalizer(group, _wild_net(group, 100.0), DEQConfig(gradient="implicit")).train()
+    x = torch.rand(4, 1, 16, 16, generator=torch.Generator().manual_seed(0)).requires_grad_()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        res = canon(x)
+        (res.x.sum() + canon.prior_loss(res.h).sum()).backward()
+    assert torch.isfinite(x.grad).all()
+    assert all(torch.isfinite(p.grad).all() for p in canon.parameters() if p.grad is not None)
+    assert any("backward pass produced a non-finite gradient" in str(w.message) for w in caught)
+
+
+def test_empty_batch():
+    group = make_group("scale")
+    res = DEQCanonicalizer(group, UpdateNet(1, (1,), channels=(4,))).eval()(torch.rand(0, 1, 8, 8))
+    assert res.x.shape == (0, 1, 8, 8) and res.info["converged"].shape == (0,)
+
+
+def test_residual_and_jacobian_regularizers():
+    group = make_group("scale")
+    torch.manual_seed(0)
+    plain = DEQCanonicalizer(group, UpdateNet(1, (1,), channels=(4,))).train()
+    x = torch.rand(3, 1, 12, 12)
+    assert plain.regularizer(plain(x).info) == 0.0
+    cfg = DEQConfig(residual_weight=2.0, jacobian_weight=0.5)
+    canon = DEQCanonicalizer(group, _wild_net(group, 0.3), cfg).train()
+    res = canon(x)
+    reg = canon.regularizer(res.info)
+    expected = 2.0 * res.info["residual_loss"] + 0.5 * res.info["jacobian"]
+    torch.testing.assert_close(reg, expected)
+    reg.backward()
+    assert canon.net.head.weight.grad is not None and canon.net.head.weight.grad.abs().sum() > 0
+    with pytest.raises(ConfigError, match="residual_weight"):
+        DEQConfig(residual_weight=-1.0)

@@ -129,7 +129,8 @@ def test_prior_weight_adds_the_prior_to_the_loss():
     x, y, index = batch()
     loss, stats = objective(x, y, index, 0)
     assert "prior" in stats
-    assert float(loss.detach()) == pytest.approx(stats["ce"] + 0.5 * stats["prior"], rel=1e-6)
+    expected = stats["ce"] + stats["canon"] + 0.5 * stats["prior"]  # canon_weight 1 by default
+    assert float(loss.detach()) == pytest.approx(expected, rel=1e-6)
     _, no_prior = tiny_objective("direct")(x, y, index, 0)
     assert "prior" not in no_prior
 

@@ -35,7 +35,6 @@ outputs back ([`Canonicalizer.uncanonicalize`][equican.canon.Canonicalizer.uncan
 from __future__ import annotations
 
 import abc
-from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -50,26 +49,50 @@ __all__ = ["CanonResult", "Canonicalizer", "IdentityCanonicalizer", "DirectCanon
            "UpdateNet", "Canonicalized"]  # EquivariantCanonicalizer: imported on first use (escnn is optional)
 
 
-@dataclass(frozen=True)
 class CanonResult:
     """What a canonicalizer returns for a batch ``x: (B, C, H, W)``.
 
     Attributes:
         x: the canonical inputs ``act(inverse(g), x)``, shape ``(B, C, H, W)``.
         g: the predicted elements, shape ``(B, *group.param_shape)``; ``act(g, result.x) ≈ x`` where the group acts
-            invertibly.
+            invertibly. Computed on first access as ``group.inverse(h)`` when the result was made from ``h`` (an
+            inversion is the costliest group operation for monotone scaling, and training needs only ``h``).
         info: solver statistics (tensors of leading size ``B`` or plain numbers); keys depend on the kind.
         h: the canonicalizing elements as the canonicalizer found them, ``(B, *group.param_shape)``: ``x`` is exactly
             ``act(h, input)`` and ``g = inverse(h)``.
             [`Canonicalizer.uncanonicalize`][equican.canon.Canonicalizer.uncanonicalize] maps outputs back through
             ``group.act_inverse(h, ·)``, which is more accurate than ``act(g, ·)`` for groups whose inverse is
             approximate. None for a result made without it (then ``g`` is used).
+
+    Args:
+        x: the canonical inputs.
+        g: the elements, or None to compute them from ``h`` and ``group`` when asked for.
+        info: solver statistics.
+        h: the canonicalizing elements.
+        group: the group that inverts ``h`` (needed only when ``g`` is None).
+
+    Raises:
+        ConfigError: neither ``g`` nor both ``h`` and ``group`` were given.
     """
 
-    x: torch.Tensor
-    g: torch.Tensor
-    info: dict[str, Any] = field(default_factory=dict)
-    h: torch.Tensor | None = None
+    __slots__ = ("x", "_g", "info", "h", "_group")
+
+    def __init__(self, x: torch.Tensor, g: torch.Tensor | None = None, info: dict[str, Any] | None = None,
+                 h: torch.Tensor | None = None, group: Group | None = None) -> None:
+        if g is None and (h is None or group is None):
+            raise ConfigError("CanonResult: expected g, or h together with the group that inverts it")
+        self.x, self._g, self.info, self.h, self._group = x, g, {} if info is None else info, h, group
+
+    @property
+    def g(self) -> torch.Tensor:
+        """The predicted elements ``(B, *param_shape)`` (``inverse(h)``, computed once on first access)."""
+        if self._g is None:
+            self._g = self._group.inverse(self.h)
+        return self._g
+
+    def __repr__(self) -> str:
+        return (f"CanonResult(x={V.fmt_shape(self.x.shape)}, h={None if self.h is None else V.fmt_shape(self.h.shape)}, "
+                f"info={sorted(self.info)})")
 
 
 class Canonicalizer(nn.Module, abc.ABC):
@@ -120,8 +143,32 @@ class Canonicalizer(nn.Module, abc.ABC):
         """
         self.check_input(x, where=f"{type(self).__name__}.forward")
         z, info = self.solve(x)
-        h = self.group.from_unconstrained(z)
-        return CanonResult(x=self.canonical_input(z, h, x), g=self.group.inverse(h), info=info, h=h)
+        # A non-finite prediction (a diverged network) falls back to the identity for that input alone, and is
+        # reported in info["fallback"]: one bad input must not make the batch raise or return NaN. torch.where keeps
+        # this free of host synchronisation.
+        z, h, finite = self.elements(z)
+        info["fallback"] = info["fallback"] | ~finite if "fallback" in info else ~finite
+        return CanonResult(x=self.canonical_input(z, h, x), info=info, h=h, group=self.group)
+
+    def elements(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``(z', h, ok)``: chart parameters and elements ``h = from_unconstrained(z')`` that are finite for every input.
+
+        An input whose ``z`` or ``h`` is not finite (a diverged network, or a finite ``z`` beyond the range where the
+        chart's exponentials stay finite) gets ``z' = 0`` and the identity; ``ok: (B,)`` is False for it. Computed
+        with ``torch.where`` and unchecked group calls: no host synchronisation, nothing raised mid-solve.
+
+        Args:
+            z: chart parameters ``(B, *unconstrained_shape)``.
+        """
+        u = self.group.unchecked
+        finite = torch.isfinite(z).flatten(1).all(dim=1)
+        z = torch.where(finite.view(-1, *([1] * (z.ndim - 1))), z, torch.zeros_like(z))
+        h = u.from_unconstrained(z)
+        ok = finite & torch.isfinite(h).flatten(1).all(dim=1)
+        rows = ok.view(-1, *([1] * (h.ndim - 1)))
+        z = torch.where(ok.view(-1, *([1] * (z.ndim - 1))), z, torch.zeros_like(z))
+        h = torch.where(rows, h, u.from_unconstrained(torch.zeros_like(z)))
+        return z, h, ok
 
     def uncanonicalize(self, result: CanonResult, y: torch.Tensor) -> torch.Tensor:
         """Map a dense output computed on the canonical input back to the input's frame: ``act(g, y)``.
@@ -178,6 +225,12 @@ class Canonicalizer(nn.Module, abc.ABC):
             g: elements of shape ``(B, *param_shape)``.
         """
         return self.group.distance(g, self.group.identity_like(g)).pow(2)
+
+    def regularizer(self, info: dict[str, Any]) -> torch.Tensor | float:
+        """A training loss term of the canonicalizer's own (e.g. the DEQ's Jacobian regularization), computed from the
+        ``info`` of a training-mode call: a scalar (0-d tensor), or 0 for kinds without one. Added to the loss by
+        every training method."""
+        return 0.0
 
     def check_input(self, x: torch.Tensor, *, where: str) -> None:
         """Validate an input batch: ``(B, C, H, W)``, float32/float64, finite, on the parameters' dtype/device."""

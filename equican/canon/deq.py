@@ -6,12 +6,13 @@ This is the only module that imports torchdeq.
 from __future__ import annotations
 
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import torch
 from torch import nn
 from torchdeq import get_deq
+from torchdeq.loss import jac_reg
 
 from .. import _validate as V
 from ..errors import ConfigError, ConvergenceWarning
@@ -41,13 +42,17 @@ class SolverSettings:
         tol: the solve stops once every input's residual ``‖f(z) - z‖`` (``stop_mode="abs"``) or
             ``‖f(z) - z‖ / ‖f(z)‖`` (``"rel"``) is below ``tol``; an input whose best residual is not is reported
             as not converged.
-        stop_mode: ``"abs"`` or ``"rel"``.
+        stop_mode: ``"abs"`` or ``"rel"``. The reported residual (``info["residual_true"]``) of ``"rel"`` is
+            ``‖f(z) − z‖ / (1 + ‖f(z)‖)``, measured once more on the returned iterate.
+        damping: Anderson's mixing ``τ`` in ``(0, 1]`` (1: undamped); a damped step ``τ·f + (1 − τ)·z`` helps an
+            update map that overshoots. Only the Anderson solver takes it.
     """
 
     solver: str = "anderson"
     max_iter: int = 5
     tol: float = 1e-3
     stop_mode: str = "abs"
+    damping: float = 1.0
 
     def __post_init__(self) -> None:
         where = "SolverSettings"
@@ -57,6 +62,10 @@ class SolverSettings:
                  f"expected max_iter >= 3 for {self.solver} (two evaluations start it), got {self.max_iter}")
         V.require_positive(self.tol, where=where, name="tol")
         _require(self.stop_mode in ("abs", "rel"), where, f"expected stop_mode 'abs' or 'rel', got {self.stop_mode!r}")
+        V.require_positive(self.damping, where=where, name="damping")
+        _require(self.damping <= 1, where, f"expected damping in (0, 1], got {self.damping!r}")
+        _require(self.damping == 1 or self.solver == "anderson", where,
+                 f"expected damping 1 for solver {self.solver!r} (only Anderson is damped), got {self.damping!r}")
 
 
 @dataclass(frozen=True)
@@ -74,6 +83,13 @@ class DEQConfig:
         backward_solver: torchdeq solver of the implicit gradient's adjoint equation.
         backward_max_iter: iteration cap of the adjoint solve.
         backward_tol: residual tolerance of the adjoint solve.
+        jacobian_weight: weight of torchdeq's Jacobian regularization (``‖∂f/∂z‖_F²`` at the fixed point, estimated
+            with one random vector), returned by [`regularizer`][equican.canon.Canonicalizer.regularizer] in training
+            mode; 0 turns it off and skips its cost (one more update evaluation and its double backward).
+        residual_weight: weight of the squared residual ``‖f(z) − z‖²`` of the returned iterate, with gradient through
+            the update map: it trains the map to make the solver's answer a true fixed point (the network then
+            predicts no further correction on the canonical input). Costs nothing extra: the evaluation that
+            measures the residual is the one differentiated.
         on_nonconvergence: what an input that did not converge gets: ``"best"`` (the iterate with the lowest residual,
             torchdeq's choice) or ``"identity"`` (``g = e``). Either way one
             [`ConvergenceWarning`][equican.errors.ConvergenceWarning] is issued per call, ``info["converged"]`` is False
@@ -88,6 +104,8 @@ class DEQConfig:
     backward_solver: str = "fixed_point_iter"
     backward_max_iter: int = 40
     backward_tol: float = 1e-6
+    jacobian_weight: float = 0.0
+    residual_weight: float = 0.0
     on_nonconvergence: str = "best"
 
     def __post_init__(self) -> None:
@@ -104,6 +122,10 @@ class DEQConfig:
                  f"expected backward_solver in {_SOLVERS}, got {self.backward_solver!r}")
         V.require_int(self.backward_max_iter, low=1, where=where, name="backward_max_iter")
         V.require_positive(self.backward_tol, where=where, name="backward_tol")
+        for key in ("jacobian_weight", "residual_weight"):
+            value = getattr(self, key)
+            _require(isinstance(value, (int, float)) and not isinstance(value, bool) and 0 <= value < float("inf"),
+                     where, f"expected {key} to be a finite number >= 0, got {value!r}")
         _require(self.on_nonconvergence in _POLICIES, where,
                  f"expected on_nonconvergence in {_POLICIES}, got {self.on_nonconvergence!r}")
 
@@ -131,11 +153,13 @@ class DEQCanonicalizer(UpdateCanonicalizer):
         config: solver and gradient settings.
         reduce: an optional channel reduction applied once before the solve (see
             [`UpdateCanonicalizer`][equican.canon.direct.UpdateCanonicalizer]).
+        resolution: the working resolution of the update map (see
+            [`UpdateCanonicalizer`][equican.canon.direct.UpdateCanonicalizer]); None: the input's own.
     """
 
     def __init__(self, group: Group, net: nn.Module, config: DEQConfig | None = None,
-                 reduce: nn.Module | None = None) -> None:
-        super().__init__(group, net, reduce)
+                 reduce: nn.Module | None = None, resolution: int | None = None) -> None:
+        super().__init__(group, net, reduce, resolution)
         config = DEQConfig() if config is None else config
         if not isinstance(config, DEQConfig):
             raise ConfigError(f"DEQCanonicalizer: expected config to be a DEQConfig, got {type(config).__name__}")
@@ -163,6 +187,11 @@ class DEQCanonicalizer(UpdateCanonicalizer):
     def solve(self, x: torch.Tensor) -> tuple[torch.Tensor, dict[str, Any]]:
         """Solve ``z* = f_θ(z*; x)`` from ``z = 0`` for ``x: (B, C, H, W)`` with the current mode's settings.
 
+        Robust per input: an input whose update turns non-finite is held at the identity inside the solve (so that
+        it cannot poison the others, e.g. through Anderson's least-squares step), and falls back to the identity in
+        the result. If the Anderson or Broyden step fails on a singular system, the solve is repeated with plain
+        fixed-point iteration, which solves no linear system.
+
         Returns:
             ``(z, info)``: the fixed points ``(B, *unconstrained_shape)`` (the identity's zeros for inputs that fall
             back) and the solver statistics listed in the class docstring.
@@ -173,29 +202,140 @@ class DEQCanonicalizer(UpdateCanonicalizer):
         settings = self.settings
         core = self.train_core if self.training else self.eval_core
         features = self.update_input(x)
-        z_out, stats = core(lambda z: self.step(z, features), self.zeros(x))
+        b = x.shape[0]
+        if b == 0:
+            empty = x.new_zeros((0,))
+            return self.zeros(x), {"residual": x.new_zeros((0, 0)), "residual_best": empty, "residual_true": empty,
+                                   "steps": empty.long(), "converged": empty.bool(), "fallback": empty.bool()}
+        diverged = torch.zeros(b, dtype=torch.bool, device=x.device)
+        flag = [False]  # set by the gradient guard when the backward pass meets a non-finite gradient
+
+        def update(z: torch.Tensor) -> torch.Tensor:
+            nonlocal diverged
+            z_safe = torch.where(_rows(torch.isfinite(z), z), z, torch.zeros_like(z))
+            fz = self.step(z_safe, features)
+            ok = _rows(torch.isfinite(fz), fz)
+            diverged = diverged | ~ok.flatten(1).all(dim=1)
+            fz = torch.where(ok, fz, torch.zeros_like(fz))
+            return _GradGuard.apply(fz, flag) if torch.is_grad_enabled() and fz.requires_grad else fz
+
+        try:
+            z_out, stats = core(update, self.zeros(x), solver_kwargs=self._solver_kwargs(settings))
+        except torch.linalg.LinAlgError:
+            # Anderson/Broyden solve a small linear system per input; one singular system fails the whole batch.
+            # Plain iteration solves none, so every other input still gets its answer.
+            fallback_core = self._core(replace(settings, solver="fixed_point_iter"))
+            fallback_core.train(self.training)
+            z_out, stats = fallback_core(update, self.zeros(x), solver_kwargs={})
         z = z_out[-1]
-        lowest = stats[f"{settings.stop_mode}_lowest"].to(x.device)
-        finite = torch.isfinite(z).flatten(1).all(dim=1) & torch.isfinite(lowest)
-        converged = finite & (lowest < settings.tol)
+        residual, scale, residual_loss = self._true_residual(z.detach(), features)
+        finite = torch.isfinite(z.detach()).flatten(1).all(dim=1) & torch.isfinite(residual) & ~diverged
+        # Relative mode: ‖f(z) − z‖ / (1 + ‖f(z)‖): relative where the iterate is large, absolute near the identity
+        # z = 0, where a pure ratio is undefined (and where an untrained canonicalizer sits).
+        measured = residual / (1 + scale) if settings.stop_mode == "rel" else residual
+        converged = finite & (measured < settings.tol)
         fallback = ~finite if self.config.on_nonconvergence == "best" else ~converged
         if not bool(converged.all()):
             # The message names only the settings, not this batch's counts and residuals: Python shows a warning
             # once per distinct message and place, so a training loop gets one line, not one per step. The numbers
-            # are in info ("converged", "residual_best").
+            # are in info ("converged", "residual_true").
             warnings.warn(ConvergenceWarning(
                 f"DEQCanonicalizer: some inputs did not reach the {settings.stop_mode} residual tolerance "
                 f"{settings.tol:g} within {settings.max_iter} iterations; they get the "
                 f"{self.config.on_nonconvergence} policy (per input: result.info['converged'], "
-                f"info['residual_best'])"), stacklevel=3)
-        if bool(fallback.any()):
-            keep = fallback.logical_not().view(-1, *([1] * (z.ndim - 1)))
-            z = torch.where(keep, z, torch.zeros_like(z))
+                f"info['residual_true'])"), stacklevel=3)
+        z = torch.where(_rows(~fallback, z), z, torch.zeros_like(z))
         # torchdeq's trace opens with a placeholder (1e8) before the first step: drop it.
         trace = stats[f"{settings.stop_mode}_trace"][:, 1:].to(x.device)
-        info = {"residual": trace, "residual_best": lowest,
-                "steps": stats["nstep"].to(x.device).long(), "converged": converged, "fallback": fallback}
+        info = {"residual": trace, "residual_best": stats[f"{settings.stop_mode}_lowest"].to(x.device),
+                "residual_true": measured, "steps": stats["nstep"].to(x.device).long(), "converged": converged,
+                "fallback": fallback}
+        if residual_loss is not None:
+            info["residual_loss"] = residual_loss
+        if self.training and self.config.jacobian_weight:
+            info["jacobian"] = self._jacobian_penalty(z.detach(), features)
         return z, info
+
+    @staticmethod
+    def _solver_kwargs(settings: SolverSettings) -> dict[str, Any]:
+        return {"tau": settings.damping} if settings.damping != 1 else {}
+
+    def regularizer(self, info: dict[str, Any]) -> torch.Tensor | float:
+        """What a training-mode solve put in ``info`` for training the map to converge, a scalar (0-d tensor):
+        ``residual_weight`` times the mean squared residual of the returned iterate, plus ``jacobian_weight`` times
+        the Jacobian penalty (0 when both weights are 0)."""
+        total: torch.Tensor | float = 0.0
+        if "residual_loss" in info:
+            total = total + self.config.residual_weight * info["residual_loss"]
+        if "jacobian" in info:
+            total = total + self.config.jacobian_weight * info["jacobian"]
+        return total
+
+    def _true_residual(self, z: torch.Tensor, features: torch.Tensor
+                       ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """``(‖f(z) − z‖, ‖f(z)‖, loss)`` for the returned iterate ``z`` (detached), from one more evaluation of the
+        update map; the first two are ``(B,)``, the loss is the batch mean of ``‖f(z) − z‖²`` with gradient (only in
+        training mode with ``residual_weight > 0``; else None).
+
+        ``f(z) − z`` is formed as ``(P(z) − z) + Δ`` in float64: at large ``|z|`` a float32 ``f(z) − z`` absorbs
+        the update and reads 0 (a rotation iterate at 4e8 rad whose update is −9 would count as converged).
+        """
+        trained = self.training and self.config.residual_weight > 0
+        z_safe = torch.where(_rows(torch.isfinite(z), z), z, torch.zeros_like(z))
+        with torch.set_grad_enabled(trained and torch.is_grad_enabled()):
+            projected, dz = self.correction(z_safe, features)
+        loss = ((projected - z_safe) + dz).flatten(1).pow(2).sum(dim=1).mean() if trained else None
+        projected, dz = projected.detach().double(), dz.detach().double()
+        residual = ((projected - z_safe.double()) + dz).flatten(1).norm(dim=1)
+        inf = torch.full_like(residual, float("inf"))
+        residual = torch.where(torch.isfinite(z).flatten(1).all(dim=1), residual, inf)
+        scale = (projected + dz).flatten(1).norm(dim=1)
+        return residual.to(z.dtype), scale.to(z.dtype), loss
+
+    def _jacobian_penalty(self, z: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
+        """torchdeq's Hutchinson estimate of ``‖∂f/∂z‖_F²`` (per dimension) at the fixed point, a scalar tensor.
+
+        Small Jacobians make the update map contract near its fixed point, so the solver converges in few
+        iterations (Bai et al., "Stabilizing Equilibrium Models by Jacobian Regularization", 2021).
+        """
+        with torch.enable_grad():
+            z0 = z.detach().requires_grad_()
+            f0 = self.step(z0, features)
+            return jac_reg(f0, z0, vecs=1, create_graph=True)
 
     def extra_repr(self) -> str:
         return f"group={self.group!r}, config={self.config!r}"
+
+
+def _rows(mask: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """A per-input mask ``(B,)`` or an elementwise one, reduced to whole inputs and shaped to broadcast over ``like``."""
+    if mask.ndim > 1:
+        mask = mask.flatten(1).all(dim=1)
+    return mask.view(-1, *([1] * (like.ndim - 1)))
+
+
+class _GradGuard(torch.autograd.Function):
+    """Identity forward; backward replaces a non-finite gradient row by zeros and records that it happened.
+
+    Sits on the update map's output, so it sees the implicit gradient's adjoint solution (and the phantom
+    gradient's): a diverging backward solve then costs the affected inputs their gradient, and is reported with a
+    ConvergenceWarning, instead of spreading NaN into every parameter.
+    """
+
+    @staticmethod
+    def forward(ctx: Any, fz: torch.Tensor, flag: list[bool]) -> torch.Tensor:
+        ctx.flag = flag
+        return fz.view_as(fz)
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
+        ok = _rows(torch.isfinite(grad), grad)
+        if not bool(ok.all()):
+            if not ctx.flag[0]:
+                warnings.warn(ConvergenceWarning(
+                    "DEQCanonicalizer: the backward pass produced a non-finite gradient (a diverging implicit "
+                    "solve); the affected inputs' gradients were set to 0. Try gradient='phantom', a smaller "
+                    "learning rate, or jacobian_weight > 0"), stacklevel=2)
+            ctx.flag[0] = True
+            grad = torch.where(ok, grad, torch.zeros_like(grad))
+        return grad, None
