@@ -312,6 +312,9 @@ def build_parser() -> argparse.ArgumentParser:
                       set_help="override any field of the base config")
     cmp_.add_argument("--out", type=Path, default=Path("outputs/compare"), help="output directory")
     cmp_.add_argument("--quick", action="store_true", help="tiny runs that check the pipeline in seconds")
+    cmp_.add_argument("--merge", nargs="+", default=None, metavar="DIR",
+                      help="instead of training, join finished comparisons (their --out directories, e.g. run as "
+                           "separate processes) into one page in --out")
     cmp_.add_argument("--no-progress", action="store_true", help="no progress bars")
 
     demo = commands.add_parser(
@@ -400,8 +403,12 @@ def _run_evaluate(args: argparse.Namespace) -> int:
 
 
 def _run_compare(args: argparse.Namespace) -> int:
-    from .compare import BASELINES, DEFAULT_GROUPS, QUICK, compare
+    from .compare import BASELINES, DEFAULT_GROUPS, QUICK, compare, merge
 
+    if args.merge is not None:
+        merge(args.merge, out=args.out, command=args.command_line)
+        print(f"\nwrote {args.out}/compare.md, compare.json, compare.csv and the figures")
+        return 0
     base = load_config(args.config if args.config is not None else "compare")
     flags = _flag_overrides(args)
     base = apply_overrides(base, [*flags, *(QUICK if args.quick else ()), *args.overrides])

@@ -39,7 +39,8 @@ from .group import list_groups, make_group
 from .report import canonical_forms_figure, canonicalize, describe_machine, image_grid, machine_info, results_table
 from .train import CHECKPOINT, SplitData, load_checkpoint, load_split, train
 
-__all__ = ["DEFAULT_GROUPS", "BASELINES", "KINDS", "OUTSIDE_SCALES", "Run", "plan", "compare", "tables", "page"]
+__all__ = ["DEFAULT_GROUPS", "BASELINES", "KINDS", "OUTSIDE_SCALES", "Run", "plan", "compare", "merge", "tables",
+           "page"]
 
 DEFAULT_GROUPS: tuple[str, ...] = ("monotone", "affine", "scale", "rotation")
 """The groups compared by default: the flagship and the global approximations of local scaling."""
@@ -221,6 +222,60 @@ def compare(base: TrainConfig, *, groups: Sequence[str] = DEFAULT_GROUPS, baseli
                "eval_groups": eval_groups, "seeds": seeds, "runs": results, "summary": summary}
     _write(payload, out)
     _figures(payload, canonicalizers, test, out, figure_count)
+    return payload
+
+
+def merge(sources: Sequence[str | Path], *, out: str | Path, command: str | None = None) -> dict[str, Any]:
+    """Join comparisons that ran as separate processes (same base config and evaluation) into one page.
+
+    Each source is the ``out`` directory of a finished [`compare`][equican.compare.compare]; their runs are pooled
+    (a run name present in two sources pools its seeds), the summary is recomputed, and the page, JSON, CSV and
+    figures are written to ``out`` (the canonical-forms panels load the first seed's checkpoints from the sources).
+
+    Raises:
+        DataError: a source without ``compare.json``. ConfigError: sources with different base configs or
+            evaluation groups.
+    """
+    from .errors import DataError
+
+    payloads = []
+    for source in sources:
+        path = Path(source) / "compare.json"
+        if not path.is_file():
+            raise DataError(f"compare --merge: expected a finished comparison in {source}, got no {path.name} there")
+        payloads.append((Path(source), json.loads(path.read_text(encoding="utf-8"))))
+    if not payloads:
+        raise ConfigError("compare --merge: expected at least one source directory, got none")
+    first = payloads[0][1]
+    for source, p in payloads[1:]:
+        for key in ("base", "eval_groups"):
+            if p[key] != first[key]:
+                raise ConfigError(f"compare --merge: expected every source to share {key!r} with "
+                                  f"{payloads[0][0]}, got a different one in {source}")
+    runs: dict[str, list[dict[str, Any]]] = {}
+    homes: dict[str, Path] = {}
+    for source, p in payloads:
+        for name, rows in p["runs"].items():
+            runs.setdefault(name, []).extend(rows)
+            homes.setdefault(name, source)
+    summary = {name: {key: _mean_spread([r[key] for r in rows if key in r]) for key in rows[0] if key != "seed"}
+               for name, rows in runs.items()}
+    commands = [p.get("command") or "the Python API" for _, p in payloads]
+    payload = {**first, "command": " ; ".join([*commands, command] if command else commands), "sources": commands,
+               "wall_seconds": max(p["wall_seconds"] for _, p in payloads),
+               "groups": sorted({g for _, p in payloads for g in p["groups"]}),
+               "kinds": sorted({k for _, p in payloads for k in p.get("kinds", ["dec"])}),
+               "seeds": sorted({s for _, p in payloads for s in p["seeds"]}), "runs": runs, "summary": summary}
+    out = Path(out)
+    _write(payload, out)
+    canonicalizers = {}
+    for name, home in homes.items():
+        if name.split("[")[0] in KINDS:
+            seed = min(r["seed"] for r in runs[name])
+            _, objective, _ = load_checkpoint(home / name / f"seed{seed}" / CHECKPOINT)
+            canonicalizers[name] = objective.model.canonicalizer
+    base = TrainConfig.from_dict(first["base"], source="compare.json")
+    _figures(payload, canonicalizers, load_split(base.data, "test"), out, 8)
     return payload
 
 

@@ -76,3 +76,29 @@ def test_cli_quick(tmp_path, capsys):
 def test_cli_unknown_group_exits_2(tmp_path, capsys):
     assert main(["compare", "--quick", "--groups", "nope", "--out", str(tmp_path)]) == 2
     assert "nope" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_kinds_and_merge_of_separate_processes(tmp_path):
+    from equican.compare import merge
+
+    base = _base(tmp_path)
+    common = dict(groups=("scale",), eval_groups=("scale",), seeds=(0,), progress=False, figure_count=2)
+    compare(base, baselines=("plain",), kinds=("dec",), out=tmp_path / "a", **common)
+    compare(base, baselines=(), kinds=("direct",), out=tmp_path / "b", **common)
+    payload = merge([tmp_path / "a", tmp_path / "b"], out=tmp_path / "m", command="equican compare --merge a b")
+    assert set(payload["runs"]) == {"plain", "dec[scale]", "direct[scale]"}
+    assert payload["kinds"] == ["dec", "direct"] and payload["command"].endswith("--merge a b")
+    text = (tmp_path / "m" / "compare.md").read_text()
+    # The canonicalizer table lists both kinds; only the DEQ reports convergence.
+    assert "| dec[scale] |" in text and "| direct[scale] |" in text and "DEQ converged" in text
+    dec, direct = payload["summary"]["dec[scale]"], payload["summary"]["direct[scale]"]
+    assert "solver_converged" in dec and "solver_converged" not in direct
+    assert 0 < dec["canon_ratio"][0] and 0 < direct["spread_ratio"][0]
+    assert "accuracy[0.25-0.4]" in dec  # accuracy outside the training scales
+    assert (tmp_path / "m" / "scales_dec_scale.png").stat().st_size > 0
+    # Negative control: sources evaluated under different groups cannot be pooled.
+    compare(base, baselines=("plain",), kinds=(), groups=(), eval_groups=("rotation",), seeds=(0,), progress=False,
+            out=tmp_path / "c")
+    with pytest.raises(ConfigError, match="eval_groups"):
+        merge([tmp_path / "a", tmp_path / "c"], out=tmp_path / "m2")
