@@ -15,7 +15,9 @@ The methods (``MethodConfig.name``) and their options (``MethodConfig.options``)
 * ``invariance``: cross-entropy on ``x`` plus ``weight · KL(p(x) ‖ p(act(g, x)))`` (invariance-loss fine-tuning).
   Options: ``weight`` (1.0).
 * ``dec``: the deep equilibrium canonicalizer ([`DEQCanonicalizer`][equican.canon.deq.DEQCanonicalizer]) at the input.
-  Options: ``channels``, ``pool``, ``solver``, ``train_iter``, ``eval_iter``, ``tol``, ``gradient``, ``prior_weight``.
+  Options: ``channels``, ``pool``, ``solver``, ``train_iter``, ``eval_iter``, ``tol``, ``gradient``, ``prior_weight``,
+  ``preset`` (``"equican"``, or ``"paper"`` for the reference implementation's DEC, see
+  [`equican.canon.paper`][equican.canon.paper]).
 * ``direct``: one pass of the same update network ([`DirectCanonicalizer`][equican.canon.direct.DirectCanonicalizer]).
   Options: ``channels``, ``pool``, ``prior_weight``.
 * ``optimization``: gradient descent on the fixed-point energy of the same network
@@ -51,6 +53,7 @@ from . import _validate as V
 from .canon import Canonicalized, Canonicalizer, DEQCanonicalizer, DEQConfig, DirectCanonicalizer, SolverSettings
 from .canon.nets import FixedPointEnergy, UpdateNet
 from .canon.optimize import OptimizationCanonicalizer, OptimizationConfig
+from .canon.paper import preset_canonicalizer
 from .config import MethodConfig, from_options
 from .data.seeding import keyed_elements
 from .errors import ConfigError, UnknownNameError
@@ -230,14 +233,18 @@ class UpdateOptions:
 
 @dataclass(frozen=True)
 class DECOptions(UpdateOptions):
-    """Solver settings of ``dec``: Anderson by default, 5 iterations in training and 10 in evaluation (the paper's
-    MNIST setting), phantom gradient."""
+    """Solver settings of ``dec``: Anderson by default, 5 iterations in training (the paper's MNIST setting) and 10 in
+    evaluation (the paper's evaluation runs the same 5), phantom gradient. ``preset="paper"`` builds the reference
+    implementation's DEC instead ([`preset_canonicalizer`][equican.canon.paper.preset_canonicalizer]), from
+    ``channels``, ``pool`` and ``train_iter`` (its iterations in both modes); ``solver``, ``eval_iter``, ``tol`` and
+    ``gradient`` are then the preset's."""
 
     solver: str = "anderson"
     train_iter: int = 5
     eval_iter: int = 10
     tol: float = 1e-3
     gradient: str = "phantom"
+    preset: str = "equican"
 
 
 @dataclass(frozen=True)
@@ -300,6 +307,10 @@ def _invariance(backbone: nn.Module, group: Group, opts: InvarianceOptions, in_c
 
 
 def _dec(backbone: nn.Module, group: Group, opts: DECOptions, in_channels: int, seed: int) -> Objective:
+    if opts.preset != "equican":
+        canon = preset_canonicalizer(opts.preset, group, in_channels, channels=opts.channels, pool=opts.pool,
+                                     iterations=opts.train_iter)
+        return CanonicalizedObjective(backbone, canon, float(opts.prior_weight), seed)
     config = DEQConfig(train=SolverSettings(solver=opts.solver, max_iter=opts.train_iter, tol=opts.tol),
                        eval=SolverSettings(solver=opts.solver, max_iter=opts.eval_iter, tol=opts.tol),
                        gradient=opts.gradient)
