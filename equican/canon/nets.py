@@ -86,9 +86,9 @@ class UpdateNet(nn.Module):
     """Maps an image batch to a tensor of the group's unconstrained shape: the update of the DEQ and direct kinds.
 
     The head's shape follows the chart, not a named group: a chart ``(C, h, w)`` (a grid of logits, like monotone
-    scaling's ``(2, R+1, R)``) gets a 1×1 convolution to ``C`` channels average-pooled onto the ``h × w`` grid, as
-    as the reference implementation's head does; any other chart (an angle ``(1,)``, affine ``(6,)``, scores ``(n,)``) gets global average pooling
-    and a linear layer. The head starts at zero, so an untrained network predicts ``z = 0``, the identity.
+    scaling's ``(2, R+1, R)``) gets a 1×1 convolution to ``C`` channels average-pooled onto the ``h × w`` grid (the
+    reference implementation pools the same way, after an instance norm); any other chart (an angle ``(1,)``,
+    affine ``(6,)``, scores ``(n,)``) gets global average pooling and a linear layer. The head starts at zero, so an untrained network predicts ``z = 0``, the identity.
 
     Departures from the reference implementation's network
     ([`PaperUpdateNet`][equican.canon.paper.PaperUpdateNet]), each for a reason:
@@ -131,10 +131,7 @@ class UpdateNet(nn.Module):
         if not out_shape or not all(isinstance(s, int) and s >= 1 for s in out_shape):
             raise ConfigError(f"UpdateNet: expected out_shape to be a non-empty tuple of positive ints, "
                               f"got {out_shape!r}")
-        channels = tuple(channels)
-        if not channels or not all(isinstance(c, int) and not isinstance(c, bool) and c >= 1 for c in channels):
-            raise ConfigError(f"UpdateNet: expected channels to be a non-empty sequence of positive ints, "
-                              f"got {channels!r}")
+        channels = V.require_widths(channels, where="UpdateNet")
         if activation not in ACTIVATIONS:
             raise ConfigError(f"UpdateNet: expected activation in {ACTIVATIONS}, got {activation!r}")
         if not (isinstance(out_scale, (int, float)) and math.isfinite(out_scale)):

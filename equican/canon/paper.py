@@ -123,10 +123,7 @@ class PaperUpdateNet(nn.Module):
                 and out_shape[2] >= 1 and out_shape[1] == out_shape[2] + 1):
             raise ConfigError(f"PaperUpdateNet: expected out_shape (2, R+1, R) (a monotone-scaling chart), "
                               f"got {out_shape!r}")
-        channels = tuple(channels)
-        if not channels or not all(isinstance(c, int) and not isinstance(c, bool) and c >= 1 for c in channels):
-            raise ConfigError(f"PaperUpdateNet: expected channels to be a non-empty sequence of positive ints, "
-                              f"got {channels!r}")
+        channels = V.require_widths(channels, where="PaperUpdateNet")
         V.require_int(in_channels, low=1, where="PaperUpdateNet", name="in_channels")
         self.in_channels, self.out_shape = in_channels, out_shape
         widths = (in_channels, *channels)
@@ -244,7 +241,8 @@ class PaperDEQCanonicalizer(DEQCanonicalizer):
         return z, info
 
     def extra_repr(self) -> str:
-        return f"{super().extra_repr()}, resize={self.size}, normalize={self.normalize}, final_update={self.final_update}"
+        return (f"{super().extra_repr()}, resize={self.size}, normalize={self.normalize}, "
+                f"final_update={self.final_update}")
 
 
 def preset_canonicalizer(preset: str, group: Group, in_channels: int, *, channels: Sequence[int] = (32, 64),
