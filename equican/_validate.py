@@ -93,3 +93,12 @@ def require_int(value: object, *, low: int, where: str, name: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < low:
         raise ConfigError(f"{where}: expected {name} to be an int >= {low}, got {value!r}")
     return value
+
+
+def require_widths(value: object, *, where: str, name: str = "channels") -> tuple[int, ...]:
+    """A non-empty sequence of positive ints (layer widths), as a tuple; ConfigError otherwise."""
+    widths = tuple(value) if isinstance(value, Sequence) and not isinstance(value, str) else ()
+    if not widths or not all(isinstance(c, int) and not isinstance(c, bool) and c >= 1 for c in widths):
+        shown = widths if widths else value
+        raise ConfigError(f"{where}: expected {name} to be a non-empty sequence of positive ints, got {shown!r}")
+    return widths

@@ -200,9 +200,9 @@ class EvalConfig:
         enabled: evaluate at the end of training (``equican evaluate`` always does).
         limit: evaluate on the first ``limit`` test samples (None: all).
         batch_size: evaluation batch size.
-        invariance_group: the registry name of the group of the invariance error; by default the paper's
-            monotone evaluation.
-        invariance_options: that group's constructor arguments (default ``cells=8, strength=0.25``, the paper's).
+        invariance_group: the registry name of the group of the invariance error; by default monotone scaling.
+        invariance_options: that group's constructor arguments (default ``cells=8, strength=0.25``: the paper's
+            strength, and 8 segments where the paper's evaluation warps have 7).
         rescalings: ``k``, rescalings per composite for the local-scale error (Locally Scaled MNIST only).
         seed: seed of the invariance error's random elements.
     """

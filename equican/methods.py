@@ -16,7 +16,9 @@ The methods (``MethodConfig.name``) and their options (``MethodConfig.options``)
   Options: ``weight`` (1.0).
 * ``dec``: the deep equilibrium canonicalizer ([`DEQCanonicalizer`][equican.canon.deq.DEQCanonicalizer]) at the input.
   Options: ``channels``, ``pool``, ``resolution``, ``solver``, ``train_iter``, ``eval_iter``, ``tol``, ``stop_mode``,
-  ``damping``, ``gradient``, ``jacobian_weight``, ``residual_weight``, and the canonicalization options below.
+  ``damping``, ``gradient``, ``jacobian_weight``, ``residual_weight``, ``preset`` (``"equican"``, or ``"paper"`` for
+  the reference implementation's DEC, see [`equican.canon.paper`][equican.canon.paper]), and the canonicalization
+  options below.
 * ``direct``: one pass of the same update network ([`DirectCanonicalizer`][equican.canon.direct.DirectCanonicalizer]).
   Options: ``channels``, ``pool``, ``resolution``, and the canonicalization options below.
 * ``optimization``: gradient descent on the fixed-point energy of the same network
@@ -59,6 +61,7 @@ from .canon import Canonicalized, Canonicalizer, DEQCanonicalizer, DEQConfig, Di
 from .canon.nets import FixedPointEnergy, UpdateNet
 from .canon.objective import TARGETS, CanonicalizationLoss, canonicalization_loss
 from .canon.optimize import OptimizationCanonicalizer, OptimizationConfig
+from .canon.paper import preset_canonicalizer
 from .config import MethodConfig, from_options
 from .data.seeding import keyed_elements
 from .errors import ConfigError, UnknownNameError
@@ -361,10 +364,13 @@ class UpdateOptions(CanonicalizationOptions):
 
 @dataclass(frozen=True)
 class DECOptions(UpdateOptions):
-    """Solver settings of ``dec``: Anderson by default, 5 iterations in training and 10 in evaluation, phantom
-    gradient; ``stop_mode`` and ``tol`` judge convergence, ``damping`` is Anderson's mixing, ``jacobian_weight``
-    torchdeq's Jacobian regularization and ``residual_weight`` the fixed-point residual penalty (see
-    [`DEQConfig`][equican.canon.deq.DEQConfig])."""
+    """Solver settings of ``dec``: Anderson by default, 5 iterations in training and 10 in evaluation (the paper's
+    evaluation runs the same 5 as its training), phantom gradient; ``stop_mode`` and ``tol`` judge convergence,
+    ``damping`` is Anderson's mixing, ``jacobian_weight`` torchdeq's Jacobian regularization and ``residual_weight``
+    the fixed-point residual penalty (see [`DEQConfig`][equican.canon.deq.DEQConfig]). ``preset="paper"`` builds the
+    reference implementation's DEC instead ([`preset_canonicalizer`][equican.canon.paper.preset_canonicalizer]),
+    from ``channels``, ``pool`` and ``train_iter`` (its iterations in both modes); ``solver``, ``eval_iter``,
+    ``tol`` and ``gradient`` are then the preset's."""
 
     solver: str = "anderson"
     train_iter: int = 5
@@ -375,6 +381,7 @@ class DECOptions(UpdateOptions):
     gradient: str = "phantom"
     jacobian_weight: float = 0.0
     residual_weight: float = 0.0
+    preset: str = "equican"
 
 
 @dataclass(frozen=True)
@@ -442,6 +449,10 @@ def _invariance(backbone: nn.Module, group: Group, opts: InvarianceOptions, in_c
 
 
 def _dec(backbone: nn.Module, group: Group, opts: DECOptions, in_channels: int, seed: int) -> Objective:
+    if opts.preset != "equican":
+        canon = preset_canonicalizer(opts.preset, group, in_channels, channels=opts.channels, pool=opts.pool,
+                                     iterations=opts.train_iter)
+        return CanonicalizedObjective(backbone, canon, float(opts.prior_weight), seed, opts.schedule())
     def settings(iters: int) -> SolverSettings:
         return SolverSettings(solver=opts.solver, max_iter=iters, tol=opts.tol, stop_mode=opts.stop_mode,
                               damping=opts.damping)

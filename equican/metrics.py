@@ -41,9 +41,11 @@ Result = Union[float, tuple[float, torch.Tensor]]
 
 
 def paper_invariance_group() -> Group:
-    """The monotone-scaling group of the paper's invariance evaluation: ``R = 8`` cells, logits from ``U[0, 0.25)``.
+    """The monotone-scaling group of equican's invariance evaluation: ``R = 8`` segments, logits from ``U[0, 0.25)``.
 
-    Built through the registry: ``make_group("monotone", cells=8, strength=0.25)``.
+    Built through the registry: ``make_group("monotone", cells=8, strength=0.25)``. The strength and the temperature
+    are the paper's; its evaluation warps (``warping_resolution: 8`` in the reference implementation) count 8 knots,
+    i.e. 7 segments, one fewer than here.
     """
     return make_group("monotone", cells=8, strength=0.25)
 
@@ -198,8 +200,9 @@ def invariance_error(model: Model, data: Data, group: Group, *, seed: int = 0, b
                      device: torch.device | str | None = None, per_sample: bool = False) -> Result:
     """Group invariance error: the mean of ``‖softmax(f(x)) − softmax(f(act(g, x)))‖₂`` over the samples.
 
-    Each sample gets its own random element ``g = group.sample(...)`` at the group's configured strength; the paper
-    evaluates monotone scaling with [`paper_invariance_group`][equican.metrics.paper_invariance_group]. The value lies
+    Each sample gets its own random element ``g = group.sample(...)`` at the group's configured strength; equican
+    evaluates monotone scaling with [`paper_invariance_group`][equican.metrics.paper_invariance_group] (the paper's
+    strength, one segment more than the paper's evaluation warps). The value lies
     in ``[0, √2]``; 0 means the predicted distribution did not move.
 
     Args:

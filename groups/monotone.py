@@ -22,7 +22,8 @@ class MonotoneScaling(Group, name="monotone"):
         An element ``g`` is the coordinate field of its *sampling map* ``u ↦ g⁻¹·u`` on an ``N × N`` node lattice,
         ``N = cells·refine + 1``: shape ``(B, 2, N, N)``, channel 0 the x and channel 1 the y coordinate (normalized,
         ``[-1, 1]``, y down), node ``(i, j)`` at ``(x, y) = (-1 + 2j/(N-1), -1 + 2i/(N-1))``. Between nodes the map
-        is bilinear. So ``act(g, x) = grid_sample(x, upsample(g))``, the paper's ``deform``.
+        is bilinear. So ``act(g, x) = grid_sample(x, upsample(g))``, the reference implementation's ``deform``
+        (which also blurs the logits with a 5×5 Gaussian of σ = 0.2 first: a change below 2e-5 in the field).
 
         Valid elements map the square onto itself: the border columns have x = ∓1, the border rows y = ∓1 and all
             coordinates lie in ``[-1, 1]``, so nothing is ever sampled outside the image. When every lattice cell keeps
@@ -52,7 +53,9 @@ class MonotoneScaling(Group, name="monotone"):
         inverse at the pixels where interpolating it between the nodes would be off by half a pixel or more.
 
     Args:
-        cells: warp segments per axis, ``R`` in the paper (4 for its MNIST models, 8 for its evaluation warps).
+        cells: warp segments per row and column, ``R``. The reference implementation counts knots, ``R + 1``: its
+            MNIST models (``adapter_coarse_resolution: 4``) have 3 segments, its evaluation warps
+            (``warping_resolution: 8``) 7.
         refine: lattice nodes per warp segment; ``N = cells·refine + 1``.
         strength: [`sample`][groups.monotone.MonotoneScaling.sample] draws every logit from ``U[0, strength)`` (the
             paper evaluates with 0.25).

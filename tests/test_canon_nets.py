@@ -1,4 +1,4 @@
-"""The update network follows the paper's DEC architecture at the input's resolution."""
+"""equican's update network at the input's resolution (the reference implementation's is equican.canon.paper)."""
 
 from __future__ import annotations
 
@@ -12,8 +12,9 @@ from equican.canon.nets import EnergyNet, ResidualBlock, UpdateNet
 from equican.errors import ConfigError
 
 
-def test_paper_mnist_configuration_shapes():
-    # Two residual blocks 3→32→64, each followed by 2×2 max pooling: 70×70 → 35×35 → 17×17, at the input's own
+def test_mnist_widths_shapes():
+    # The widths and pooling of the paper's MNIST models: two residual blocks 3→32→64, each followed by 2×2 max
+    # pooling: 70×70 → 35×35 → 17×17, at the input's own
     # resolution (no resize to 224); the head pools onto monotone's chart grid (2, R+1, R).
     group = make_group("monotone", cells=4)
     net = UpdateNet(3, group.unconstrained_shape, channels=(32, 64))

@@ -144,7 +144,7 @@ def test_monotone_identity_is_exact_to_float_precision(size, dtype):
 def test_monotone_chart_with_known_logits_places_the_knots():
     """Segment widths (0.1, 0.2, 0.3, 0.4) put the x-knots at -1, -0.8, -0.4, 0.2, 1; widths in reverse order put
     the y-knots at -1, -0.2, 0.4, 0.8, 1; between knots the lattice is linear."""
-    monotone = make_group("monotone", min_width=0.0)  # the paper's chart: cells 4, refine 8, temperature 3
+    monotone = make_group("monotone", min_width=0.0)  # the paper's chart (no floor), 4 segments, temperature 3
     widths = torch.tensor([0.1, 0.2, 0.3, 0.4], dtype=torch.float64)
     z = torch.empty(1, 2, 5, 4, dtype=torch.float64)
     z[0, 0] = torch.log(widths) / monotone.temperature  # softmax(3·z) = widths on every coarse row

@@ -1,11 +1,12 @@
 """Update and energy networks of the learned canonicalizers.
 
-[`UpdateNet`][equican.canon.nets.UpdateNet] follows the DEC network of Rahman et al. (ICCV 2025; the architecture as in
-the authors' code): residual blocks
-``conv 3×3 → instance norm → ReLU → conv 3×3 → instance norm → + 1×1 projection → ReLU``, each followed by 2×2 max
-pooling (MNIST: two blocks, 3→32→64 channels), then a 1×1 head average-pooled onto the group's unconstrained grid.
-Unlike the paper's code it runs at the input's own resolution: no resize to 224 and no ImageNet normalization inside
-(normalize the data once, outside, if the task needs it). Where it departs from that code, and why, is listed in
+[`UpdateNet`][equican.canon.nets.UpdateNet] is equican's own network for the DEC of Rahman et al. (ICCV 2025): residual
+blocks ``conv 3×3 → instance norm → ReLU → conv 3×3 → instance norm → + 1×1 projection → ReLU``, each followed by 2×2
+max pooling (two blocks, 3→32→64 channels, the widths and pooling of the paper's MNIST models), then a 1×1 head
+average-pooled onto the group's unconstrained grid, at the input's own resolution. It is *not* the reference
+implementation's network, whose block is one reflect-padded convolution plus a 1×1 projection added before an affine
+instance norm, softplus and max pooling, run on inputs resized to 224 and ImageNet-normalized; that network is
+[`PaperUpdateNet`][equican.canon.paper.PaperUpdateNet] (the "paper" preset). How and why the two differ is listed in
 [`UpdateNet`][equican.canon.nets.UpdateNet].
 """
 
@@ -25,8 +26,8 @@ from ..group import Group
 __all__ = ["ResidualBlock", "UpdateNet", "EnergyNet", "FixedPointEnergy", "ACTIVATIONS"]
 
 ACTIVATIONS = ("relu", "softplus")
-"""The activations [`UpdateNet`][equican.canon.nets.UpdateNet] offers: ReLU (the paper's code) or softplus (smooth, for
-second derivatives).
+"""The activations [`UpdateNet`][equican.canon.nets.UpdateNet] offers: ReLU (equican's default, the fastest on CPU) or
+softplus (smooth, for second derivatives; the reference implementation's activation).
 """
 
 
@@ -85,27 +86,33 @@ class UpdateNet(nn.Module):
     """Maps an image batch to a tensor of the group's unconstrained shape: the update of the DEQ and direct kinds.
 
     The head's shape follows the chart, not a named group: a chart ``(C, h, w)`` (a grid of logits, like monotone
-    scaling's ``(2, R+1, R)``) gets a 1×1 convolution to ``C`` channels average-pooled onto the ``h × w`` grid, as
-    in the paper; any other chart (an angle ``(1,)``, affine ``(6,)``, scores ``(n,)``) gets global average pooling
-    and a linear layer. The head starts at zero, so an untrained network predicts ``z = 0``, the identity.
+    scaling's ``(2, R+1, R)``) gets a 1×1 convolution to ``C`` channels average-pooled onto the ``h × w`` grid (the
+    reference implementation pools the same way, after an instance norm); any other chart (an angle ``(1,)``,
+    affine ``(6,)``, scores ``(n,)``) gets global average pooling and a linear layer. The head starts at zero, so an untrained network predicts ``z = 0``, the identity.
 
-    Departures from the paper's code, each for a reason:
+    Departures from the reference implementation's network
+    ([`PaperUpdateNet`][equican.canon.paper.PaperUpdateNet]), each for a reason:
 
+    * Two 3×3 convolutions per block (zero padding, no bias, instance norm without affine parameters) and ReLU by
+      default, where the reference has one reflect-padded convolution, an affine instance norm and softplus:
+      equican's own design, measured for speed on CPU.
     * No resize to 224 and no ImageNet normalization: the network sees the input at its own resolution, which is
-      what makes it cheap on small images (the paper's code spends ~10x the work on 70×70 inputs).
-    * The head has no instance norm and no sigmoid: those belong to the paper's chart (knot positions updated by
-      ``z ← 0.95·net + 0.05·z``). Here the network predicts an additive correction in logit space, which must be
-      able to vanish (a fixed point is where it is 0) and must be 0 for the zero-initialized head; an instance norm
-      would force unit variance on it and has an unbounded gradient at a constant input.
+      what makes it cheap on small images (the reference spends ~10x the work on 70×70 inputs).
+    * The head has no instance norm and no sigmoid. The reference's head outputs the new chart parameters
+      themselves, in ``(0, 1)``: its update *replaces* them, ``φ ← H(act(h(φ), x))``. Here the network predicts an
+      additive correction in logit space, which must be able to vanish (a fixed point is where it is 0) and must be
+      0 for the zero-initialized head; an instance norm would force unit variance on it and has an unbounded
+      gradient at a constant input.
     * The head pools before its 1×1 convolution (the two are linear and commute exactly, so the function is the
       same) and the trunk runs channels-last: both only for speed.
 
     Args:
         in_channels: channels of the input images.
         out_shape: the group's ``unconstrained_shape``.
-        channels: output channels of the residual blocks (the paper's MNIST configuration: ``(32, 64)``).
+        channels: output channels of the residual blocks (the widths of the paper's MNIST models: ``(32, 64)``).
         pool: max-pooling factor after each block (the paper's: 2).
-        activation: ``"relu"`` (the paper's code) or ``"softplus"`` (smooth everywhere; slower on CPU).
+        activation: ``"relu"`` (equican's default) or ``"softplus"`` (the reference's; smooth everywhere, slower on
+            CPU).
         out_scale: multiplies the head's output (a fixed gain; 1 by default).
 
     Shapes:
@@ -124,10 +131,7 @@ class UpdateNet(nn.Module):
         if not out_shape or not all(isinstance(s, int) and s >= 1 for s in out_shape):
             raise ConfigError(f"UpdateNet: expected out_shape to be a non-empty tuple of positive ints, "
                               f"got {out_shape!r}")
-        channels = tuple(channels)
-        if not channels or not all(isinstance(c, int) and not isinstance(c, bool) and c >= 1 for c in channels):
-            raise ConfigError(f"UpdateNet: expected channels to be a non-empty sequence of positive ints, "
-                              f"got {channels!r}")
+        channels = V.require_widths(channels, where="UpdateNet")
         if activation not in ACTIVATIONS:
             raise ConfigError(f"UpdateNet: expected activation in {ACTIVATIONS}, got {activation!r}")
         if not (isinstance(out_scale, (int, float)) and math.isfinite(out_scale)):
