@@ -121,8 +121,14 @@ def require_number(value: object, *, low: float, high: float, where: str, name: 
     return float(value)
 
 
-def require_int(value: object, *, low: int, where: str, name: str) -> int:
-    """A configuration integer ``>= low`` (bools are rejected); raises [`ConfigError`][equican.errors.ConfigError]."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < low:
-        raise ConfigError(f"{where}: expected {name} to be an int >= {low}, got {value!r}")
+SEED_MAX = 2**63 - 1
+"""The largest seed: torch's generators take a signed 64-bit integer."""
+
+
+def require_int(value: object, *, low: int, where: str, name: str, high: int | None = None) -> int:
+    """A configuration integer ``>= low`` (and ``<= high`` when given; bools are rejected); raises
+    [`ConfigError`][equican.errors.ConfigError]."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < low or (high is not None and value > high):
+        bound = f">= {low}" if high is None else f"in [{low}, {high}]"
+        raise ConfigError(f"{where}: expected {name} to be an int {bound}, got {value!r}")
     return value
