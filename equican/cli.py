@@ -137,8 +137,10 @@ def show_groups(names: Sequence[str] | None = None, *, data: str | Path | None =
         UnknownNameError: a name is not registered (the message lists the registered ones).
         ConfigError, DataError: bad ``count``/``split``/``seed`` or unreadable data.
     """
-    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= SEED_MAX:
-        raise ConfigError(f"show-groups: expected --seed to be an int in [0, {SEED_MAX}], got {seed!r}")
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise ConfigError(f"show-groups: expected --seed to be a non-negative int, got {seed!r}")
+    if seed > SEED_MAX:
+        raise ConfigError(f"show-groups: expected --seed to be at most {SEED_MAX} (64-bit seeds), got {seed}")
     names = _parse_names(names)
     groups = [(name, make_group(name)) for name in names]  # every name is resolved before any work starts
     x = load_digits(count, data=data, split=split)
@@ -249,9 +251,17 @@ def _add_config_flags(parser: argparse.ArgumentParser, flags: dict[str, tuple[st
     parser.add_argument("--set", dest="overrides", metavar="KEY=VALUE", action="append", default=[], help=set_help)
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, with its errors on one line (its default prints the usage first, several lines for a subcommand
+    with many options); ``--help`` still shows the usage."""
+
+    def error(self, message: str) -> Any:
+        self.exit(2, f"{self.prog}: error: {' '.join(message.split())} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``equican`` command."""
-    parser = argparse.ArgumentParser(prog="equican", description="equican: equivariance by canonicalization.")
+    parser = _Parser(prog="equican", description="equican: equivariance by canonicalization.")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     show = commands.add_parser(
         "show-groups", help="draw every group acting on MNIST digits and print the measured group-law errors",
