@@ -289,8 +289,8 @@ def _insertion_points(at: Any, count: int, names: Sequence[str], where: str) -> 
         if isinstance(k, bool) or not isinstance(k, int):
             raise ConfigError(f"{where}: expected insertion points to be ints in {valid}, got {k!r}")
         if not 0 <= k < count:
-            raise ConfigError(f"{where}: insertion point {k} is out of range: the model has {count} blocks, "
-                              f"valid indices {valid}")
+            raise ConfigError(f"{where}: insertion point {k} is out of range: the model has {count} blocks; "
+                              f"expected an index in {valid}, got {k}")
         if k in seen:
             raise ConfigError(f"{where}: insertion point {k} is given twice in at={tuple(at)!r}")
         seen.add(k)

@@ -199,15 +199,17 @@ def _save_atomic(payload: dict[str, Any], path: Path) -> None:
 
 def _read_checkpoint(path: Path) -> dict[str, Any]:
     if not path.is_file():
-        raise DataError(f"checkpoint {path} does not exist")
+        raise DataError(f"checkpoint {path}: expected a checkpoint file, got none ({path} does not exist)")
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many types for a torn or foreign file
         # Only the first line: torch's own message goes on to suggest weights_only=False, wrong for a torn file.
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-        raise DataError(f"checkpoint {path} cannot be read ({type(exc).__name__}: {first})") from None
+        raise DataError(f"checkpoint {path}: expected a file written by torch.save, got one that cannot be read "
+                        f"({type(exc).__name__}: {first[:160]})") from None
     if not isinstance(payload, dict) or payload.get("format") != _FORMAT:
-        raise DataError(f"checkpoint {path} is not an equican checkpoint (expected format {_FORMAT!r})")
+        raise DataError(f"checkpoint {path} is not an equican checkpoint: expected format {_FORMAT!r}, got "
+                        f"{payload.get('format') if isinstance(payload, dict) else type(payload).__name__!r}")
     check_fields(payload, path)
     return payload
 
