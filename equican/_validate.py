@@ -26,7 +26,28 @@ def fmt_shape(shape: Sequence[int | str]) -> str:
 def require_tensor(value: object, *, where: str, name: str) -> torch.Tensor:
     if not isinstance(value, torch.Tensor):
         raise DTypeError(f"{where}: expected {name} to be a torch.Tensor, got {type(value).__name__}")
+    if value.is_meta:  # no data to check or compute with: every later check would fail inside torch
+        raise DeviceError(f"{where}: expected {name} on a device with data (cpu or cuda), got the meta device")
     return value
+
+
+def require_device(device: object, *, where: str) -> torch.device:
+    """``device`` (None: the CPU) as a ``torch.device`` that holds data and is present on this machine."""
+    if device is None:
+        return torch.device("cpu")
+    try:
+        resolved = torch.device(device)  # type: ignore[arg-type]
+    except (RuntimeError, TypeError, ValueError):
+        raise DeviceError(f"{where}: expected device to be a torch device such as 'cpu' or 'cuda', "
+                          f"got {device!r}") from None
+    if resolved.type == "meta":
+        raise DeviceError(f"{where}: expected a device with data (cpu or cuda), got the meta device")
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise DeviceError(f"{where}: expected a device present on this machine, got {device!r} "
+                          f"(torch sees no CUDA device)")
+    if resolved.type == "cuda" and resolved.index is not None and resolved.index >= torch.cuda.device_count():
+        raise DeviceError(f"{where}: expected a CUDA index below {torch.cuda.device_count()}, got {device!r}")
+    return resolved
 
 
 def require_float(x: torch.Tensor, *, where: str, name: str) -> None:
@@ -88,10 +109,28 @@ def require_positive(value: object, *, where: str, name: str) -> float:
     return value
 
 
-def require_int(value: object, *, low: int, where: str, name: str) -> int:
-    """A configuration integer ``>= low`` (bools are rejected); raises [`ConfigError`][equican.errors.ConfigError]."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < low:
-        raise ConfigError(f"{where}: expected {name} to be an int >= {low}, got {value!r}")
+def require_number(value: object, *, low: float, high: float, where: str, name: str,
+                   high_open: bool = False) -> float:
+    """A configuration number in ``[low, high]`` (``[low, high)`` with ``high_open``); bools are rejected (``True``
+    is an int to Python, but never a meaningful strength or angle); raises
+    [`ConfigError`][equican.errors.ConfigError]."""
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    if not ok or value < low or value > high or (high_open and value == high):
+        bound = f"[{low:g}, {high:g}{')' if high_open else ']'}"
+        raise ConfigError(f"{where}: expected {name} to be a number in {bound}, got {value!r}")
+    return float(value)
+
+
+SEED_MAX = 2**63 - 1
+"""The largest seed: torch's generators take a signed 64-bit integer."""
+
+
+def require_int(value: object, *, low: int, where: str, name: str, high: int | None = None) -> int:
+    """A configuration integer ``>= low`` (and ``<= high`` when given; bools are rejected); raises
+    [`ConfigError`][equican.errors.ConfigError]."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < low or (high is not None and value > high):
+        bound = f">= {low}" if high is None else f"in [{low}, {high}]"
+        raise ConfigError(f"{where}: expected {name} to be an int {bound}, got {value!r}")
     return value
 
 

@@ -32,12 +32,14 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from ._paths import require_writable_dir, require_writable_file
+from ._validate import SEED_MAX
 from .config import TrainConfig, apply_overrides, load_config
 from .data import load_mnist
 from .errors import ConfigError, DataError, EquicanError
 from .group import Group, list_groups, make_group
 from .report import results_table
-from .train import CHECKPOINT, METRICS, evaluate_checkpoint, load_checkpoint, train
+from .train import CHECKPOINT, METRICS, evaluate_checkpoint, evaluation_overrides, load_checkpoint, train
 
 __all__ = ["main", "build_parser", "show_groups", "render_grid", "GroupRow", "CANVAS"]
 
@@ -137,6 +139,8 @@ def show_groups(names: Sequence[str] | None = None, *, data: str | Path | None =
     """
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
         raise ConfigError(f"show-groups: expected --seed to be a non-negative int, got {seed!r}")
+    if seed > SEED_MAX:
+        raise ConfigError(f"show-groups: expected --seed to be at most {SEED_MAX} (64-bit seeds), got {seed}")
     names = _parse_names(names)
     groups = [(name, make_group(name)) for name in names]  # every name is resolved before any work starts
     x = load_digits(count, data=data, split=split)
@@ -145,7 +149,7 @@ def show_groups(names: Sequence[str] | None = None, *, data: str | Path | None =
 
     rows = []
     for name, group in groups:
-        generator = torch.Generator().manual_seed(seed * 1_000_003 + zlib.crc32(name.encode()))
+        generator = torch.Generator().manual_seed((seed * 1_000_003 + zlib.crc32(name.encode())) % (SEED_MAX + 1))
         g = group.sample(count, generator=generator, dtype=x.dtype)
         with torch.no_grad():
             transformed = group.act(g, x)
@@ -247,9 +251,17 @@ def _add_config_flags(parser: argparse.ArgumentParser, flags: dict[str, tuple[st
     parser.add_argument("--set", dest="overrides", metavar="KEY=VALUE", action="append", default=[], help=set_help)
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, with its errors on one line (its default prints the usage first, several lines for a subcommand
+    with many options); ``--help`` still shows the usage."""
+
+    def error(self, message: str) -> Any:
+        self.exit(2, f"{self.prog}: error: {' '.join(message.split())} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``equican`` command."""
-    parser = argparse.ArgumentParser(prog="equican", description="equican: equivariance by canonicalization.")
+    parser = _Parser(prog="equican", description="equican: equivariance by canonicalization.")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     show = commands.add_parser(
         "show-groups", help="draw every group acting on MNIST digits and print the measured group-law errors",
@@ -331,7 +343,19 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _figure_path(path: Path, *, where: str, name: str) -> Path:
+    """A writable file path whose suffix matplotlib can save to, checked before the figure is made."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    kinds = FigureCanvasAgg.get_supported_filetypes()
+    if path.suffix.lower().lstrip(".") not in kinds:
+        raise ConfigError(f"{where}: expected {name} to end in an image suffix ({', '.join(sorted(kinds))}), "
+                          f"got {str(path)!r}")
+    return require_writable_file(path, where=where, name=name)
+
+
 def _run_show_groups(args: argparse.Namespace) -> int:
+    _figure_path(args.out, where="show-groups", name="--out")
     rows = show_groups(args.groups, data=args.data, split=args.split, count=args.count, seed=args.seed)
     for row in rows:
         print(f"== {row.name}: {row.group!r}")
@@ -392,11 +416,13 @@ def _run_train(args: argparse.Namespace) -> int:
 
 
 def _run_evaluate(args: argparse.Namespace) -> int:
+    overrides = evaluation_overrides(args.overrides)
+    path = require_writable_file(args.json or args.checkpoint.with_name("evaluation.json"), where="evaluate",
+                                 name="--json")
     config, _, _ = load_checkpoint(args.checkpoint)
-    overrides = apply_overrides(config, args.overrides) if args.overrides else None
+    overrides = apply_overrides(config, overrides) if overrides else None
     result = evaluate_checkpoint(args.checkpoint, overrides=overrides)
     print(results_table([(f"{config.method.name} (epoch {result['epoch']})", result)]))
-    path = args.json or args.checkpoint.with_name("evaluation.json")
     path.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
     print(f"wrote {path}")
     return 0
@@ -405,6 +431,7 @@ def _run_evaluate(args: argparse.Namespace) -> int:
 def _run_compare(args: argparse.Namespace) -> int:
     from .compare import BASELINES, DEFAULT_GROUPS, QUICK, compare, merge
 
+    require_writable_dir(args.out, where="compare", name="--out")
     if args.merge is not None:
         merge(args.merge, out=args.out, command=args.command_line)
         print(f"\nwrote {args.out}/compare.md, compare.json, compare.csv and the figures")
@@ -450,7 +477,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return run(args)
     except EquicanError as exc:
-        print(f"equican {args.command}: error: {exc}", file=sys.stderr)
+        # One line, whatever the message holds (a parser's excerpt of the source, a library's multi-line text).
+        message = "; ".join(line.strip() for line in str(exc).splitlines() if line.strip())
+        print(f"equican {args.command}: error: {message}", file=sys.stderr)
         return 2
 
 

@@ -226,7 +226,7 @@ class EvalConfig:
         object.__setattr__(self, "invariance_options",
                            _options(self.invariance_options, where=where, name="invariance_options"))
         V.require_int(self.rescalings, low=1, where=where, name="rescalings")
-        V.require_int(self.seed, low=0, where=where, name="seed")
+        V.require_int(self.seed, low=0, high=V.SEED_MAX, where=where, name="seed")
 
 
 _SECTIONS = {"data": DataConfig, "model": ModelConfig, "method": MethodConfig, "optim": OptimConfig,
@@ -269,7 +269,7 @@ class TrainConfig:
             if not isinstance(getattr(self, key), cls):
                 raise ConfigError(f"{where}: expected {key} to be a {cls.__name__}, "
                                   f"got {type(getattr(self, key)).__name__}")
-        V.require_int(self.seed, low=0, where=where, name="seed")
+        V.require_int(self.seed, low=0, high=V.SEED_MAX, where=where, name="seed")
         _name(self.out, where=where, name="out")
         if self.device not in ("auto", "cpu", "cuda"):
             raise ConfigError(f"{where}: expected device 'auto', 'cpu' or 'cuda', got {self.device!r}")
@@ -378,10 +378,40 @@ def load_config(source: str | Path) -> TrainConfig:
     except (OSError, UnicodeDecodeError) as exc:
         raise DataError(f"load_config: cannot read config file {path}: {exc}") from None
     try:
-        data = tomllib.loads(text) if suffix == ".toml" else yaml.safe_load(text)
+        data = tomllib.loads(text) if suffix == ".toml" else load_yaml(text)
     except (tomllib.TOMLDecodeError, yaml.YAMLError) as exc:
-        raise DataError(f"load_config: {path} is not valid {suffix[1:].upper()}: {exc}") from None
+        raise DataError(f"load_config: {path} is not valid {suffix[1:].upper()}: {_one_line(exc)}") from None
     return TrainConfig.from_dict({} if data is None else data, source=str(path))
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, except that a mapping with a key given twice is an error: the plain loader keeps the
+    last value without a word, so a config edited in two places would run with whichever came last."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if not isinstance(key, (str, int, float, bool, type(None))):
+                continue  # an unhashable key: the base class reports it
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"expected unique keys in a mapping, got {key!r} twice", key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
+def load_yaml(text: str) -> Any:
+    """YAML ``text`` parsed safely, rejecting duplicate keys (``yaml.YAMLError``)."""
+    return yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
+
+
+def _one_line(exc: Exception) -> str:
+    """A parser's message on one line: PyYAML's spans 4-7 lines (problem, context, a quoted source excerpt)."""
+    if isinstance(exc, yaml.MarkedYAMLError) and exc.problem_mark is not None:
+        mark = exc.problem_mark
+        return f"{exc.problem} (line {mark.line + 1}, column {mark.column + 1})"
+    return " ".join(str(exc).split())
 
 
 def _number(value: Any) -> Any:
@@ -411,9 +441,9 @@ def apply_overrides(config: TrainConfig, overrides: Sequence[str]) -> TrainConfi
             raise ConfigError(f"apply_overrides: expected KEY=VALUE with a dotted key (e.g. optim.lr=3e-4), "
                               f"got {item!r}")
         try:
-            value = yaml.safe_load(raw) if raw.strip() else None
+            value = load_yaml(raw) if raw.strip() else None
         except yaml.YAMLError as exc:
-            raise ConfigError(f"apply_overrides: cannot parse the value of {item!r}: {exc}") from None
+            raise ConfigError(f"apply_overrides: cannot parse the value of {item!r}: {_one_line(exc)}") from None
         if not raw.strip().startswith(("'", '"')):  # a quoted value is a string, whatever it looks like
             value = _number(value)
         # Sections and their fields exist already (a typo there is an error); keys inside an options mapping

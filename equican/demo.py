@@ -20,6 +20,8 @@ from typing import Any
 
 import torch
 
+from . import _validate as V
+from ._paths import require_writable_dir
 from .config import apply_overrides, load_config
 from .report import results_table
 from .train import CHECKPOINT, load_checkpoint, load_split, train
@@ -55,15 +57,17 @@ def run_demo(*, out: str | Path = "outputs/demo", data: str | None = None, epoch
     Returns:
         ``{method: metrics}`` with each run's evaluation and training time.
     """
-    out = Path(out)
+    out = require_writable_dir(out, where="demo", name="--out")
+    if epochs is not None:
+        V.require_int(epochs, low=1, where="demo", name="--epochs")
     base = load_config("demo")
     overrides = [f"seed={seed}", f"progress={'true' if progress else 'false'}"]
     if data is not None:
         overrides.append(f"data.root={json.dumps(str(data))}")
-    if epochs is not None:
-        overrides.append(f"optim.epochs={epochs}")
     if quick:
         overrides += list(_QUICK)
+    if epochs is not None:  # after --quick's settings: an explicit --epochs wins
+        overrides.append(f"optim.epochs={epochs}")
     results: dict[str, Any] = {}
     for method, settings in DEMO_METHODS.items():
         config = apply_overrides(base, [*overrides, *settings, f"out={json.dumps(str(out / method))}"])

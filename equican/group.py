@@ -247,7 +247,7 @@ class Group(abc.ABC):
         dtype = torch.get_default_dtype() if dtype is None else dtype
         if dtype not in V.FLOAT_DTYPES:
             raise DTypeError(f"{where}: expected dtype float32 or float64, got {dtype}")
-        return torch.device("cpu" if device is None else device), dtype
+        return V.require_device(device, where=where), dtype
 
     def _config(self) -> dict[str, Any]:
         """The constructor arguments of this instance (read back from same-named attributes)."""
@@ -287,7 +287,13 @@ def _validated(method: str, roles: tuple[str, ...], fn: Callable[..., Any]) -> C
                 V.require_same_placement(bound["g"], value, where=where, names=("g", "x"))
         if "h" in bound:
             V.require_same_placement(bound["g"], bound["h"], where=where, names=("g", "h"))
-        return fn(self, *args, **kwargs)
+        out = fn(self, *args, **kwargs)
+        if isinstance(out, torch.Tensor):
+            # Finite inputs can still overflow (exp of a large log-scale, products of huge translations): say so
+            # here, typed, rather than hand a silent NaN/inf to the caller. One sum, like the input check.
+            V.require_finite(out.detach(), where=where,
+                             name=f"the result (inputs beyond what {out.dtype} can represent for this group)")
+        return out
 
     wrapper.__wrapped_validation__ = True  # type: ignore[attr-defined]
     return wrapper

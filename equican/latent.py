@@ -289,8 +289,8 @@ def _insertion_points(at: Any, count: int, names: Sequence[str], where: str) -> 
         if isinstance(k, bool) or not isinstance(k, int):
             raise ConfigError(f"{where}: expected insertion points to be ints in {valid}, got {k!r}")
         if not 0 <= k < count:
-            raise ConfigError(f"{where}: insertion point {k} is out of range: the model has {count} blocks, "
-                              f"valid indices {valid}")
+            raise ConfigError(f"{where}: insertion point {k} is out of range: the model has {count} blocks; "
+                              f"expected an index in {valid}, got {k}")
         if k in seen:
             raise ConfigError(f"{where}: insertion point {k} is given twice in at={tuple(at)!r}")
         seen.add(k)
@@ -603,6 +603,7 @@ class LatentCanonicalized(nn.Module):
         if self._active is not None:  # a call is already under way (e.g. forward_features inside forward)
             yield self._active
             return
+        self._check_input(x, "LatentCanonicalized.forward")
         self._active = call = _Call(owner=self, image=x)
         try:
             yield call
@@ -611,7 +612,15 @@ class LatentCanonicalized(nn.Module):
 
     def _model_start(self, index: int, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
         if self._active is None:
+            self._check_input(_first_tensor(args, kwargs) if args or kwargs else None, "LatentCanonicalized.forward")
             self._active = _Call(owner="model", image=_first_tensor(args, kwargs))
+
+    def _check_input(self, x: Any, where: str) -> None:
+        from ._model_checks import check_image_input
+
+        p = next(self.model.parameters(), None)
+        check_image_input(x, channels=_image_channels(self.model), patch_embed=_patch_embed(self.model),
+                          dtype=None if p is None else p.dtype, where=where)
 
     def _model_end(self, index: int, args: tuple[Any, ...], output: Any) -> None:
         if self._active is not None and self._active.owner == "model":
@@ -730,8 +739,7 @@ class LatentCanonicalized(nn.Module):
 
     def _from_image_layout(self, image: torch.Tensor, context: Any) -> torch.Tensor:
         if self.layout == "tokens":
-            b, c = image.shape[:2]
-            return torch.cat([context, image.permute(0, 2, 3, 1).reshape(b, -1, c)], dim=1)
+            return torch.cat([context, image.permute(0, 2, 3, 1).flatten(1, 2)], dim=1)  # flatten: B may be 0
         return image.permute(0, 2, 3, 1) if self.layout == "NHWC" else image
 
     def _token_grid(self, tokens: int, call: _Call, where: str) -> tuple[int, tuple[int, int]]:
@@ -800,16 +808,19 @@ def create_model(name: str, group: str | Group = "monotone",
     """
     import timm
 
+    from ._model_checks import creating, require_matching_keys
     from .models import _pretrained_overlay, require_timm_model
 
     require_timm_model(name)
+    where, keys = f"create_model({name!r})", set()
     if pretrained_file is not None:
         if "pretrained_cfg_overlay" in timm_kwargs:
             raise ConfigError("create_model: give pretrained_file or pretrained_cfg_overlay, not both")
-        timm_kwargs["pretrained_cfg_overlay"] = _pretrained_overlay(name, pretrained_file,
-                                                                    where=f"create_model({name!r})")
-        pretrained = True
-    model = timm.create_model(name, pretrained=pretrained, **timm_kwargs)
+        timm_kwargs["pretrained_cfg_overlay"] = _pretrained_overlay(name, pretrained_file, where=where, keys=keys)
+    model = creating(lambda: timm.create_model(name, pretrained=pretrained or pretrained_file is not None,
+                                               **timm_kwargs), offline_download=pretrained and pretrained_file is None, where=where)
+    if pretrained_file is not None:
+        require_matching_keys(model, keys, pretrained_file, where=where)
     return LatentCanonicalized(model, at=at, canonicalizer=canonicalizer, group=group,
                                canonicalizer_input=canonicalizer_input, uncanonicalize=uncanonicalize,
                                group_options=group_options, canonicalizer_options=canonicalizer_options)

@@ -548,6 +548,9 @@ def method_group(config: MethodConfig) -> Group | None:
     """
     spec = _spec(config.name)
     if spec.default_group is None:
+        if config.group is not None or config.group_options:
+            # Unused, but still checked: a typo here would otherwise run silently as the plain method.
+            make_group(config.group or "monotone", **dict(config.group_options))
         return None
     return make_group(config.group or spec.default_group, **dict(config.group_options))
 

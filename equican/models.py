@@ -304,8 +304,9 @@ def _build_timm(name: str, where: str, *, in_channels: int, num_classes: int, im
     pretrained_file = options.pop("pretrained_file", None)
     kwargs: dict[str, Any] = dict(pretrained=False, num_classes=num_classes, in_chans=in_channels, **options)
     if pretrained_file is not None:
-        overlay = _pretrained_overlay(name, pretrained_file, where=where)
-        kwargs.update(pretrained=True, pretrained_cfg_overlay=overlay)
+        keys: set[str] = set()
+        kwargs.update(pretrained=True, pretrained_cfg_overlay=_pretrained_overlay(name, pretrained_file, where=where,
+                                                                                  keys=keys))
 
     try:
         try:
@@ -325,12 +326,16 @@ def _build_timm(name: str, where: str, *, in_channels: int, num_classes: int, im
         if pretrained_file is None:
             raise
         raise DataError(f"{where}: pretrained_file '{pretrained_file}' does not fit the model: {exc}") from exc
+    if pretrained_file is not None:
+        from ._model_checks import require_matching_keys
 
+        require_matching_keys(model, keys, pretrained_file, where=where)
     return model
 
 
-def _pretrained_overlay(name: str, path: object, *, where: str) -> dict[str, Any]:
-    """The ``pretrained_cfg_overlay`` that makes timm load the weight file ``path`` and adapt it correctly.
+def _pretrained_overlay(name: str, path: object, *, where: str, keys: set[str] | None = None) -> dict[str, Any]:
+    """The ``pretrained_cfg_overlay`` that makes timm load the weight file ``path`` and adapt it correctly; the
+    file's tensor names are added to ``keys`` when it is given (to check afterwards that the file fits the model).
 
     timm adapts weights against the model's registry config (3 input channels, 1000 classes) and takes the file's
     tensors to be of that shape. The overlay also states what the file really holds (stem input channels,
@@ -350,6 +355,8 @@ def _pretrained_overlay(name: str, path: object, *, where: str) -> dict[str, Any
         state_dict = timm.models.load_state_dict(str(path))
     except Exception as exc:  # torch.load / safetensors raise many types on corrupt files
         raise DataError(f"{where}: could not read pretrained_file '{path}': {type(exc).__name__}: {exc}") from exc
+    if keys is not None:
+        keys.update(state_dict)
 
     overlay: dict[str, Any] = {"file": str(path)}
     cfg = timm.models.get_pretrained_cfg(name)

@@ -45,9 +45,11 @@ from tqdm.auto import tqdm
 
 from . import metrics
 from .canon import Canonicalizer, IdentityCanonicalizer
-from .config import DataConfig, TrainConfig, from_options
+from .config import DataConfig, TrainConfig, apply_overrides, from_options
 from .data import LocalScaleConfig, LocalScaleMNIST, TransformedConfig, TransformedMNIST, load_mnist
 from .data.seeding import index_generator
+from ._checkpoint import check_fields, load_states, remove_stale_temporaries
+from ._paths import require_writable_dir
 from .errors import ConfigError, ConvergenceWarning, DataError, NonFiniteError
 from .group import make_group
 from .methods import Objective, build_objective
@@ -186,6 +188,7 @@ def _schedule(config: TrainConfig, total_steps: int) -> Any:
 # ---------------------------------------------------------------------------------------------- checkpoints
 def _save_atomic(payload: dict[str, Any], path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(path)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         torch.save(payload, tmp)
@@ -197,16 +200,37 @@ def _save_atomic(payload: dict[str, Any], path: Path) -> None:
 
 def _read_checkpoint(path: Path) -> dict[str, Any]:
     if not path.is_file():
-        raise DataError(f"checkpoint {path} does not exist")
+        raise DataError(f"checkpoint {path}: expected a checkpoint file, got none ({path} does not exist)")
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many types for a torn or foreign file
         # Only the first line: torch's own message goes on to suggest weights_only=False, wrong for a torn file.
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-        raise DataError(f"checkpoint {path} cannot be read ({type(exc).__name__}: {first})") from None
+        raise DataError(f"checkpoint {path}: expected a file written by torch.save, got one that cannot be read "
+                        f"({type(exc).__name__}: {first[:160]})") from None
     if not isinstance(payload, dict) or payload.get("format") != _FORMAT:
-        raise DataError(f"checkpoint {path} is not an equican checkpoint (expected format {_FORMAT!r})")
+        raise DataError(f"checkpoint {path} is not an equican checkpoint: expected format {_FORMAT!r}, got "
+                        f"{payload.get('format') if isinstance(payload, dict) else type(payload).__name__!r}")
+    check_fields(payload, path)
     return payload
+
+
+def evaluation_overrides(overrides: Any) -> list[str]:
+    """``overrides`` checked to be ``data.*`` / ``eval.*`` override strings: evaluation takes the model, method and
+    optimizer from the checkpoint, so an override of anything else would be dropped without a word.
+
+    Raises:
+        ConfigError: not a sequence of strings, or a key outside ``data`` and ``eval``.
+    """
+    if isinstance(overrides, (str, bytes)) or not isinstance(overrides, (list, tuple)) \
+            or not all(isinstance(item, str) for item in overrides):
+        raise ConfigError(f"evaluate: expected overrides to be a TrainConfig or a list of KEY=VALUE strings, "
+                          f"got {type(overrides).__name__}")
+    for item in overrides:
+        if not item.strip().startswith(("data.", "eval.")):
+            raise ConfigError(f"evaluate: expected overrides of data.* or eval.* fields (the rest comes from the "
+                              f"checkpoint), got {item!r}")
+    return list(overrides)
 
 
 def load_checkpoint(path: str | os.PathLike[str]) -> tuple[TrainConfig, Objective, dict[str, Any]]:
@@ -219,12 +243,14 @@ def load_checkpoint(path: str | os.PathLike[str]) -> tuple[TrainConfig, Objectiv
     Raises:
         DataError: a missing, unreadable or foreign file. ConfigError: a config this version cannot build.
     """
+    if not isinstance(path, (str, os.PathLike)):
+        raise DataError(f"load_checkpoint: expected a checkpoint path, got {type(path).__name__}")
     path = Path(path)
     payload = _read_checkpoint(path)
     config = TrainConfig.from_dict(payload["config"], source=f"checkpoint {path}")
     with torch.random.fork_rng(devices=[]):  # building seeds torch's RNG; loading must not change the caller's
         objective = build(config, _shape_stub(payload))
-    objective.load_state_dict(payload["objective"])
+    load_states(path, objective=(objective, payload["objective"]))
     return config, objective.eval(), payload
 
 
@@ -290,8 +316,16 @@ def train(config: TrainConfig, *, resume: bool | str | os.PathLike[str] = False,
                           f"got {config.optim.batch_size}")
     if config.threads is not None:
         torch.set_num_threads(config.threads)
-    # Everything that can fail on user input happens before the first step.
+    # Everything that can fail on user input happens before the first step, the output directory first.
+    if env.main:
+        require_writable_dir(config.out, where="TrainConfig", name="out")
+        remove_stale_temporaries(Path(config.out) / CHECKPOINT)  # left by a writer killed mid-save
     payload = _resume_payload(config, resume)
+    if payload is not None and until_epoch is not None and until_epoch < payload["epoch"]:
+        # Going on would rewrite metrics.json as an unfinished run of until_epoch epochs, dropping the evaluation
+        # of a run whose checkpoint is further along.
+        raise ConfigError(f"resume: expected until_epoch >= the checkpoint's epoch {payload['epoch']}, "
+                          f"got {until_epoch}")
     train_data = load_split(config.data, "train")
     test_data = load_split(config.data, "test") if config.eval.enabled else None
     if test_data is not None and test_data.num_classes != train_data.num_classes:
@@ -330,9 +364,8 @@ def _fit(config: TrainConfig, env: _Distributed, device: torch.device, objective
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _schedule(config, optim.epochs * len(loader)))
     start, history = 0, []
     if payload is not None:
-        objective.load_state_dict(payload["objective"])
-        optimizer.load_state_dict(payload["optimizer"])
-        scheduler.load_state_dict(payload["scheduler"])
+        load_states(Path(config.out) / CHECKPOINT, objective=(objective, payload["objective"]),
+                    optimizer=(optimizer, payload["optimizer"]), scheduler=(scheduler, payload["scheduler"]))
         start, history = int(payload["epoch"]), list(payload["history"])
     stop = optim.epochs if until_epoch is None else min(until_epoch, optim.epochs)
     out = Path(config.out)
@@ -447,18 +480,22 @@ def evaluate(model: torch.nn.Module, config: TrainConfig, test_data: SplitData, 
     return out
 
 
-def evaluate_checkpoint(path: str | os.PathLike[str], *, overrides: TrainConfig | None = None) -> dict[str, Any]:
+def evaluate_checkpoint(path: str | os.PathLike[str], *,
+                        overrides: TrainConfig | list[str] | None = None) -> dict[str, Any]:
     """Evaluate a checkpoint on its run's test split (``equican evaluate``).
 
     Args:
         path: a ``checkpoint.pt``.
         overrides: a config whose ``data`` and ``eval`` sections replace the checkpoint's (to evaluate on other
-            data or with other metrics settings); None keeps the checkpoint's.
+            data or with other metrics settings), or ``data.*`` / ``eval.*`` override strings applied to the
+            checkpoint's config (``["eval.limit=4"]``); None keeps the checkpoint's.
 
     Returns:
         [`evaluate`][equican.train.evaluate]'s dict plus ``checkpoint`` and ``epoch``.
     """
     config, objective, payload = load_checkpoint(path)
+    if overrides is not None and not isinstance(overrides, TrainConfig):
+        overrides = apply_overrides(config, evaluation_overrides(overrides))
     if overrides is not None:
         config = config.replace(data=overrides.data, eval=overrides.eval)
     device = _device(config, _Distributed())

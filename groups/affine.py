@@ -7,7 +7,7 @@ import math
 import torch
 
 from equican import Group, Tolerance
-from equican.errors import ConfigError
+from equican import _validate as V
 from equican.sampling import affine_sample
 
 
@@ -38,8 +38,7 @@ class Affine2d(Group, name="affine"):
                  max_translation: float = 0.1) -> None:
         for key, value, hi in (("max_angle", max_angle, math.pi), ("max_log_scale", max_log_scale, 5.0),
                                ("max_shear", max_shear, 5.0), ("max_translation", max_translation, 2.0)):
-            if not (isinstance(value, (int, float)) and 0 <= value <= hi):
-                raise ConfigError(f"Affine2d: expected {key} in [0, {hi:g}], got {value!r}")
+            V.require_number(value, low=0, high=hi, where="Affine2d", name=key)
         self.max_angle = float(max_angle)
         self.max_log_scale = float(max_log_scale)
         self.max_shear = float(max_shear)

@@ -14,6 +14,8 @@ from equican import _validate as V
 from equican.errors import ConfigError, ConvergenceError, ShapeError
 from equican.sampling import field_sample, grid_sample, identity_field, upsample_field
 
+from ._monotone_checks import check_lattice, node_residual, softmax_logits
+
 
 class MonotoneScaling(Group, name="monotone"):
     """Local scaling by monotone piecewise-bilinear warps of the image square onto itself.
@@ -68,13 +70,12 @@ class MonotoneScaling(Group, name="monotone"):
                  min_width: float = 0.02) -> None:
         for key, value in (("cells", cells), ("refine", refine)):
             V.require_int(value, low=1, where="MonotoneScaling", name=key)
-        for key, value in (("strength", strength), ("temperature", temperature)):
-            if not (isinstance(value, (int, float)) and 0 <= value < 1e3):
-                raise ConfigError(f"MonotoneScaling: expected {key} to be a number in [0, 1000), got {value!r}")
+        check_lattice(cells, refine)
+        for key, value in (("strength", strength), ("temperature", temperature), ("min_width", min_width)):
+            V.require_number(value, low=0, high=1 if key == "min_width" else 1e3, high_open=True,
+                             where="MonotoneScaling", name=key)
         if temperature == 0:
             raise ConfigError("MonotoneScaling: expected temperature > 0, got 0")
-        if isinstance(min_width, bool) or not (isinstance(min_width, (int, float)) and 0 <= min_width < 1):
-            raise ConfigError(f"MonotoneScaling: expected min_width to be a number in [0, 1), got {min_width!r}")
         self.min_width = float(min_width)
         self.cells, self.refine = cells, refine
         self.strength, self.temperature = float(strength), float(temperature)
@@ -238,7 +239,8 @@ class MonotoneScaling(Group, name="monotone"):
         """The paper's warp of logits ``z: (B, 2, cells + 1, cells)``, as a field ``(B, 2, N, N)`` (see the class
         docstring); constant logits give the identity."""
         # (B, 2, R+1, R), each row sums to 1 and no width is below min_width / R (see the class docstring).
-        widths = (1 - self.min_width) * torch.softmax(self.temperature * z, dim=-1) + self.min_width / self.cells
+        widths = (1 - self.min_width) * torch.softmax(softmax_logits(z, self.temperature), dim=-1) \
+            + self.min_width / self.cells
         knots = torch.cumsum(widths, dim=-1)
         # Divide by the last knot so that the border lands on exactly 1, whatever the rounding of the sum.
         knots = torch.cat([torch.zeros_like(knots[..., :1]), knots / knots[..., -1:]], dim=-1)
@@ -282,7 +284,7 @@ class MonotoneScaling(Group, name="monotone"):
                 # resolves it, and costs nothing on the usual path.
                 p = _node_preimages(field.double(), batch, target.double())[0].float()
                 value, jac = _bilinear_eval(field, batch, p.nan_to_num(0.0))
-                err = float((value - target).abs().amax()) if bool(torch.isfinite(p).all()) else float("inf")
+                err = node_residual(p, value, target, jac, complete=True)
             if err > self._solve_tol(g.dtype):
                 raise ConvergenceError(
                     f"MonotoneScaling.inverse: expected every lattice node to have a preimage under g, got a max "
@@ -727,7 +729,7 @@ def _node_preimages(field: torch.Tensor, batch: torch.Tensor, target: torch.Tens
     p[index] = _cell_point(cell, s, t, n, n)
     # A node no cell claimed (NaN) can only come from a field that is not onto the square.
     value, jac = _bilinear_eval(field, batch, p.nan_to_num(0.0))
-    err = float((value - target).abs().amax()) if index.numel() == p.shape[0] else float("inf")
+    err = node_residual(p, value, target, jac, complete=index.numel() == p.shape[0])
     return p, value, jac, err
 
 

@@ -8,7 +8,7 @@ import torch
 
 from equican import Tolerance
 from equican import _validate as V
-from equican.errors import ConfigError, ShapeError
+from equican.errors import ShapeError
 from equican.sampling import affine_sample
 
 from ._one_parameter import OneParameterGroup
@@ -35,9 +35,7 @@ class Rotation2d(OneParameterGroup, name="rotation"):
     """
 
     def __init__(self, max_angle: float = math.pi) -> None:
-        if not (isinstance(max_angle, (int, float)) and 0 <= max_angle <= math.pi):
-            raise ConfigError(f"Rotation2d: expected max_angle in [0, π], got {max_angle!r}")
-        self.max_angle = float(max_angle)
+        self.max_angle = V.require_number(max_angle, low=0, high=math.pi, where="Rotation2d", name="max_angle")
 
     @property
     def sample_bound(self) -> float:
@@ -132,10 +130,13 @@ class CyclicRotation2d(Rotation2d, name="cyclic"):
 
     def invalid_reason(self, g):
         """Why some angle of ``g: (B, 1)`` is not a multiple of ``2π/n`` (up to rounding), or None if all are."""
-        off = (g[:, 0] * self.n / (2 * math.pi) - torch.round(g[:, 0] * self.n / (2 * math.pi))).abs()
-        bad = off > 1e3 * torch.finfo(g.dtype).eps * self.n
+        # In float64 with one float32-sized tolerance, whatever g's dtype: a float32 element cast to float64 stays
+        # valid, and a float32 angle so large that its spacing exceeds 2π/n (e.g. 1e10) is not waved through by
+        # rounding its own index.
+        k = g[:, 0].double() * (self.n / (2 * math.pi))
+        bad = (k - torch.round(k)).abs() > 1e3 * torch.finfo(torch.float32).eps * self.n
         if bool(bad.any()):
-            return f"{int(bad.sum())} angle(s) that are not multiples of 2π/{self.n}, e.g. {float(g[bad][0, 0]):.6g}"
+            return f"{int(bad.sum())} angle(s) that are not multiples of 2π/{self.n}, e.g. {float(g[bad][0, 0]):.9g}"
         return None
 
     def sample(self, batch, *, generator=None, device=None, dtype=None):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from equican import Tolerance
-from equican.errors import ConfigError
+from equican import _validate as V
 from equican.sampling import affine_sample
 
 from ._one_parameter import OneParameterGroup
@@ -15,7 +15,8 @@ class Scale2d(OneParameterGroup, name="scale"):
     """The multiplicative group of positive scalings ``u ↦ e^s u`` about the image centre.
 
     Convention:
-        An element is a log-scale ``s``, shape ``(B, 1)``; every real value is valid. ``s > 0`` magnifies (the
+        An element is a log-scale ``s``, shape ``(B, 1)``; every real value with ``|s| <= MAX_LOG_SCALE`` (80) is
+        valid (``e^80`` is still a float32 number; beyond it the action would overflow). ``s > 0`` magnifies (the
         content grows about the centre, its outer part leaves the image), ``s < 0`` shrinks it (zero padding fills
         the border). Composition adds log-scales.
 
@@ -24,10 +25,20 @@ class Scale2d(OneParameterGroup, name="scale"):
             ``[-max_log_scale, max_log_scale)``.
     """
 
+    MAX_LOG_SCALE = 80.0
+    """The largest ``|s|`` of a valid element: ``e^±80`` is a normal float32 number, ``e^±89`` is not."""
+
     def __init__(self, max_log_scale: float = 0.3) -> None:
-        if not (isinstance(max_log_scale, (int, float)) and 0 <= max_log_scale < 5):
-            raise ConfigError(f"Scale2d: expected max_log_scale in [0, 5), got {max_log_scale!r}")
-        self.max_log_scale = float(max_log_scale)
+        self.max_log_scale = V.require_number(max_log_scale, low=0, high=5, high_open=True, where="Scale2d",
+                                              name="max_log_scale")
+
+    def invalid_reason(self, g):
+        """Why some log-scale of ``g: (B, 1)`` is beyond ``MAX_LOG_SCALE``, or None if none is."""
+        bad = g[:, 0].abs() > self.MAX_LOG_SCALE
+        if bool(bad.any()):
+            return (f"{int(bad.sum())} log-scale(s) with |s| > {self.MAX_LOG_SCALE:g}, e.g. "
+                    f"{float(g[bad][0, 0]):.6g} (e^|s| overflows float32)")
+        return None
 
     @property
     def sample_bound(self) -> float:

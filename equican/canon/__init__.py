@@ -41,7 +41,7 @@ import torch
 from torch import nn
 
 from .. import _validate as V
-from ..errors import ConfigError, ConvergenceWarning, DeviceError, DTypeError
+from ..errors import ConfigError, ConvergenceWarning, DeviceError, DTypeError, ShapeError
 from ..group import Group
 
 __all__ = ["CanonResult", "Canonicalizer", "IdentityCanonicalizer", "DirectCanonicalizer", "DEQCanonicalizer",
@@ -233,14 +233,31 @@ class Canonicalizer(nn.Module, abc.ABC):
         return 0.0
 
     def check_input(self, x: torch.Tensor, *, where: str) -> None:
-        """Validate an input batch: ``(B, C, H, W)``, float32/float64, finite, on the parameters' dtype/device."""
+        """Validate an input batch: ``(B, C, H, W)``, float32/float64, finite, on the parameters' dtype/device, with
+        the channels the network reads (see
+        [`expected_channels`][equican.canon.Canonicalizer.expected_channels])."""
         V.require_batch_images(x, where=where, name="x")
+        channels = self.expected_channels()
+        if channels is not None and x.shape[1] != channels:
+            raise ShapeError(f"{where}: expected x of shape (B, {channels}, H, W) (the network reads {channels} "
+                             f"channel(s)), got {V.fmt_shape(x.shape)}")
         p = next(self.parameters(), None)
         if p is not None and p.dtype != x.dtype:
             raise DTypeError(f"{where}: expected x of the parameters' dtype {p.dtype}, got {x.dtype} "
                              f"(convert the canonicalizer with .to(dtype))")
         if p is not None and p.device != x.device:
             raise DeviceError(f"{where}: expected x on the parameters' device {p.device}, got {x.device}")
+
+    def expected_channels(self) -> int | None:
+        """The input channels the canonicalizer reads, or None when it cannot be told (a plain callable energy, no
+        network at all): the first int ``in_channels`` declared by, in turn, the canonicalizer itself, its ``reduce``
+        module (the channel reduction that update canonicalizers apply first), and its modules in registration
+        order (its network, the network's first layer), as ``UpdateNet`` and ``nn.Conv2d`` declare it."""
+        for module in (self, getattr(self, "reduce", None), *self.modules()):
+            value = getattr(module, "in_channels", None)
+            if isinstance(value, int) and not isinstance(value, bool):
+                return value
+        return None
 
     def zeros(self, x: torch.Tensor) -> torch.Tensor:
         """Chart parameters of the identity for a batch like ``x``: zeros of shape ``(B, *unconstrained_shape)``."""

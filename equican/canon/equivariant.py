@@ -63,7 +63,7 @@ class EquivariantCanonicalizer(Canonicalizer):
         if not all(isinstance(c, int) and not isinstance(c, bool) and c >= 1 for c in channels):
             raise ConfigError(f"EquivariantCanonicalizer: expected channels to be positive ints, got {channels!r}")
         n = group.unconstrained_shape[0]
-        self.n = n
+        self.n, self.in_channels = n, in_channels  # in_channels: read by check_input (escnn's asserts are untyped)
         space = gspaces.rot2dOnR2(N=n)
         field = enn.FieldType(space, in_channels * [space.trivial_repr])
         self.in_type = field

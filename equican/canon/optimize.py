@@ -111,6 +111,9 @@ class OptimizationCanonicalizer(Canonicalizer):
         Raises:
             ShapeError: the energy does not return shape ``(B,)``.
         """
+        if torch.is_inference_mode_enabled():
+            raise ConfigError("OptimizationCanonicalizer.forward: expected to run outside torch.inference_mode() "
+                              "(its steps take gradients; torch.no_grad() works), got inference mode")
         c = self.config
         steps = c.steps if self.training or c.eval_steps is None else c.eval_steps
         unroll = c.unroll if self.training else 0
@@ -128,7 +131,11 @@ class OptimizationCanonicalizer(Canonicalizer):
                 if not z.requires_grad:
                     z = z.requires_grad_()
                 e = self._energy(z, x)
-                (grad,) = torch.autograd.grad(e.sum(), z, create_graph=unrolled)
+                (grad,) = torch.autograd.grad(e.sum(), z, create_graph=unrolled, allow_unused=True) \
+                    if e.requires_grad else (None,)
+            if grad is None:
+                raise ConfigError("OptimizationCanonicalizer: expected an energy that depends on the canonical "
+                                  "input, got one whose value has no gradient with respect to it")
             energies.append(e.detach())
             if c.optimizer == "sgd":
                 z = z - c.lr * grad

@@ -70,6 +70,22 @@ def _read(stream: BinaryIO, n: int, path: Path, where: str) -> bytes:
                         f"({exc})") from None
 
 
+_CHUNK = 1 << 24
+
+
+def _read_upto(stream: BinaryIO, n: int, path: Path, where: str) -> bytes:
+    """Read up to ``n`` bytes in chunks: a header declaring 2³²-1 items must give a short read (a DataError
+    below), not a request for terabytes that fails with MemoryError before a byte is read."""
+    chunks, got = [], 0
+    while got < n:
+        chunk = _read(stream, min(_CHUNK, n - got), path, where)
+        if not chunk:
+            break
+        chunks.append(chunk)
+        got += len(chunk)
+    return b"".join(chunks)
+
+
 @dataclass(frozen=True)
 class IdxHeader:
     """What an IDX header declares.
@@ -149,7 +165,7 @@ def read_idx(path: str | os.PathLike[str], *, limit: int | None = None) -> torch
         stored = IDX_DTYPES[code][0]
         count = sizes[0] if limit is None else min(sizes[0], limit)
         want = count * math.prod(sizes[1:]) * stored.itemsize
-        data = _read(stream, want, path, where)
+        data = _read_upto(stream, want, path, where)
         if len(data) < want:
             declared = "x".join(map(str, sizes))
             raise DataError(f"{where}: expected {want} data bytes in {path} (sizes {declared} of {stored.name}), "
