@@ -224,7 +224,10 @@ class Canonicalizer(nn.Module, abc.ABC):
         Args:
             g: elements of shape ``(B, *param_shape)``.
         """
-        return self.group.distance(g, self.group.identity_like(g)).pow(2)
+        # Unchecked: g comes from the canonicalizer during training, and a degenerate prediction must cost loss
+        # rather than raise.
+        u = self.group.unchecked
+        return u.distance(g, u.identity(g.shape[0], device=g.device, dtype=g.dtype)).pow(2)
 
     def regularizer(self, info: dict[str, Any]) -> torch.Tensor | float:
         """A training loss term of the canonicalizer's own (e.g. the DEQ's Jacobian regularization), computed from the

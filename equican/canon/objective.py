@@ -162,25 +162,28 @@ def canonicalization_loss(canonicalizer: Canonicalizer, x: torch.Tensor, k: torc
                          f"{', '.join(map(str, group.param_shape))}), got {got}")
     k = k.detach().to(dtype=x.dtype, device=x.device)
     b = x.shape[0]
+    # Unchecked group calls: x was validated above, k is the caller's sample, and h comes from the canonicalizer,
+    # which may predict a degenerate element (an affine map whose scale underflowed) that must cost loss, not raise.
+    u = group.unchecked
     with torch.no_grad():
-        kx = group.act(k, x)
+        kx = u.act(k, x)
     both = canonicalizer(torch.cat([x, kx]))
     res_x, res_kx = split_result(both, b)
     if config.target == "element":
-        equivariance = group.distance(group.compose(res_kx.h, k), res_x.h).pow(2)
+        equivariance = u.distance(u.compose(res_kx.h, k), res_x.h).pow(2)
     else:
         diff = _interior(res_kx.x - res_x.x, config.border)
         equivariance = diff.pow(2).flatten(1).mean(dim=1)
     round_trip = torch.zeros_like(equivariance)
     if config.guard:
-        back = _interior(group.act_inverse(res_x.h, res_x.x), config.border)
+        back = _interior(u.act_inverse(res_x.h, res_x.x), config.border)
         ref = _interior(x, config.border)
         # Relative to the input's own energy, so the guard reads 1 for a blank canonical form at any contrast.
         round_trip = ((back - ref).pow(2).flatten(1).sum(dim=1)
                       / ref.pow(2).flatten(1).sum(dim=1).clamp_min(torch.finfo(x.dtype).tiny))
     loss = equivariance + config.guard * (round_trip - config.threshold).clamp_min(0)
     if config.centre:
-        z = group.unchecked.to_unconstrained(res_x.h)
+        z = u.to_unconstrained(res_x.h)
         loss = loss + config.centre * z.mean(dim=0).pow(2).sum()
     return CanonicalizationTerms(loss=loss, equivariance=equivariance,
                                  round_trip=round_trip, result=res_x)
