@@ -84,7 +84,7 @@ class EquivariantCanonicalizer(Canonicalizer):
             field = hidden
         layers.append(enn.R2Conv(field, enn.FieldType(space, [space.regular_repr]), kernel_size=kernel_size,
                                  padding=kernel_size // 2))
-        self.net = enn.SequentialModule(*layers)
+        self.net = _without_cached_filters(enn.SequentialModule(*layers))
         # Reversing the scores (i -> -i mod n) turns "rotating the input by k rolls the scores by +k" into the
         # canonicalizing element's law h(act(k, x)) = h(x) k⁻¹.
         self.register_buffer("reverse", (-torch.arange(n)) % n, persistent=False)
@@ -151,11 +151,24 @@ class SteerableTrunk(nn.Module):
         out = [space.irrep(1, 1), space.irrep(1, 0)] if reflections else [space.irrep(1)]
         layers.append(enn.R2Conv(field, enn.FieldType(space, out), kernel_size=kernel_size,
                                  padding=kernel_size // 2))
-        self.net = enn.SequentialModule(*layers)
+        self.net = _without_cached_filters(enn.SequentialModule(*layers))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """The fields ``(B, 2 + reflections, H, W)`` of ``x: (B, in_channels, H, W)``."""
         return self.net(enn.GeometricTensor(x, self.in_type)).tensor
+
+
+def _without_cached_filters(net: Any) -> Any:
+    """``net`` after a round trip through eval mode, which leaves escnn's cached filters out of its state dict.
+
+    escnn registers each layer's expanded filter as a buffer at construction and in eval mode, and deletes it on
+    the way back to train mode. A trained module (which has been through eval mode) therefore saves no filters in
+    train mode, while a freshly built one would expect them, so loading its checkpoint into a new module failed
+    (missing ``filter`` keys). After this round trip every module in train mode has the same keys.
+    """
+    net.train(False)
+    net.train(True)
+    return net
 
 
 def _positive_ints(channels: Sequence[int], *, where: str) -> tuple[int, ...]:

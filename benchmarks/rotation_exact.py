@@ -1,0 +1,208 @@
+"""Rotated MNIST: the exact (escnn vector-field) canonicalizer against plain, augmentation and the learned DEC.
+
+Every method trains the same small CNN with the same optimizer, epochs and data: MNIST digits centred on a 32×32
+canvas and rotated by a uniformly random angle (``TransformedMNIST`` with the ``rotation`` group over the full
+circle). Evaluated on the rotated test digits: top-1 accuracy, the invariance error under the rotation sampler
+(``equican.metrics.invariance_error`` with ``eval.invariance_group=rotation``), and the inference time per image
+(the trained model in eval mode on the test images, batch 50, one thread). Mean and sample standard deviation over
+the seeds.
+
+Targets (issue 16): invariance error of the exact canonicalizer / plain's <= 0.1; accuracy of the exact canonicalizer
+minus augmentation's >= +2 points.
+
+Data: the full MNIST in ``../shared/data/mnist`` beside the checkout when it is there (``--data`` to choose), else the
+bundled subset.
+
+Usage::
+
+    python benchmarks/rotation_exact.py             # the documented configuration (~20 min on one thread)
+    python benchmarks/rotation_exact.py --quick     # a pipeline check in seconds (what the tests run)
+
+Writes ``results.json`` (every run: config, history, metrics, seconds; the machine), ``results.md`` (the page) and
+``rotation_exact.png`` to ``--out`` (default ``outputs/bench/rotation_exact``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from equican.config import TrainConfig, apply_overrides
+from equican.report import describe_machine, machine_info, results_table
+from equican.train import CHECKPOINT, load_checkpoint, load_split, train
+
+ROOT = Path(__file__).resolve().parent.parent
+SHARED_MNIST = ROOT.parent / "shared" / "data" / "mnist"
+
+#: The documented configuration, as overrides of the defaults of :class:`equican.config.TrainConfig`.
+BASE: tuple[str, ...] = (
+    "data.dataset=transformed", "data.options.group=rotation", "data.options.canvas=32",
+    "data.train_limit=2000", "data.test_limit=500",
+    "model.name=cnn", "model.options.channels=[16, 32, 32]",
+    "optim.epochs=3", "optim.batch_size=32", "optim.lr=2e-3", "optim.warmup_steps=30",
+    "eval.limit=500", "eval.batch_size=50", "eval.invariance_group=rotation", "eval.invariance_options={}",
+    "threads=1",
+)
+#: Per-method settings on top of BASE (the DEC as in `equican compare`).
+METHODS: dict[str, tuple[str, ...]] = {
+    "plain": ("method.name=plain",),
+    "augment": ("method.name=augment", "method.group=rotation"),
+    "dec[rotation]": ("method.name=dec", "method.group=rotation", "method.options.channels=[16, 32]",
+                      "method.options.prior_weight=10"),
+    "exact[rotation]": ("method.name=escnn", "method.group=rotation", "method.options.channels=[4, 4]",
+                        "method.options.kernel_size=5"),
+}
+QUICK: tuple[str, ...] = ("data.train_limit=48", "data.test_limit=12", "optim.epochs=1", "optim.batch_size=16",
+                          "eval.limit=6", "eval.batch_size=6")
+SEEDS = (0, 1, 2)
+COLUMNS = (("accuracy", "accuracy (rotated test digits)"), ("invariance_error", "invariance error (rotation)"),
+           ("ms_per_image", "ms / image"), ("train_seconds", "seconds per run"))
+
+
+def run_config(method: str, seed: int, *, out: Path, data: str | None, quick: bool) -> TrainConfig:
+    """The config of one run."""
+    overrides = [*BASE, *METHODS[method], f"seed={seed}", f"out={json.dumps(str(out / f'{method}-seed{seed}'))}",
+                 "progress=false"]
+    if data is not None:
+        overrides.append(f"data.root={json.dumps(str(data))}")
+    if quick:
+        overrides += QUICK
+    return apply_overrides(TrainConfig(), overrides)
+
+
+@torch.no_grad()
+def ms_per_image(checkpoint: str, config: TrainConfig, *, batch: int = 50) -> float:
+    """Milliseconds per test image of the trained model in eval mode (best of 2 passes over the evaluated images)."""
+    _, objective, _ = load_checkpoint(checkpoint)
+    model = objective.model.eval()
+    x = load_split(config.data, "test").x[:config.eval.limit]
+    best = float("inf")
+    for _ in range(2):
+        started = time.perf_counter()
+        for i in range(0, x.shape[0], batch):
+            model(x[i:i + batch])
+        best = min(best, time.perf_counter() - started)
+    return 1e3 * best / x.shape[0]
+
+
+def summarize(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Mean and sample standard deviation (0 for one run) of every column over a method's seeds."""
+    out = {}
+    for key, _ in COLUMNS:
+        values = [r[key] if key in r else r["eval"][key] for r in runs]
+        out[key] = (statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0)
+    return out
+
+
+def verdict(summary: dict[str, dict[str, Any]]) -> list[str]:
+    """The issue's targets, checked on the means: lines saying met or missed, and by how much."""
+    needed = ("plain", "augment", "exact[rotation]")
+    if not all(m in summary for m in needed):
+        return [f"targets not checked: needs {', '.join(needed)}"]
+    plain, aug, exact = (summary[m] for m in needed)
+    ratio = exact["invariance_error"][0] / max(plain["invariance_error"][0], 1e-12)
+    gain = exact["accuracy"][0] - aug["accuracy"][0]
+    return [f"invariance error: exact / plain = {ratio:.3f} (target <= 0.1): {'met' if ratio <= 0.1 else 'missed'}",
+            f"accuracy: exact - augmentation = {100 * gain:+.2f} points (target >= +2): "
+            f"{'met' if gain >= 0.02 else 'missed'}"]
+
+
+def plot(summary: dict[str, dict[str, Any]], path: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 3, figsize=(10, 3.2))
+    names = list(summary)
+    for ax, (key, name) in zip(axes, COLUMNS[:3]):
+        ax.bar(range(len(names)), [summary[m][key][0] for m in names], yerr=[summary[m][key][1] for m in names],
+               capsize=3, color="tab:blue")
+        ax.set_xticks(range(len(names)), names, rotation=20, ha="right", fontsize=8)
+        ax.set_title(name, fontsize=9)
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def report(table: str, lines: list[str], payload: dict[str, Any]) -> str:
+    """The markdown page: configuration, machine, table, targets (copied to docs/results/rotation_exact.md)."""
+    settings = "\n".join(f"- `{item}`" for item in payload["base"])
+    methods = "\n".join(f"- {name}: " + ", ".join(f"`{o}`" for o in options)
+                         for name, options in payload["methods"].items())
+    return (f"# Exact vs learned canonicalization: rotated MNIST\n\n"
+            f"Written by `benchmarks/rotation_exact.py`{' --quick' if payload['quick'] else ''}. Data: "
+            f"{payload['data']}. Seeds: {payload['seeds']}. Mean ± sample standard deviation over the seeds.\n\n"
+            f"Machine: {describe_machine(payload['machine'])}\n\n{table}\n\n"
+            + "\n".join(f"- {line}" for line in lines) + "\n\n"
+            f"![accuracy, invariance error and time per method](rotation_exact.png)\n\n"
+            f"## Configuration (overrides of `TrainConfig()`)\n\n{settings}\n\nPer method:\n\n{methods}\n")
+
+
+def write_outputs(payload: dict[str, Any], out: Path) -> None:
+    """Summary, table, target check, results.json/.md and the plot, from the runs in ``payload``."""
+    summary = {method: summarize(r) for method, r in payload["runs"].items()}
+    table = results_table(list(summary.items()), COLUMNS)
+    lines = verdict(summary)
+    payload.update(summary=summary, target=lines)
+    print(f"\n{table}\n" + "\n".join(lines))
+    (out / "results.json").write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
+    (out / "runs.partial.json").unlink(missing_ok=True)
+    (out / "results.md").write_text(report(table, lines, payload), encoding="utf-8")
+    plot(summary, out / "rotation_exact.png",
+         f"Rotated MNIST (32x32, full circle), small CNN, {len(payload['seeds'])} seed(s)")
+    print(f"\nwrote {out / 'results.json'}, results.md and rotation_exact.png")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="tiny runs: checks the pipeline, measures nothing")
+    parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
+    parser.add_argument("--seeds", nargs="+", type=int, default=list(SEEDS))
+    parser.add_argument("--data", default=None, help="MNIST IDX directory (default: ../shared/data/mnist if present, "
+                                                    "else the bundled subset)")
+    parser.add_argument("--out", type=Path, default=ROOT / "outputs" / "bench" / "rotation_exact")
+    parser.add_argument("--from-json", type=Path, default=None, metavar="RESULTS",
+                        help="train nothing: rewrite the page and plot from an earlier results.json")
+    args = parser.parse_args(argv)
+    args.out.mkdir(parents=True, exist_ok=True)
+    if args.from_json is not None:
+        write_outputs(json.loads(args.from_json.read_text(encoding="utf-8")), args.out)
+        return 0
+    data = args.data if args.data is not None else (str(SHARED_MNIST) if SHARED_MNIST.is_dir() else None)
+    if args.quick:
+        data = None  # the bundled subset: the quick mode must run anywhere
+    runs: dict[str, list[dict[str, Any]]] = {}
+    started_load = os.getloadavg()
+    for method in args.methods:
+        for seed in args.seeds:
+            config = run_config(method, seed, out=args.out, data=data, quick=args.quick)
+            started = time.perf_counter()
+            result = train(config)
+            seconds = time.perf_counter() - started
+            ms = ms_per_image(str(Path(config.out) / CHECKPOINT), config)
+            runs.setdefault(method, []).append({"seed": seed, "train_seconds": seconds, "ms_per_image": ms,
+                                                "eval": result["eval"], "history": result["history"],
+                                                "config": result["config"]})
+            e = result["eval"]
+            print(f"{method:<16} seed {seed}: accuracy {e['accuracy']:.4f}, invariance error "
+                  f"{e['invariance_error']:.4f}, {ms:.2f} ms/image ({seconds:.0f} s)", flush=True)
+            # Every finished run is on disk at once: an interrupted benchmark keeps what it measured.
+            (args.out / "runs.partial.json").write_text(json.dumps(runs, indent=2) + "\n", encoding="utf-8")
+    machine = {**machine_info(), "load_average_start": started_load, "load_average_end": os.getloadavg()}
+    write_outputs({"quick": args.quick, "data": data or "bundled subset", "base": list(BASE), "methods": METHODS,
+                   "seeds": args.seeds, "machine": machine, "runs": runs}, args.out)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
