@@ -15,6 +15,7 @@ This is the only module that imports escnn (an optional dependency: ``pip instal
 
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Sequence
 from typing import Any
@@ -84,7 +85,7 @@ class EquivariantCanonicalizer(Canonicalizer):
             field = hidden
         layers.append(enn.R2Conv(field, enn.FieldType(space, [space.regular_repr]), kernel_size=kernel_size,
                                  padding=kernel_size // 2))
-        self.net = _without_cached_filters(enn.SequentialModule(*layers))
+        self.net = _private(enn.SequentialModule(*layers))
         # Reversing the scores (i -> -i mod n) turns "rotating the input by k rolls the scores by +k" into the
         # canonicalizing element's law h(act(k, x)) = h(x) k⁻¹.
         self.register_buffer("reverse", (-torch.arange(n)) % n, persistent=False)
@@ -102,12 +103,12 @@ class EquivariantCanonicalizer(Canonicalizer):
 
 
 class SteerableTrunk(nn.Module):
-    """An escnn network from scalar images to a vector field (and a pseudo-scalar field): the trunk of
+    """An escnn network from scalar images to a vector field (two with reflections): the trunk of
     [`VectorFieldCanonicalizer`][equican.canon.vector.VectorFieldCanonicalizer].
 
     Layers of ``R2Conv`` on regular fields of C_N (rotations by multiples of ``2π/N``) or, with ``reflections``, of
     D_N (those and their mirror images), with ReLU, then an ``R2Conv`` to one frequency-1 field (the vector, which
-    turns with the image) and, with ``reflections``, one sign field (the pseudo-scalar, negated by mirrors). Exactly
+    turns with the image), two with ``reflections``. Exactly
     equivariant for the elements of C_N / D_N up to the precision of escnn's filter bases (measured: 1e-6 relative
     for rot90 in float64), approximately for other angles (steerable filters on a pixel grid).
 
@@ -119,10 +120,10 @@ class SteerableTrunk(nn.Module):
         channels: regular fields per hidden layer.
         kernel_size: odd kernel size of every layer.
         rotations: ``N``, the rotations the network is exactly equivariant to.
-        reflections: D_N instead of C_N, and a pseudo-scalar output channel.
+        reflections: D_N instead of C_N, and a second vector field.
 
     Shapes:
-        ``x: (B, in_channels, H, W) -> (B, 2 + reflections, H, W)``.
+        ``x: (B, in_channels, H, W) -> (B, 2 + 2·reflections, H, W)``.
     """
 
     def __init__(self, in_channels: int, channels: Sequence[int] = (8, 8), kernel_size: int = 5,
@@ -148,24 +149,31 @@ class SteerableTrunk(nn.Module):
             layers += [enn.R2Conv(field, hidden, kernel_size=kernel_size, padding=kernel_size // 2),
                        enn.ReLU(hidden)]
             field = hidden
-        out = [space.irrep(1, 1), space.irrep(1, 0)] if reflections else [space.irrep(1)]
+        out = 2 * [space.irrep(1, 1)] if reflections else [space.irrep(1)]
         layers.append(enn.R2Conv(field, enn.FieldType(space, out), kernel_size=kernel_size,
                                  padding=kernel_size // 2))
-        self.net = _without_cached_filters(enn.SequentialModule(*layers))
+        self.net = _private(enn.SequentialModule(*layers))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """The fields ``(B, 2 + reflections, H, W)`` of ``x: (B, in_channels, H, W)``."""
+        """The fields ``(B, 2 + 2·reflections, H, W)`` of ``x: (B, in_channels, H, W)``."""
         return self.net(enn.GeometricTensor(x, self.in_type)).tensor
 
 
-def _without_cached_filters(net: Any) -> Any:
-    """``net`` after a round trip through eval mode, which leaves escnn's cached filters out of its state dict.
+def _private(net: Any) -> Any:
+    """A copy of the escnn module ``net`` that shares no buffers with other modules, in train mode with no cached
+    filters in its state dict.
 
-    escnn registers each layer's expanded filter as a buffer at construction and in eval mode, and deletes it on
-    the way back to train mode. A trained module (which has been through eval mode) therefore saves no filters in
-    train mode, while a freshly built one would expect them, so loading its checkpoint into a new module failed
-    (missing ``filter`` keys). After this round trip every module in train mode has the same keys.
+    escnn caches the sampled filter bases of each pair of field types and shares those sub-modules between every layer
+    built with them, so converting one network (``.double()``, ``.to("cuda")``) converted the bases of every other one
+    in the process, and a float32 network built after a float64 one failed ("expected scalar type Float but found
+    Double"). The deep copy gives this network its own bases.
+
+    escnn also registers each layer's expanded filter as a buffer at construction and in eval mode, and deletes it on
+    the way back to train mode: a trained module (which has been through eval mode) saved no filters, while a freshly
+    built one expected them, so its checkpoint did not load into a new module. After the round trip through eval mode
+    every module in train mode has the same keys.
     """
+    net = copy.deepcopy(net)
     net.train(False)
     net.train(True)
     return net

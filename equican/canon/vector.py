@@ -1,8 +1,9 @@
 """The vector-field canonicalizer: rotations (and reflections) read off an equivariant network's averaged field.
 
-A trunk network maps an image to a vector field (and, for groups with reflections, a pseudo-scalar field). Averaged
-over a disc, the field gives one vector ``v(x) ∈ R²`` per image that turns with the image, ``v(R_α x) = R_α v(x)``,
-and a number ``s(x)`` that changes sign under a mirror; the element is ``g = (angle of v, sign of s)``. With an
+A trunk network maps an image to a vector field (and, for groups with reflections, a second one). Averaged over a
+disc, the field gives one vector ``v(x) ∈ R²`` per image that turns with the image, ``v(R_α x) = R_α v(x)``, and the
+cross product ``s = v × w`` of the two vectors, which changes sign under a mirror; the element is
+``g = (angle of v, sign of s)``. With an
 equivariant trunk (escnn's, built by [`SteerableTrunk`][equican.canon.equivariant.SteerableTrunk]) the canonicalizer is
 equivariant by construction, ``g(act(k, x)) = k g(x)``, so the canonical input ``act(g⁻¹, x)`` is invariant. This module
 does not import escnn: any trunk works, which is how the tests run a plain CNN trunk as the negative control.
@@ -51,11 +52,15 @@ def disc_weights(height: int, width: int, *, dtype: torch.dtype = torch.float32,
 class VectorFieldCanonicalizer(Canonicalizer):
     """Rotation (and reflection) from the averaged vector field of a rotation-equivariant trunk.
 
-    The trunk maps ``x: (B, C, H, W)`` to fields ``(B, 2 + r, H, W)``: channels 0-1 a vector field ``(v_x, v_y)``
-    (x along the width, y down the rows, turning with the image as rotations of the group turn points), and, when the
-    group has reflections (``r = 1``), channel 2 a pseudo-scalar field (unchanged by rotations, negated by mirrors).
-    Each field is averaged with [`disc_weights`][equican.canon.vector.disc_weights] into ``v: (B, 2)`` and
-    ``s: (B,)``, and the element is
+    The trunk maps ``x: (B, C, H, W)`` to fields ``(B, 2 + 2r, H, W)``: channels 0-1 a vector field ``(v_x, v_y)``
+    (x along the width, y down the rows, turning with the image as rotations of the group turn points, and mapped to
+    ``(v_x, -v_y)`` by the mirror ``x.flip(-1)``), and, when the group has reflections (``r = 1``), channels 2-3 a
+    second such field ``w``. Each field is averaged with [`disc_weights`][equican.canon.vector.disc_weights] into
+    ``v, w: (B, 2)``; the pseudo-scalar ``s = v_x w_y - v_y w_x`` (``(B,)``) is unchanged by rotations and negated by
+    mirrors. (A cross product of two vectors rather than a pseudo-scalar field of the trunk: escnn's sign fields
+    averaged over smooth images are small and turned by 10-50% at angles off the C_N grid, so their sign flipped under
+    about a quarter of random rotations in our measurements; the two vectors turn to about 0.01 rad, and their cross
+    product changes sign only where they are nearly parallel.) The element is
 
     * ``g = θ = atan2(v_y, v_x)`` for a group of rotations (elements ``θ``, shape ``(B, 1)``);
     * ``g = (θ, d)``, ``d = +1`` where ``s ≥ 0`` else ``-1``, for rotations and reflections (elements ``(θ, d)``,
@@ -64,9 +69,8 @@ class VectorFieldCanonicalizer(Canonicalizer):
       angle), through scores ``(B, n)`` linear in ``v``, so the straight-through gradient of
       [`Canonicalizer`][equican.canon.Canonicalizer] trains the trunk.
 
-    If the trunk is equivariant, ``v(act(k, x)) = ρ(k) v(x)`` and ``s(act(k, x)) = det(k) s(x)``, and then
-    ``g(act(k, x)) = k g(x)`` and the canonical input is invariant. ``symmetrize=True`` averages the trunk's ``v`` and
-    ``s`` over the exact rot90/flip subgroup (``ρ(t)⁻¹ v(t·x)`` over the 4 quarter turns, and their mirror images for
+    If the trunk is equivariant, ``v(act(k, x)) = ρ(k) v(x)`` (likewise ``w``), so ``s(act(k, x)) = det(k) s(x)``,
+    ``g(act(k, x)) = k g(x)`` and the canonical input is invariant. ``symmetrize=True`` averages ``v`` and ``w`` over the exact rot90/flip subgroup (``ρ(t)⁻¹ v(t·x)`` over the 4 quarter turns, and their mirror images for
     groups with reflections): those symmetries then hold to rounding error whatever the trunk (escnn's filters, sampled
     from numerically computed bases, are rot90-equivariant only to about 1e-6 relative, measured in float64), at 4×
     (8×) the trunk's cost. It needs square images.
@@ -74,11 +78,11 @@ class VectorFieldCanonicalizer(Canonicalizer):
     The group must rotate as ``act(π/2, x) = torch.rot90(x, 1, dims=(-2, -1))`` and mirror as ``act((0, -1), x) =
     x.flip(-1)``; this is checked once, at construction, on a probe image.
 
-    ``info`` keys: ``vector`` ``(B, 2)``; ``pseudoscalar`` ``(B,)`` for groups with reflections.
+    ``info`` keys: ``vector`` ``(B, 2)``; ``pseudoscalar`` ``(B,)`` (``v × w``) for groups with reflections.
 
     Args:
         group: rotations (``param_shape (1,)``) or rotations and reflections (``(2,)``), continuous or discrete.
-        trunk: ``(B, C, H, W) -> (B, 2 + r, H, W)`` (``r = 1`` with reflections, else 0).
+        trunk: ``(B, C, H, W) -> (B, 2 + 2r, H, W)`` (``r = 1`` with reflections, else 0).
         symmetrize: average over the exact rot90 (and flip) subgroup, as above.
 
     Raises:
@@ -113,7 +117,6 @@ class VectorFieldCanonicalizer(Canonicalizer):
             inv.append(torch.linalg.inv(rho).round())
         self.transforms = transforms
         self.register_buffer("rho_inv", torch.stack(inv).float(), persistent=False)  # (T, 2, 2)
-        self.register_buffer("t_dets", torch.tensor([1.0 - 2 * m for _, m in transforms]), persistent=False)  # (T,)
 
     @staticmethod
     def _group_message(group: Group, got: str) -> str:
@@ -136,29 +139,34 @@ class VectorFieldCanonicalizer(Canonicalizer):
                 raise ConfigError(self._group_message(group, f"act({g[0].tolist()}, ·) not matching that"))
 
     def fields(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """The averaged vector ``v: (B, 2)`` and pseudo-scalar ``s: (B,)`` (None without reflections) of
+        """The averaged vector ``v: (B, 2)`` and pseudo-scalar ``s = v × w: (B,)`` (None without reflections) of
         ``x: (B, C, H, W)``, symmetrized over the exact subgroup when ``symmetrize``."""
         if not self.symmetrize:
-            return self._average(self.trunk(x), x)
+            return self._pseudoscalar(self._average(self.trunk(x), x))
         if x.shape[-1] != x.shape[-2]:
             raise ShapeError(f"VectorFieldCanonicalizer: expected square images with symmetrize=True, "
                              f"got x of shape {V.fmt_shape(x.shape)}")
         batch = x.shape[0]
         stacked = torch.cat([torch.rot90(x.flip(-1) if m else x, k, dims=(-2, -1)) for k, m in self.transforms])
-        v, s = self._average(self.trunk(stacked), stacked)
-        v = torch.einsum("tij,tbj->bi", self.rho_inv.to(v.dtype), v.reshape(-1, batch, 2)) / len(self.transforms)
-        if s is not None:
-            s = torch.einsum("t,tb->b", self.t_dets.to(s.dtype), s.reshape(-1, batch)) / len(self.transforms)
-        return v, s
+        vectors = self._average(self.trunk(stacked), stacked)  # (T·B, 2 + 2r)
+        vectors = vectors.reshape(len(self.transforms), batch, -1, 2)
+        vectors = torch.einsum("tij,tbvj->bvi", self.rho_inv.to(vectors.dtype), vectors) / len(self.transforms)
+        return self._pseudoscalar(vectors.flatten(1))
 
-    def _average(self, out: torch.Tensor, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-        channels = 2 + int(self.reflections)
+    def _pseudoscalar(self, vectors: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """``(v, v × w)`` from the averaged vectors ``(B, 2 + 2r)``."""
+        if not self.reflections:
+            return vectors, None
+        return vectors[:, :2], vectors[:, 0] * vectors[:, 3] - vectors[:, 1] * vectors[:, 2]
+
+    def _average(self, out: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """The trunk's fields ``out: (B, 2 + 2r, H, W)`` averaged over the disc: ``(B, 2 + 2r)``."""
+        channels = 2 + 2 * int(self.reflections)
         if out.ndim != 4 or out.shape[1] != channels or out.shape[-2:] != x.shape[-2:]:
             raise ShapeError(f"VectorFieldCanonicalizer: expected the trunk to return fields of shape "
                              f"(B, {channels}, {x.shape[-2]}, {x.shape[-1]}), got {V.fmt_shape(out.shape)}")
         w = disc_weights(x.shape[-2], x.shape[-1], dtype=out.dtype, device=out.device)
-        mean = (out * w).sum(dim=(-2, -1))  # (B, channels)
-        return mean[:, :2], (mean[:, 2] if self.reflections else None)
+        return (out * w).sum(dim=(-2, -1))
 
     def solve(self, x: torch.Tensor) -> tuple[torch.Tensor, dict[str, Any]]:
         """Chart parameters of ``h = g⁻¹`` for ``x: (B, C, H, W)``: ``(B, *unconstrained_shape)``, and ``info``."""
