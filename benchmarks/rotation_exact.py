@@ -24,7 +24,8 @@ Writes ``results.json`` (every run: config, history, metrics, seconds; the machi
 
 from __future__ import annotations
 
-import argparse
+import functools
+import importlib.util
 import json
 import os
 import statistics
@@ -35,12 +36,11 @@ from typing import Any
 
 import torch
 
-from equican.config import TrainConfig, apply_overrides
+from equican.config import TrainConfig
 from equican.report import describe_machine, machine_info, results_table
-from equican.train import CHECKPOINT, load_checkpoint, load_split, train
+from equican.train import CHECKPOINT, load_checkpoint, load_split
 
 ROOT = Path(__file__).resolve().parent.parent
-SHARED_MNIST = ROOT.parent / "shared" / "data" / "mnist"
 
 #: The documented configuration, as overrides of the defaults of :class:`equican.config.TrainConfig`.
 BASE: tuple[str, ...] = (
@@ -62,20 +62,24 @@ METHODS: dict[str, tuple[str, ...]] = {
 }
 QUICK: tuple[str, ...] = ("data.train_limit=48", "data.test_limit=12", "optim.epochs=1", "optim.batch_size=16",
                           "eval.limit=6", "eval.batch_size=6")
-SEEDS = (0, 1, 2)
 COLUMNS = (("accuracy", "accuracy (rotated test digits)"), ("invariance_error", "invariance error (rotation)"),
            ("ms_per_image", "ms / image"), ("train_seconds", "seconds per run"))
 
 
+@functools.lru_cache(maxsize=None)
+def _training() -> Any:
+    """benchmarks/training.py, whose run loop and command line this benchmark shares."""
+    spec = importlib.util.spec_from_file_location("bench_training", Path(__file__).resolve().parent / "training.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules.setdefault(spec.name, module)
+    spec.loader.exec_module(module)
+    return module
+
+
 def run_config(method: str, seed: int, *, out: Path, data: str | None, quick: bool) -> TrainConfig:
     """The config of one run."""
-    overrides = [*BASE, *METHODS[method], f"seed={seed}", f"out={json.dumps(str(out / f'{method}-seed{seed}'))}",
-                 "progress=false"]
-    if data is not None:
-        overrides.append(f"data.root={json.dumps(str(data))}")
-    if quick:
-        overrides += QUICK
-    return apply_overrides(TrainConfig(), overrides)
+    return _training().run_config(method, seed, out=out, data=data, quick=quick, base=BASE, methods=METHODS,
+                                  quick_overrides=QUICK)
 
 
 @torch.no_grad()
@@ -115,37 +119,15 @@ def verdict(summary: dict[str, dict[str, Any]]) -> list[str]:
             f"{'met' if gain >= 0.02 else 'missed'}"]
 
 
-def plot(summary: dict[str, dict[str, Any]], path: Path, title: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 3, figsize=(10, 3.2))
-    names = list(summary)
-    for ax, (key, name) in zip(axes, COLUMNS[:3]):
-        ax.bar(range(len(names)), [summary[m][key][0] for m in names], yerr=[summary[m][key][1] for m in names],
-               capsize=3, color="tab:blue")
-        ax.set_xticks(range(len(names)), names, rotation=20, ha="right", fontsize=8)
-        ax.set_title(name, fontsize=9)
-    fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-
-
 def report(table: str, lines: list[str], payload: dict[str, Any]) -> str:
     """The markdown page: configuration, machine, table, targets (copied to docs/results/rotation_exact.md)."""
-    settings = "\n".join(f"- `{item}`" for item in payload["base"])
-    methods = "\n".join(f"- {name}: " + ", ".join(f"`{o}`" for o in options)
-                         for name, options in payload["methods"].items())
     return (f"# Exact vs learned canonicalization: rotated MNIST\n\n"
             f"Written by `benchmarks/rotation_exact.py`{' --quick' if payload['quick'] else ''}. Data: "
             f"{payload['data']}. Seeds: {payload['seeds']}. Mean ± sample standard deviation over the seeds.\n\n"
             f"Machine: {describe_machine(payload['machine'])}\n\n{table}\n\n"
             + "\n".join(f"- {line}" for line in lines) + "\n\n"
             f"![accuracy, invariance error and time per method](rotation_exact.png)\n\n"
-            f"## Configuration (overrides of `TrainConfig()`)\n\n{settings}\n\nPer method:\n\n{methods}\n")
+            + _training().configuration_section(payload))
 
 
 def write_outputs(payload: dict[str, Any], out: Path) -> None:
@@ -158,51 +140,33 @@ def write_outputs(payload: dict[str, Any], out: Path) -> None:
     (out / "results.json").write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
     (out / "runs.partial.json").unlink(missing_ok=True)
     (out / "results.md").write_text(report(table, lines, payload), encoding="utf-8")
-    plot(summary, out / "rotation_exact.png",
-         f"Rotated MNIST (32x32, full circle), small CNN, {len(payload['seeds'])} seed(s)")
+    _training().plot(summary, out / "rotation_exact.png",
+                     f"Rotated MNIST (32x32, full circle), small CNN, {len(payload['seeds'])} seed(s)", COLUMNS[:3])
     print(f"\nwrote {out / 'results.json'}, results.md and rotation_exact.png")
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="tiny runs: checks the pipeline, measures nothing")
-    parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
-    parser.add_argument("--seeds", nargs="+", type=int, default=list(SEEDS))
-    parser.add_argument("--data", default=None, help="MNIST IDX directory (default: ../shared/data/mnist if present, "
-                                                    "else the bundled subset)")
-    parser.add_argument("--out", type=Path, default=ROOT / "outputs" / "bench" / "rotation_exact")
-    parser.add_argument("--from-json", type=Path, default=None, metavar="RESULTS",
-                        help="train nothing: rewrite the page and plot from an earlier results.json")
-    args = parser.parse_args(argv)
+    training = _training()
+    args = training.make_parser(__doc__.split("\n\n")[0], METHODS,
+                                ROOT / "outputs" / "bench" / "rotation_exact").parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
     if args.from_json is not None:
         write_outputs(json.loads(args.from_json.read_text(encoding="utf-8")), args.out)
         return 0
-    data = args.data if args.data is not None else (str(SHARED_MNIST) if SHARED_MNIST.is_dir() else None)
-    if args.quick:
-        data = None  # the bundled subset: the quick mode must run anywhere
-    runs: dict[str, list[dict[str, Any]]] = {}
+    data = training.data_root(args)
+
+    def measure(run: dict[str, Any], config: TrainConfig) -> str:
+        run["ms_per_image"] = ms_per_image(str(Path(config.out) / CHECKPOINT), config)
+        e = run["eval"]
+        return (f"accuracy {e['accuracy']:.4f}, invariance error {e['invariance_error']:.4f}, "
+                f"{run['ms_per_image']:.2f} ms/image")
+
     started_load = os.getloadavg()
-    for method in args.methods:
-        for seed in args.seeds:
-            config = run_config(method, seed, out=args.out, data=data, quick=args.quick)
-            started = time.perf_counter()
-            result = train(config)
-            seconds = time.perf_counter() - started
-            ms = ms_per_image(str(Path(config.out) / CHECKPOINT), config)
-            runs.setdefault(method, []).append({"seed": seed, "train_seconds": seconds, "ms_per_image": ms,
-                                                "eval": result["eval"], "history": result["history"],
-                                                "config": result["config"]})
-            e = result["eval"]
-            print(f"{method:<16} seed {seed}: accuracy {e['accuracy']:.4f}, invariance error "
-                  f"{e['invariance_error']:.4f}, {ms:.2f} ms/image ({seconds:.0f} s)", flush=True)
-            # Every finished run is on disk at once: an interrupted benchmark keeps what it measured.
-            (args.out / "runs.partial.json").write_text(json.dumps(runs, indent=2) + "\n", encoding="utf-8")
+    runs = training.run_all(args, data, run_config, measure)
     machine = {**machine_info(), "load_average_start": started_load, "load_average_end": os.getloadavg()}
     write_outputs({"quick": args.quick, "data": data or "bundled subset", "base": list(BASE), "methods": METHODS,
                    "seeds": args.seeds, "machine": machine, "runs": runs}, args.out)
     return 0
-
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -75,17 +75,8 @@ class EquivariantCanonicalizer(Canonicalizer):
         n = group.unconstrained_shape[0]
         self.n = n
         space = gspaces.rot2dOnR2(N=n)
-        field = enn.FieldType(space, in_channels * [space.trivial_repr])
-        self.in_type = field
-        layers: list[Any] = []
-        for width in channels:
-            hidden = enn.FieldType(space, width * [space.regular_repr])
-            layers += [enn.R2Conv(field, hidden, kernel_size=kernel_size, padding=kernel_size // 2),
-                       enn.ReLU(hidden)]
-            field = hidden
-        layers.append(enn.R2Conv(field, enn.FieldType(space, [space.regular_repr]), kernel_size=kernel_size,
-                                 padding=kernel_size // 2))
-        self.net = _private(enn.SequentialModule(*layers))
+        self.in_type = enn.FieldType(space, in_channels * [space.trivial_repr])
+        self.net = _network(self.in_type, channels, kernel_size, [space.regular_repr])
         # Reversing the scores (i -> -i mod n) turns "rotating the input by k rolls the scores by +k" into the
         # canonicalizing element's law h(act(k, x)) = h(x) k⁻¹.
         self.register_buffer("reverse", (-torch.arange(n)) % n, persistent=False)
@@ -141,22 +132,25 @@ class SteerableTrunk(nn.Module):
         # x.flip(-1) (measured; with axis=π it maps it to (-v_x, v_y)), so that the vector's angle θ becomes -θ, as
         # the mirror's conjugation F R_θ F = R_{-θ} of the group convention needs.
         space = gspaces.flipRot2dOnR2(N=rotations) if reflections else gspaces.rot2dOnR2(N=rotations)
-        field = enn.FieldType(space, in_channels * [space.trivial_repr])
-        self.in_type = field
-        layers: list[Any] = []
-        for width in channels:
-            hidden = enn.FieldType(space, width * [space.regular_repr])
-            layers += [enn.R2Conv(field, hidden, kernel_size=kernel_size, padding=kernel_size // 2),
-                       enn.ReLU(hidden)]
-            field = hidden
+        self.in_type = enn.FieldType(space, in_channels * [space.trivial_repr])
         out = 2 * [space.irrep(1, 1)] if reflections else [space.irrep(1)]
-        layers.append(enn.R2Conv(field, enn.FieldType(space, out), kernel_size=kernel_size,
-                                 padding=kernel_size // 2))
-        self.net = _private(enn.SequentialModule(*layers))
+        self.net = _network(self.in_type, channels, kernel_size, out)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """The fields ``(B, 2 + 2·reflections, H, W)`` of ``x: (B, in_channels, H, W)``."""
         return self.net(enn.GeometricTensor(x, self.in_type)).tensor
+
+
+def _network(in_type: Any, channels: tuple[int, ...], kernel_size: int, out: list[Any]) -> Any:
+    """``R2Conv`` + ReLU layers on ``channels[i]`` regular fields of ``in_type``'s space, then an ``R2Conv`` to the
+    representations ``out``; made private by ``_private``."""
+    space, field, layers = in_type.gspace, in_type, []
+    for width in channels:
+        hidden = enn.FieldType(space, width * [space.regular_repr])
+        layers += [enn.R2Conv(field, hidden, kernel_size=kernel_size, padding=kernel_size // 2), enn.ReLU(hidden)]
+        field = hidden
+    layers.append(enn.R2Conv(field, enn.FieldType(space, out), kernel_size=kernel_size, padding=kernel_size // 2))
+    return _private(enn.SequentialModule(*layers))
 
 
 def _private(net: Any) -> Any:
