@@ -1,4 +1,5 @@
-"""The rotated-MNIST benchmark's quick mode runs every method and writes its page, JSON and plot (no timing asserted)."""
+"""The rotated-MNIST benchmark's quick mode runs every method and writes its page, JSON and plot (no timing
+asserted)."""
 
 from __future__ import annotations
 

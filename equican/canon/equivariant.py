@@ -104,7 +104,8 @@ class SteerableTrunk(nn.Module):
     for rot90 in float64), approximately for other angles (steerable filters on a pixel grid).
 
     The output's channel 0 is along the image width and channel 1 down the rows, with ``+90°`` meaning
-    ``torch.rot90(x, 1, dims=(-2, -1))``; the mirror is ``x.flip(-1)`` (escnn's D_N reflection with its default axis). Checked in ``tests/test_exact_canonicalizers.py``.
+    ``torch.rot90(x, 1, dims=(-2, -1))``; the mirror is ``x.flip(-1)`` (escnn's D_N reflection with its default
+    axis). Checked in ``tests/test_exact_canonicalizers.py``.
 
     Args:
         in_channels: input channels, each a scalar field.

@@ -70,7 +70,8 @@ class VectorFieldCanonicalizer(Canonicalizer):
       [`Canonicalizer`][equican.canon.Canonicalizer] trains the trunk.
 
     If the trunk is equivariant, ``v(act(k, x)) = ρ(k) v(x)`` (likewise ``w``), so ``s(act(k, x)) = det(k) s(x)``,
-    ``g(act(k, x)) = k g(x)`` and the canonical input is invariant. ``symmetrize=True`` averages ``v`` and ``w`` over the exact rot90/flip subgroup (``ρ(t)⁻¹ v(t·x)`` over the 4 quarter turns, and their mirror images for
+    ``g(act(k, x)) = k g(x)`` and the canonical input is invariant. ``symmetrize=True`` averages ``v`` and ``w``
+    over the exact rot90/flip subgroup (``ρ(t)⁻¹ v(t·x)`` over the 4 quarter turns, and their mirror images for
     groups with reflections): those symmetries then hold to rounding error whatever the trunk (escnn's filters, sampled
     from numerically computed bases, are rot90-equivariant only to about 1e-6 relative, measured in float64), at 4×
     (8×) the trunk's cost. It needs square images.
@@ -108,12 +109,14 @@ class VectorFieldCanonicalizer(Canonicalizer):
             dets = elements[:, 1] if self.reflections else torch.ones(n, dtype=torch.float64)
             self.register_buffer("directions", directions, persistent=False)  # (n, 2)
             self.register_buffer("dets", dets, persistent=False)  # (n,)
-        # ρ(t)⁻¹ and det(t) of the exact subgroup: t = R_{kπ/2} F^m acts as rot90(flip^m(x), k).
+        # ρ(t)⁻¹ of the exact subgroup, entries 0 and ±1: t = R_{kπ/2} F^m acts as rot90(flip^m(x), k) and turns a
+        # vector by ρ(t) = R_{kπ/2} diag(1, (-1)^m).
         transforms = [(k, m) for m in ((0, 1) if self.reflections else (0,)) for k in range(4)]
         inv = []
         for k, m in transforms:
             c, s = round(math.cos(k * math.pi / 2)), round(math.sin(k * math.pi / 2))
-            rho = torch.tensor([[c, -s], [s, c]], dtype=torch.float64) @ torch.diag(torch.tensor([1.0, 1 - 2.0 * m], dtype=torch.float64))
+            rho = torch.tensor([[c, -s], [s, c]], dtype=torch.float64) @ torch.diag(
+                torch.tensor([1.0, 1.0 - 2 * m], dtype=torch.float64))
             inv.append(torch.linalg.inv(rho).round())
         self.transforms = transforms
         self.register_buffer("rho_inv", torch.stack(inv).float(), persistent=False)  # (T, 2, 2)
