@@ -85,7 +85,8 @@ class O2(Group, name="o2"):
         return self.rotation.distance(g[:, :1], h[:, :1]) + (g[:, 1] - h[:, 1]).abs()
 
     def invalid_reason(self, g):
-        """Why some ``d`` is not ``±1`` (or an angle is invalid for the rotation part), or None if all are valid."""
+        """Why some ``d`` of ``g: (B, 2)`` is not ``±1`` (or an angle is invalid for the rotation part), or None if all
+        are valid."""
         bad = (g[:, 1].abs() != 1)
         if bool(bad.any()):
             return f"{int(bad.sum())} determinant(s) that are not ±1, e.g. {float(g[bad][0, 1]):.6g}"
