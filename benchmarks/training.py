@@ -31,6 +31,7 @@ import statistics
 import sys
 import time
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -66,14 +67,16 @@ QUICK: tuple[str, ...] = ("data.train_limit=48", "data.test_limit=12", "optim.ep
 SEEDS = (0, 1, 2)
 
 
-def run_config(method: str, seed: int, *, out: Path, data: str | None, quick: bool) -> TrainConfig:
-    """The config of one run."""
-    overrides = [*BASE, *METHODS[method], f"seed={seed}", f"out={json.dumps(str(out / f'{method}-seed{seed}'))}",
+def run_config(method: str, seed: int, *, out: Path, data: str | None, quick: bool,
+               base: tuple[str, ...] = BASE, methods: dict[str, tuple[str, ...]] = METHODS,
+               quick_overrides: tuple[str, ...] = QUICK) -> TrainConfig:
+    """The config of one run (``base``, ``methods`` and ``quick_overrides``: another benchmark's settings)."""
+    overrides = [*base, *methods[method], f"seed={seed}", f"out={json.dumps(str(out / f'{method}-seed{seed}'))}",
                  "progress=false"]
     if data is not None:
         overrides.append(f"data.root={json.dumps(str(data))}")
     if quick:
-        overrides += QUICK
+        overrides += quick_overrides
     return apply_overrides(TrainConfig(), overrides)
 
 
@@ -100,13 +103,15 @@ def verdict(summary: dict[str, dict[str, Any]]) -> list[str]:
             f"{'met' if ratio <= 0.5 else 'missed'}"]
 
 
-def plot(summary: dict[str, dict[str, Any]], path: Path, title: str) -> None:
+def plot(summary: dict[str, dict[str, Any]], path: Path, title: str,
+         columns: tuple[tuple[str, str], ...] = METRIC_COLUMNS) -> None:
+    """One bar panel (mean, spread) per column of ``columns`` that every method has."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    panels = [(key, name) for key, name in METRIC_COLUMNS if all(key in s for s in summary.values())]
+    panels = [(key, name) for key, name in columns if all(key in s for s in summary.values())]
     fig, axes = plt.subplots(1, len(panels), figsize=(3.2 * len(panels), 3.2), squeeze=False)
     names = list(summary)
     for ax, (key, name) in zip(axes[0], panels):
@@ -120,12 +125,17 @@ def plot(summary: dict[str, dict[str, Any]], path: Path, title: str) -> None:
     fig.savefig(path, dpi=110)
 
 
-def report(table: str, lines: list[str], payload: dict[str, Any]) -> str:
-    """The markdown page: configuration, machine, table, target (copied to docs/results/training.md)."""
-    machine = payload["machine"]
+def configuration_section(payload: dict[str, Any]) -> str:
+    """The page's last section: the base overrides and each method's, from ``payload``."""
     settings = "\n".join(f"- `{item}`" for item in payload["base"])
     methods = "\n".join(f"- {name}: " + ", ".join(f"`{o}`" for o in options)
                          for name, options in payload["methods"].items())
+    return f"## Configuration (overrides of `TrainConfig()`)\n\n{settings}\n\nPer method:\n\n{methods}\n"
+
+
+def report(table: str, lines: list[str], payload: dict[str, Any]) -> str:
+    """The markdown page: configuration, machine, table, target (copied to docs/results/training.md)."""
+    machine = payload["machine"]
     return (f"# Training benchmark: Locally Scaled MNIST\n\n"
             f"Written by `benchmarks/training.py`{' --quick' if payload['quick'] else ''}. Data: {payload['data']}. "
             f"Seeds: {payload['seeds']}. Mean ± sample standard deviation over the seeds.\n\n"
@@ -133,8 +143,7 @@ def report(table: str, lines: list[str], payload: dict[str, Any]) -> str:
             f"torch {machine['torch']}, Python {machine['python']}; load average at the end "
             f"{', '.join(f'{v:.2f}' for v in machine['load_average'])}.\n\n"
             f"{table}\n\n" + "\n".join(f"- {line}" for line in lines) + "\n\n"
-            f"![accuracy and errors per method](training.png)\n\n"
-            f"## Configuration (overrides of `TrainConfig()`)\n\n{settings}\n\nPer method:\n\n{methods}\n")
+            f"![accuracy and errors per method](training.png)\n\n" + configuration_section(payload))
 
 
 def write_outputs(payload: dict[str, Any], out: Path) -> None:
@@ -154,46 +163,68 @@ def write_outputs(payload: dict[str, Any], out: Path) -> None:
     print(f"\nwrote {out / 'results.json'}, results.md and training.png")
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def make_parser(description: str, methods: dict[str, Any], default_out: Path) -> argparse.ArgumentParser:
+    """The command line shared by the training benchmarks: --quick, --methods, --seeds, --data, --out, --from-json."""
+    parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--quick", action="store_true", help="tiny runs: checks the pipeline, measures nothing")
-    parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
+    parser.add_argument("--methods", nargs="+", default=list(methods), choices=list(methods))
     parser.add_argument("--seeds", nargs="+", type=int, default=list(SEEDS))
     parser.add_argument("--data", default=None, help="MNIST IDX directory (default: ../shared/data/mnist if present, "
                                                     "else the bundled subset)")
-    parser.add_argument("--out", type=Path, default=ROOT / "outputs" / "bench" / "training")
+    parser.add_argument("--out", type=Path, default=default_out)
     parser.add_argument("--from-json", type=Path, default=None, metavar="RESULTS",
                         help="train nothing: rewrite the table, page and plot from an earlier results.json")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def data_root(args: argparse.Namespace) -> str | None:
+    """The MNIST directory of a run: --data, else the shared full MNIST if present; the bundled subset (None) in quick
+    mode, which must run anywhere."""
+    if args.quick:
+        return None
+    return args.data if args.data is not None else (str(SHARED_MNIST) if SHARED_MNIST.is_dir() else None)
+
+
+def run_all(args: argparse.Namespace, data: str | None, config_of: Callable[..., TrainConfig],
+            measure: Callable[[dict[str, Any], TrainConfig], str]) -> dict[str, list[dict[str, Any]]]:
+    """Train every method and seed of ``args``; ``measure(run, config)`` adds to a run's record and returns the line
+    printed for it. Every finished run is written to ``runs.partial.json`` at once."""
+    runs: dict[str, list[dict[str, Any]]] = {}
+    for method in args.methods:
+        for seed in args.seeds:
+            config = config_of(method, seed, out=args.out, data=data, quick=args.quick)
+            started = time.perf_counter()
+            result = train(config)
+            run = {"seed": seed, "train_seconds": time.perf_counter() - started, "eval": result["eval"],
+                   "history": result["history"], "config": result["config"]}
+            line = measure(run, config)
+            runs.setdefault(method, []).append(run)
+            print(f"{method:<16} seed {seed}: {line} ({run['train_seconds']:.0f} s)", flush=True)
+            # An interrupted benchmark keeps what it measured.
+            (args.out / "runs.partial.json").write_text(json.dumps(runs, indent=2) + "\n", encoding="utf-8")
+    return runs
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = make_parser(__doc__.split("\n\n")[0], METHODS, ROOT / "outputs" / "bench" / "training").parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
     if args.from_json is not None:
         write_outputs(json.loads(args.from_json.read_text(encoding="utf-8")), args.out)
         return 0
-    data = args.data if args.data is not None else (str(SHARED_MNIST) if SHARED_MNIST.is_dir() else None)
-    if args.quick:
-        data = None  # the bundled subset: the quick mode must run anywhere
-    runs: dict[str, list[dict[str, Any]]] = {}
-    for method in args.methods:
-        for seed in args.seeds:
-            config = run_config(method, seed, out=args.out, data=data, quick=args.quick)
-            started = time.perf_counter()
-            result = train(config)
-            seconds = time.perf_counter() - started
-            runs.setdefault(method, []).append({"seed": seed, "train_seconds": seconds, "eval": result["eval"],
-                                                "history": result["history"], "config": result["config"]})
-            e = result["eval"]
-            print(f"{method:<13} seed {seed}: accuracy {e['accuracy']:.4f}, local-scale error "
-                  f"{e['local_scale_error']:.4f}, invariance error {e['invariance_error']:.4f} ({seconds:.0f} s)",
-                  flush=True)
-            # Every finished run is on disk at once: an interrupted benchmark keeps what it measured.
-            (args.out / "runs.partial.json").write_text(json.dumps(runs, indent=2) + "\n", encoding="utf-8")
+    data = data_root(args)
+
+    def measure(run: dict[str, Any], config: TrainConfig) -> str:
+        e = run["eval"]
+        return (f"accuracy {e['accuracy']:.4f}, local-scale error {e['local_scale_error']:.4f}, invariance error "
+                f"{e['invariance_error']:.4f}")
+
+    runs = run_all(args, data, run_config, measure)
     machine = {"load_average": os.getloadavg(), "platform": platform.platform(),
                "processor": platform.processor() or platform.machine(), "cpus": os.cpu_count(),
                "torch_threads": torch.get_num_threads(), "python": sys.version.split()[0], "torch": torch.__version__}
     write_outputs({"quick": args.quick, "data": data or "bundled subset", "base": list(BASE), "methods": METHODS,
                    "seeds": args.seeds, "machine": machine, "runs": runs}, args.out)
     return 0
-
 
 if __name__ == "__main__":
     sys.exit(main())

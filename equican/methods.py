@@ -24,9 +24,9 @@ The methods (``MethodConfig.name``) and their options (``MethodConfig.options``)
 * ``optimization``: gradient descent on the fixed-point energy of the same network
   ([`OptimizationCanonicalizer`][equican.canon.optimize.OptimizationCanonicalizer]). Options: ``channels``, ``pool``,
   ``steps``, ``eval_steps``, ``lr``, ``optimizer``, ``unroll``, ``prior_weight``.
-* ``escnn``: an escnn C_n-equivariant canonicalizer
-  ([`EquivariantCanonicalizer`][equican.canon.equivariant.EquivariantCanonicalizer]); needs a discrete rotation group
-  (default ``cyclic``). Options: ``channels``, ``kernel_size``.
+* ``escnn``: an exactly equivariant escnn canonicalizer
+  ([`equivariant_canonicalizer`][equican.canon.equivariant.equivariant_canonicalizer]); needs a rotation group
+  (default ``cyclic``; also ``rotation``, ``o2``, ``dihedral``). Options: ``channels``, ``kernel_size``.
 * ``latent``: latent canonicalization ([`LatentCanonicalized`][equican.latent.LatentCanonicalized]): one
   canonicalizer per chosen block of the backbone (a timm model, or the package's ``cnn``/``vit``), plus
   ``prior_weight`` times the sum of every insertion point's prior. Options: ``at`` (block indices, default ``(0,)``),
@@ -41,7 +41,7 @@ canonicalization loss ([`canonicalization_loss`][equican.canon.objective.canonic
 stages (see [`CanonicalizationSchedule`][equican.methods.CanonicalizationSchedule]).
 
 Every method that takes a group takes any registered group (``MethodConfig.group``, default ``monotone``; ``escnn``
-needs a discrete one). Random elements are keyed by ``(seed, stream, epoch, sample index)``
+needs a rotation group). Random elements are keyed by ``(seed, stream, epoch, sample index)``
 ([`keyed_elements`][equican.data.seeding.keyed_elements]), so they do not depend on the batch size, the data order, the
 number of processes, or on whether the run was resumed.
 """
@@ -483,12 +483,12 @@ def _optimization(backbone: nn.Module, group: Group, opts: OptimizationOptions, 
 
 def _escnn(backbone: nn.Module, group: Group, opts: EscnnOptions, in_channels: int, seed: int) -> Objective:
     try:
-        from .canon.equivariant import EquivariantCanonicalizer  # escnn is optional: import it only when asked
+        from .canon.equivariant import equivariant_canonicalizer  # escnn is optional: import it only when asked
     except ImportError as exc:
         raise ConfigError(f"method 'escnn': needs the optional escnn package (pip install 'equican[escnn]'); "
                           f"importing it failed: {exc}") from None
 
-    canon = EquivariantCanonicalizer(group, in_channels, channels=opts.channels, kernel_size=opts.kernel_size)
+    canon = equivariant_canonicalizer(group, in_channels, channels=opts.channels, kernel_size=opts.kernel_size)
     return CanonicalizedObjective(backbone, canon, 0.0, seed)
 
 

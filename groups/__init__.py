@@ -6,13 +6,16 @@ Each module holds one group, a plain subclass of [`equican.Group`][equican.group
   piecewise-linear warps.
 * ``rotation`` / ``cyclic``: [`Rotation2d`][groups.rotation.Rotation2d] (SO(2)) and
   [`CyclicRotation2d`][groups.rotation.CyclicRotation2d] (C_n, exact rot90 for n=4).
+* ``o2`` / ``dihedral``: [`O2`][groups.reflection.O2] (rotations and mirror images) and
+  [`Dihedral`][groups.reflection.Dihedral] (D_n, exact flip and rot90 for n=4).
 * ``scale``: [`Scale2d`][groups.scale.Scale2d], global isotropic scaling about the image centre.
 * ``affine``: [`Affine2d`][groups.affine.Affine2d], GL⁺(2) ⋉ R², orientation-preserving affine maps.
 """
 
 from .affine import Affine2d
 from .monotone import MonotoneScaling
+from .reflection import O2, Dihedral
 from .rotation import CyclicRotation2d, Rotation2d
 from .scale import Scale2d
 
-__all__ = ["Affine2d", "CyclicRotation2d", "MonotoneScaling", "Rotation2d", "Scale2d"]
+__all__ = ["Affine2d", "CyclicRotation2d", "Dihedral", "MonotoneScaling", "O2", "Rotation2d", "Scale2d"]

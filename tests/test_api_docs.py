@@ -54,7 +54,8 @@ ROOT = Path(__file__).resolve().parents[1]
 AUDITED: tuple[str, ...] = (
     "equican", "equican.group", "equican.errors", "groups",
     "equican.canon", "equican.canon.deq", "equican.canon.direct", "equican.canon.equivariant", "equican.canon.nets",
-    "equican.canon.objective", "equican.canon.optimize", "equican.canon.paper", "equican.canon.wrapper",
+    "equican.canon.objective", "equican.canon.optimize", "equican.canon.paper", "equican.canon.vector",
+    "equican.canon.wrapper",
     "equican.latent",
     "equican.testing", "equican.testing.canon", "equican.testing.checkers", "equican.testing.contract",
     "equican.testing.images", "equican.testing.laws", "equican.testing.strategies",

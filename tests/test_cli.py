@@ -119,7 +119,7 @@ def test_user_data_directory(tmp_path):
 
 
 @pytest.mark.parametrize(("argv", "message"), [
-    (["--groups", "rotaton"], "unknown group 'rotaton': registered groups are affine, cyclic, monotone"),
+    (["--groups", "rotaton"], "unknown group 'rotaton': registered groups are affine, cyclic, dihedral, monotone, o2"),
     (["--groups", "scale,nope"], "unknown group 'nope'"),
     (["--data", "/nonexistent/mnist"], "expected a directory of MNIST IDX files at /nonexistent/mnist"),
     (["--count", "0"], "expected --count between 1 and 32, got 0"),

@@ -12,7 +12,7 @@ import torch
 import equican.group as group_module
 from equican import Group, group_class, list_groups, make_group
 
-BUILTINS = {"affine", "cyclic", "monotone", "rotation", "scale"}
+BUILTINS = {"affine", "cyclic", "dihedral", "monotone", "o2", "rotation", "scale"}
 
 
 @pytest.fixture

@@ -31,6 +31,16 @@ def test_training_page_is_generated_from_its_json(tmp_path):
     assert written == (RESULTS / "training.md").read_text(encoding="utf-8")
 
 
+def test_rotation_exact_page_is_generated_from_its_json(tmp_path):
+    bench = _load("rotation_exact")
+    payload = json.loads((RESULTS / "rotation_exact.json").read_text(encoding="utf-8"))
+    assert not payload["quick"] and len(payload["seeds"]) >= 2
+    bench.write_outputs(payload, tmp_path)
+    written = (tmp_path / "results.md").read_text(encoding="utf-8")
+    assert written == (RESULTS / "rotation_exact.md").read_text(encoding="utf-8")
+    assert (RESULTS / "rotation_exact.png").is_file()
+
+
 def test_performance_page_is_generated_from_its_json():
     suite = _load("suite")
     payload = json.loads((RESULTS / suite.JSON_NAME).read_text(encoding="utf-8"))
