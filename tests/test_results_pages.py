@@ -73,3 +73,10 @@ def test_page_checks_see_a_changed_number(tmp_path):
     text = json.dumps(payload)
     changed = json.loads(text.replace('"device_name": "', '"device_name": "changed ', 1))
     assert suite.page(changed) != (RESULTS / suite.PAGE_NAME).read_text(encoding="utf-8")
+
+
+def test_canonicalization_page_is_generated_from_its_json():
+    bench = _load("canonicalization")
+    payload = json.loads((RESULTS / "canonicalization.json").read_text(encoding="utf-8"))
+    assert not payload["settings"]["quick"] and payload["settings"]["checkpoints"][-1] >= 100
+    assert bench.page(payload) == (RESULTS / "canonicalization.md").read_text(encoding="utf-8")
