@@ -111,6 +111,20 @@ def page(payload: dict[str, object]) -> str:
             f"{table(payload['results'])}\n")
 
 
+def _save(args: argparse.Namespace, argv: list[str] | None, load_before: list[float],
+          results: dict[str, list[dict[str, float]]]) -> dict[str, object]:
+    shown = sys.argv[1:] if argv is None else argv
+    payload = {"command": " ".join(["python benchmarks/canonicalization.py", *shown]),
+               "machine": {**machine_info(), "load_average_before": load_before,
+                           "load_average_after": list(os.getloadavg())},
+               "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+               "results": results}
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "canonicalization.json").write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
+    (args.out / "canonicalization.md").write_text(page(payload), encoding="utf-8")
+    return payload
+
+
 def main(argv: list[str] | None = None) -> dict[str, object]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("outputs/benchmarks"))
@@ -145,18 +159,12 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
                     results[name] = run(kind, group_name, train, held_out, sorted(args.checkpoints), args.lr,
                                         args.batch if not args.quick else 4, args.seed)
                     print(table({name: results[name]}).splitlines()[-1], flush=True)
+                    # Written after every run, so that a failure later keeps what was measured.
+                    _save(args, argv, load_before, results)
     finally:
         torch.set_num_threads(threads)
-    shown = sys.argv[1:] if argv is None else argv
-    payload = {"command": " ".join(["python benchmarks/canonicalization.py", *shown]),
-               "machine": {**machine_info(), "load_average_before": load_before,
-                           "load_average_after": list(os.getloadavg())},
-               "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
-               "results": results}
-    args.out.mkdir(parents=True, exist_ok=True)
+    payload = _save(args, argv, load_before, results)
     text = table(results)
-    (args.out / "canonicalization.json").write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
-    (args.out / "canonicalization.md").write_text(page(payload), encoding="utf-8")
     print(text)
     return payload
 

@@ -137,13 +137,18 @@ def test_d6_monotone_chart_is_finite_for_every_finite_logit(value):
     group.check(g)
 
 
-def test_d6_direct_canonicalizer_with_huge_head_weights_raises_typed_error():
+def test_d6_direct_canonicalizer_with_huge_head_weights_falls_back_instead_of_nan():
+    # A log-scale far outside the valid range gives a non-finite canonical input: that input falls back to the
+    # identity (reported in info["fallback"]), as the DEQ's non-converged inputs do; never NaN.
     group = make_group("scale")
     net = UpdateNet(1, group.unconstrained_shape, channels=(4,))
     with torch.no_grad():
         for p in net.parameters():
             p.fill_(1e3)
-    assert outcome(lambda: DirectCanonicalizer(group, net)(torch.rand(2, 1, 8, 8))) is None  # typed, not NaN
+    x = torch.rand(2, 1, 8, 8)
+    result = DirectCanonicalizer(group, net)(x)
+    assert torch.isfinite(result.x).all() and torch.isfinite(result.h).all()
+    assert result.info["fallback"].all() and torch.equal(result.x, x)
 
 
 # ---------------------------------------------------------------------------------------------- D7

@@ -147,8 +147,16 @@ class Canonicalizer(nn.Module, abc.ABC):
         # reported in info["fallback"]: one bad input must not make the batch raise or return NaN. torch.where keeps
         # this free of host synchronisation.
         z, h, finite = self.elements(z)
-        info["fallback"] = info["fallback"] | ~finite if "fallback" in info else ~finite
-        return CanonResult(x=self.canonical_input(z, h, x), info=info, h=h, group=self.group)
+        canonical = self.canonical_input(z, h, x)
+        # An element that is finite but outside the group's valid range (a log-scale of 1e5, an affine map whose
+        # scale underflowed to det 0) shows as a non-finite canonical input: that input too gets the identity.
+        ok = torch.isfinite(canonical).flatten(1).all(dim=1)
+        canonical = torch.where(ok.view(-1, 1, 1, 1), canonical, x)
+        h = torch.where(ok.view(-1, *([1] * (h.ndim - 1))), h, self.group.unchecked.from_unconstrained(
+            torch.zeros_like(z)))
+        fallback = ~(finite & ok)
+        info["fallback"] = info["fallback"] | fallback if "fallback" in info else fallback
+        return CanonResult(x=canonical, info=info, h=h, group=self.group)
 
     def elements(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """``(z', h, ok)``: chart parameters and elements ``h = from_unconstrained(z')`` that are finite for every input.
@@ -201,7 +209,10 @@ class Canonicalizer(nn.Module, abc.ABC):
         Returns:
             ``(B, C, H, W)``; for discrete groups with the straight-through gradient of the module docstring.
         """
-        hard = self.group.act(h, x)
+        # Unchecked: x was validated at the entry point and h comes from elements(); a degenerate prediction (an
+        # affine map whose scale underflowed) must give a (useless) image, not an exception mid-training.
+        u = self.group.unchecked
+        hard = u.act(h, x)
         if not self.group.discrete:
             return hard
         n = self.group.unconstrained_shape[0]
@@ -211,7 +222,7 @@ class Canonicalizer(nn.Module, abc.ABC):
             # from_unconstrained of a one-hot score vector is the i-th element, whatever the group's labelling.
             onehot = torch.zeros_like(z)
             onehot[:, i] = 1
-            soft = soft + weights[:, i, None, None, None] * self.group.act(self.group.from_unconstrained(onehot), x)
+            soft = soft + weights[:, i, None, None, None] * u.act(u.from_unconstrained(onehot), x)
         return hard + (soft - soft.detach())
 
     def prior_loss(self, g: torch.Tensor) -> torch.Tensor:
