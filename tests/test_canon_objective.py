@@ -171,3 +171,21 @@ def test_convergence_numbers_reach_metrics_json(tmp_path):
     assert 0.0 <= evaluation["solver_converged"] <= 1.0 and evaluation["solver_residual"] >= 0.0
     assert {"canon_invariance", "canon_invariance_identity", "canon_spread"} <= set(evaluation)
     assert {"converged", "residual", "canon"} <= set(history)
+
+
+def test_non_finite_canonical_input_falls_back_to_the_identity():
+    # An affine element whose scales underflow (det 0) makes a non-finite canonical input: that input alone gets
+    # the identity, and info["fallback"] says so.
+    group = make_group("affine")
+
+    class Degenerate(torch.nn.Module):
+        def forward(self, x):
+            z = torch.zeros(x.shape[0], 6)
+            z[0, 1:3] = -200.0  # e^-200 underflows in float32: A = 0
+            return z
+
+    x = digits(3)
+    result = DirectCanonicalizer(group, Degenerate())(x)
+    assert torch.isfinite(result.x).all()
+    assert result.info["fallback"].tolist() == [True, False, False]
+    torch.testing.assert_close(result.x[0], x[0])

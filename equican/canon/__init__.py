@@ -147,7 +147,13 @@ class Canonicalizer(nn.Module, abc.ABC):
         # reported in info["fallback"]: one bad input must not make the batch raise or return NaN. torch.where keeps
         # this free of host synchronisation.
         z, h, finite = self.elements(z)
-        canonical = self.canonical_input(z, h, x)
+        try:
+            canonical = self.canonical_input(z, h, x)
+        except torch.linalg.LinAlgError:
+            # A singular element (an affine map whose scale underflowed) fails the whole batch's inversion: redo it
+            # input by input (a rare path), giving the failing ones a non-finite form, which falls back below.
+            canonical = torch.cat([self._canonical_or_nan(z[i:i + 1], h[i:i + 1], x[i:i + 1])
+                                   for i in range(x.shape[0])])
         # An element that is finite but outside the group's valid range (a log-scale of 1e5, an affine map whose
         # scale underflowed to det 0) shows as a non-finite canonical input: that input too gets the identity.
         ok = torch.isfinite(canonical).flatten(1).all(dim=1)
@@ -157,6 +163,12 @@ class Canonicalizer(nn.Module, abc.ABC):
         fallback = ~(finite & ok)
         info["fallback"] = info["fallback"] | fallback if "fallback" in info else fallback
         return CanonResult(x=canonical, info=info, h=h, group=self.group)
+
+    def _canonical_or_nan(self, z: torch.Tensor, h: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        try:
+            return self.canonical_input(z, h, x)
+        except torch.linalg.LinAlgError:
+            return torch.full_like(x, float("nan"))
 
     def elements(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """``(z', h, ok)``: chart parameters and elements ``h = from_unconstrained(z')`` that are finite for every input.
