@@ -85,7 +85,10 @@ class Affine2d(Group, name="affine"):
 
     def inverse(self, g):
         """``[A⁻¹ | -A⁻¹ t]``, shape ``(B, 2, 3)``."""
-        a_inv = torch.linalg.inv(g[:, :, :2])
+        # inv_ex does not raise on a singular matrix (its rows come out non-finite): valid elements (det A > 0, checked
+        # on every public call) are unaffected, and a canonicalizer's degenerate prediction, acted on unchecked,
+        # falls back for that input alone instead of failing the batch.
+        a_inv = torch.linalg.inv_ex(g[:, :, :2])[0]
         return torch.cat([a_inv, -a_inv @ g[:, :, 2:]], dim=2)
 
     def distance(self, g, h):
