@@ -2,21 +2,15 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
-from pathlib import Path
 
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
+from _benchmarks import load_benchmark
 
 
 def test_quick_mode_writes_json_and_table(tmp_path, monkeypatch):
-    spec = importlib.util.spec_from_file_location("bench_canonicalization", ROOT / "benchmarks" / "canonicalization.py")
-    module = importlib.util.module_from_spec(spec)
-    monkeypatch.setitem(sys.modules, spec.name, module)
-    spec.loader.exec_module(module)
+    module = load_benchmark("canonicalization", monkeypatch)
     threads = torch.get_num_threads()
     result = module.main(["--quick", "--out", str(tmp_path)])
     assert torch.get_num_threads() == threads
