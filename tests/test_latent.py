@@ -358,7 +358,8 @@ def test_latent_method_trains_one_step(options):
         loss, stats = objective(x, y, index, 0)
     assert torch.isfinite(loss) and stats["loss"] == pytest.approx(float(loss.detach()))
     if options.get("prior_weight"):
-        assert stats["loss"] == pytest.approx(stats["ce"] + 0.1 * stats["prior"], rel=1e-6)
+        # canon_weight is 1 by default: every point's canonicalization loss is in the total too
+        assert stats["loss"] == pytest.approx(stats["ce"] + stats["canon"] + 0.1 * stats["prior"], rel=1e-6)
     loss.backward()
     for canon in objective.model.canonicalizers.values():
         assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in canon.parameters())
