@@ -306,7 +306,8 @@ _TRUSTED: contextvars.ContextVar[bool] = contextvars.ContextVar("equican_group_t
 
 
 class _Unchecked:
-    """[`Group.unchecked`][equican.group.Group.unchecked]: attribute access returns the unvalidated bound member."""
+    """[`Group.unchecked`][equican.group.Group.unchecked]: attribute access returns the bound member, called with
+    validation switched off for the duration of the call (members it calls in turn included)."""
 
     __slots__ = ("_group",)
 

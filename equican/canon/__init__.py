@@ -49,6 +49,14 @@ __all__ = ["CanonResult", "Canonicalizer", "IdentityCanonicalizer", "DirectCanon
            "UpdateNet", "Canonicalized"]  # EquivariantCanonicalizer: imported on first use (escnn is optional)
 
 
+def _rows(mask: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """A per-input mask ``(B,)``, or an elementwise one reduced to whole inputs, shaped to broadcast over ``like``
+    (``(B, 1, ..., 1)``), for ``torch.where`` choices made per input."""
+    if mask.ndim > 1:
+        mask = mask.flatten(1).all(dim=1)
+    return mask.view(-1, *([1] * (like.ndim - 1)))
+
+
 class CanonResult:
     """What a canonicalizer returns for a batch ``x: (B, C, H, W)``.
 
@@ -157,9 +165,8 @@ class Canonicalizer(nn.Module, abc.ABC):
         # An element that is finite but outside the group's valid range (a log-scale of 1e5, an affine map whose
         # scale underflowed to det 0) shows as a non-finite canonical input: that input too gets the identity.
         ok = torch.isfinite(canonical).flatten(1).all(dim=1)
-        canonical = torch.where(ok.view(-1, 1, 1, 1), canonical, x)
-        h = torch.where(ok.view(-1, *([1] * (h.ndim - 1))), h, self.group.unchecked.from_unconstrained(
-            torch.zeros_like(z)))
+        canonical = torch.where(_rows(ok, canonical), canonical, x)
+        h = torch.where(_rows(ok, h), h, self.group.unchecked.from_unconstrained(torch.zeros_like(z)))
         fallback = ~(finite & ok)
         info["fallback"] = info["fallback"] | fallback if "fallback" in info else fallback
         return CanonResult(x=canonical, info=info, h=h, group=self.group)
@@ -182,12 +189,11 @@ class Canonicalizer(nn.Module, abc.ABC):
         """
         u = self.group.unchecked
         finite = torch.isfinite(z).flatten(1).all(dim=1)
-        z = torch.where(finite.view(-1, *([1] * (z.ndim - 1))), z, torch.zeros_like(z))
+        z = torch.where(_rows(finite, z), z, torch.zeros_like(z))
         h = u.from_unconstrained(z)
         ok = finite & torch.isfinite(h).flatten(1).all(dim=1)
-        rows = ok.view(-1, *([1] * (h.ndim - 1)))
-        z = torch.where(ok.view(-1, *([1] * (z.ndim - 1))), z, torch.zeros_like(z))
-        h = torch.where(rows, h, u.from_unconstrained(torch.zeros_like(z)))
+        z = torch.where(_rows(ok, z), z, torch.zeros_like(z))
+        h = torch.where(_rows(ok, h), h, u.from_unconstrained(torch.zeros_like(z)))
         return z, h, ok
 
     def uncanonicalize(self, result: CanonResult, y: torch.Tensor) -> torch.Tensor:

@@ -17,6 +17,7 @@ from torchdeq.loss import jac_reg
 from .. import _validate as V
 from ..errors import ConfigError, ConvergenceWarning
 from ..group import Group
+from . import _rows
 from .direct import UpdateCanonicalizer
 
 __all__ = ["SolverSettings", "DEQConfig", "DEQCanonicalizer"]
@@ -212,8 +213,7 @@ class DEQCanonicalizer(UpdateCanonicalizer):
 
         def update(z: torch.Tensor) -> torch.Tensor:
             nonlocal diverged
-            z_safe = torch.where(_rows(torch.isfinite(z), z), z, torch.zeros_like(z))
-            fz = self.step(z_safe, features)
+            fz = self.step(z, features)  # a non-finite z acts as the identity (Canonicalizer.elements)
             ok = _rows(torch.isfinite(fz), fz)
             diverged = diverged | ~ok.flatten(1).all(dim=1)
             fz = torch.where(ok, fz, torch.zeros_like(fz))
@@ -305,13 +305,6 @@ class DEQCanonicalizer(UpdateCanonicalizer):
 
     def extra_repr(self) -> str:
         return f"group={self.group!r}, config={self.config!r}"
-
-
-def _rows(mask: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-    """A per-input mask ``(B,)`` or an elementwise one, reduced to whole inputs and shaped to broadcast over ``like``."""
-    if mask.ndim > 1:
-        mask = mask.flatten(1).all(dim=1)
-    return mask.view(-1, *([1] * (like.ndim - 1)))
 
 
 class _GradGuard(torch.autograd.Function):

@@ -92,11 +92,11 @@ class UpdateCanonicalizer(Canonicalizer):
         large, nearly equal numbers (which in float32 absorbs a small update and reads as 0).
 
         The group's members are called unchecked: ``x`` was validated at the public entry point, and ``z`` comes
-        from the solver (a non-finite ``z`` gives a non-finite result, which the DEQ handles per input).
+        from the solver. A ``z`` whose element is not finite acts as the identity
+        ([`elements`][equican.canon.Canonicalizer.elements]), so the group's own code never meets a NaN mid-solve; the
+        DEQ flags such inputs through its residual, measured on the raw ``z``.
         """
         u = self.group.unchecked
-        # Elements that are not finite become the identity (their inputs are flagged by the DEQ's finiteness check
-        # on the result): the group's own code then never meets a NaN mid-solve.
         _, h, _ = self.elements(z)
         dz = self.net(u.act(h, x))
         if tuple(dz.shape) != tuple(z.shape):
