@@ -470,6 +470,10 @@ def _direct(backbone: nn.Module, group: Group, opts: UpdateOptions, in_channels:
 
 def _optimization(backbone: nn.Module, group: Group, opts: OptimizationOptions, in_channels: int,
                   seed: int) -> Objective:
+    if opts.resolution is not None:
+        # The energy is evaluated on the canonical input itself; a working resolution would be silently ignored.
+        raise ConfigError(f"method 'optimization': expected option resolution to be unset (only dec and direct "
+                          f"solve on a downsampled copy), got {opts.resolution!r}")
     net = _update_net(group, in_channels, opts)
     # UpdateNet's head starts at 0 (the identity for the DEC); the energy is quadratic in it, so a zero head would
     # get zero gradient forever. A small random start lets the energy's parameters train.

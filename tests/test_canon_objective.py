@@ -189,3 +189,13 @@ def test_non_finite_canonical_input_falls_back_to_the_identity():
     assert torch.isfinite(result.x).all()
     assert result.info["fallback"].tolist() == [True, False, False]
     torch.testing.assert_close(result.x[0], x[0])
+
+
+def test_optimization_method_refuses_a_working_resolution_it_would_ignore():
+    backbone = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(40 * 40, 10))
+    with pytest.raises(ConfigError, match="resolution"):
+        build_objective(MethodConfig(name="optimization", group="scale",
+                                     options={"channels": [4], "resolution": 24}), backbone, in_channels=1)
+    # The same option is taken by the kinds that use it.
+    build_objective(MethodConfig(name="direct", group="scale", options={"channels": [4], "resolution": 24}),
+                    backbone, in_channels=1)
