@@ -13,7 +13,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from . import _validate as V
+from . import validation as V
 from .errors import DataError, DTypeError, EquicanError, ShapeError
 
 __all__ = ["check_image_input", "require_matching_keys", "creating"]
@@ -26,7 +26,7 @@ def check_image_input(x: object, *, channels: int | None, patch_embed: nn.Module
     ``dynamic_img_size``).
 
     Raises:
-        DTypeError, ShapeError, DeviceError: as [`equican._validate`][equican._validate] words them.
+        DTypeError, ShapeError, DeviceError: as [`equican.validation`][equican.validation] words them.
     """
     x = V.require_tensor(x, where=where, name="x")
     if x.ndim != 4:

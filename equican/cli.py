@@ -33,7 +33,7 @@ import torch
 import torch.nn.functional as F
 
 from ._paths import require_writable_dir, require_writable_file
-from ._validate import SEED_MAX
+from .validation import SEED_MAX
 from .config import TrainConfig, apply_overrides, load_config
 from .data import load_mnist
 from .errors import ConfigError, DataError, EquicanError

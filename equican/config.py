@@ -38,7 +38,7 @@ from typing import Any
 
 import yaml
 
-from . import _validate as V
+from . import validation as V
 from .errors import ConfigError, DataError
 
 __all__ = ["DataConfig", "ModelConfig", "MethodConfig", "OptimConfig", "EvalConfig", "TrainConfig", "DATASETS",

@@ -20,7 +20,7 @@ from typing import Any
 
 import torch
 
-from . import _validate as V
+from . import validation as V
 from ._paths import require_writable_dir
 from .config import apply_overrides, load_config
 from .report import results_table

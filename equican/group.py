@@ -47,7 +47,7 @@ from typing import Any, ClassVar
 
 import torch
 
-from . import _validate as V
+from . import validation as V
 from .errors import (ConfigError, DTypeError, EquicanWarning, InvalidElementError, RegistrationError, ShapeError,
                      UnknownNameError)
 
@@ -387,7 +387,7 @@ def _load_builtins() -> None:
     global _BUILTINS_LOADED
     if not _BUILTINS_LOADED:
         _BUILTINS_LOADED = True
-        importlib.import_module("groups")
+        importlib.import_module("equican_groups")
         for entry in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
             try:
                 entry.load()

@@ -90,7 +90,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from . import _validate as V
+from . import validation as V
 from .canon import (CanonResult, Canonicalizer, DEQCanonicalizer, DEQConfig, DirectCanonicalizer,
                     IdentityCanonicalizer, UpdateNet)
 from .errors import ConfigError, ShapeError

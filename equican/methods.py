@@ -56,7 +56,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import _validate as V
+from . import validation as V
 from .canon import Canonicalized, Canonicalizer, DEQCanonicalizer, DEQConfig, DirectCanonicalizer, SolverSettings
 from .canon.nets import FixedPointEnergy, UpdateNet
 from .canon.objective import TARGETS, CanonicalizationLoss, canonicalization_loss

@@ -27,7 +27,7 @@ from typing import Any, Union
 import torch
 from torch import nn
 
-from . import _validate as V
+from . import validation as V
 from .data.seeding import keyed_elements
 from .errors import ConfigError, DTypeError, ShapeError
 from .group import Group, make_group

@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import _validate as V
+from . import validation as V
 from .errors import ConfigError, DataError, ShapeError, UnknownNameError
 
 __all__ = ["SmallCNN", "small_vit", "MODELS", "build_model", "list_models", "require_timm_model"]

@@ -2,14 +2,14 @@
 
 Each module holds one group, a plain subclass of [`equican.Group`][equican.group.Group]:
 
-* ``monotone``: [`MonotoneScaling`][groups.monotone.MonotoneScaling], local (spatially varying) scaling by monotone
+* ``monotone``: [`MonotoneScaling`][equican_groups.monotone.MonotoneScaling], local (spatially varying) scaling by monotone
   piecewise-linear warps.
-* ``rotation`` / ``cyclic``: [`Rotation2d`][groups.rotation.Rotation2d] (SO(2)) and
-  [`CyclicRotation2d`][groups.rotation.CyclicRotation2d] (C_n, exact rot90 for n=4).
-* ``o2`` / ``dihedral``: [`O2`][groups.reflection.O2] (rotations and mirror images) and
-  [`Dihedral`][groups.reflection.Dihedral] (D_n, exact flip and rot90 for n=4).
-* ``scale``: [`Scale2d`][groups.scale.Scale2d], global isotropic scaling about the image centre.
-* ``affine``: [`Affine2d`][groups.affine.Affine2d], GL⁺(2) ⋉ R², orientation-preserving affine maps.
+* ``rotation`` / ``cyclic``: [`Rotation2d`][equican_groups.rotation.Rotation2d] (SO(2)) and
+  [`CyclicRotation2d`][equican_groups.rotation.CyclicRotation2d] (C_n, exact rot90 for n=4).
+* ``o2`` / ``dihedral``: [`O2`][equican_groups.reflection.O2] (rotations and mirror images) and
+  [`Dihedral`][equican_groups.reflection.Dihedral] (D_n, exact flip and rot90 for n=4).
+* ``scale``: [`Scale2d`][equican_groups.scale.Scale2d], global isotropic scaling about the image centre.
+* ``affine``: [`Affine2d`][equican_groups.affine.Affine2d], GL⁺(2) ⋉ R², orientation-preserving affine maps.
 """
 
 from .affine import Affine2d

@@ -1,4 +1,4 @@
-"""Numerical guards of [`MonotoneScaling`][groups.monotone.MonotoneScaling], kept beside the group: the chart's
+"""Numerical guards of [`MonotoneScaling`][equican_groups.monotone.MonotoneScaling], kept beside the group: the chart's
 overflow-free softmax input, the lattice bound, and the node residual that decides whether an inverse exists."""
 
 from __future__ import annotations

@@ -6,7 +6,7 @@ import abc
 
 import torch
 
-from equican import Group
+from equican.group import Group
 
 
 class OneParameterGroup(Group):

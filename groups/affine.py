@@ -6,8 +6,8 @@ import math
 
 import torch
 
-from equican import Group, Tolerance
-from equican import _validate as V
+from equican.group import Group, Tolerance
+from equican import validation as V
 from equican.sampling import affine_sample
 
 
@@ -22,10 +22,10 @@ class Affine2d(Group, name="affine"):
 
         The unconstrained chart has 6 parameters ``z = (θ, a, b, c, t_x, t_y)``:
         ``A = R(θ) [[e^a, c], [0, e^b]]`` where ``R(θ)`` rotates counter-clockwise on screen (as
-        [`Rotation2d`][groups.rotation.Rotation2d]); every ``A`` with positive determinant has exactly one such
+        [`Rotation2d`][equican_groups.rotation.Rotation2d]); every ``A`` with positive determinant has exactly one such
         factorization (a QR decomposition), so the chart is a bijection onto the group (``θ`` taken mod 2π).
 
-    [`sample`][groups.affine.Affine2d.sample] draws each chart coordinate uniformly from ``[-max, max)`` of its bound:
+    [`sample`][equican_groups.affine.Affine2d.sample] draws each chart coordinate uniformly from ``[-max, max)`` of its bound:
 
     Args:
         max_angle: bound of the rotation angle ``θ`` (radians, at most π).
@@ -126,7 +126,7 @@ class Affine2d(Group, name="affine"):
         """The chart coordinates ``(B, 6)`` of ``g: (B, 2, 3)``, from the QR factorization of ``A``.
 
         ``θ`` comes out in ``(-π, π]``; exact inverse of
-        [`from_unconstrained`][groups.affine.Affine2d.from_unconstrained] up to rounding.
+        [`from_unconstrained`][equican_groups.affine.Affine2d.from_unconstrained] up to rounding.
         """
         a0, a1 = g[:, 0, 0], g[:, 1, 0]  # first column = e^a (cos θ, -sin θ)
         ea = torch.hypot(a0, a1)

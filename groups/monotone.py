@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import torch
 
-from equican import Group, Tolerance
-from equican import _validate as V
+from equican.group import Group, Tolerance
+from equican import validation as V
 from equican.errors import ConfigError, ConvergenceError, ShapeError
 from equican.sampling import field_sample, grid_sample, identity_field, upsample_field
 
@@ -30,11 +30,11 @@ class MonotoneScaling(Group, name="monotone"):
         Valid elements map the square onto itself: the border columns have x = ∓1, the border rows y = ∓1 and all
             coordinates lie in ``[-1, 1]``, so nothing is ever sampled outside the image. When every lattice cell keeps
             its orientation the map is a homeomorphism of the square; the paper's chart also produces *folded* warps at
-            high strength (see [`folded_fraction`][groups.monotone.MonotoneScaling.folded_fraction]), which have no
+            high strength (see [`folded_fraction`][equican_groups.monotone.MonotoneScaling.folded_fraction]), which have no
             two-sided inverse: for them ``inverse`` returns
         a right inverse ``g⁻¹`` with ``act(g⁻¹, act(g, x)) ≈ x`` and ``compose(inverse(g), g) ≈ identity``.
 
-        The paper's warps are the chart [`from_unconstrained`][groups.monotone.MonotoneScaling.from_unconstrained]:
+        The paper's warps are the chart [`from_unconstrained`][equican_groups.monotone.MonotoneScaling.from_unconstrained]:
         logits ``z`` of shape ``(2, cells+1, cells)``; ``softmax(temperature·z[0, i])`` are the widths of the ``cells``
         segments of the x-warp on coarse row ``i``, ``softmax(temperature·z[1, j])`` those of the y-warp on coarse
         column ``j``; cumulative sums place the knots and bilinear interpolation (exact on the refined lattice) fills
@@ -50,7 +50,7 @@ class MonotoneScaling(Group, name="monotone"):
             ``g⁻¹·p = u`` for every node ``u`` exactly, by finding the lattice cells whose images hold ``u`` and
             inverting their bilinear maps in closed form, so it is accurate for non-separable and folded warps too. Both
             are exact at the nodes and bilinear in between, which is why the group is not ``exact``; ``refine`` trades
-            memory for accuracy. [`act_inverse`][groups.monotone.MonotoneScaling.act_inverse] (the canonicalizing
+            memory for accuracy. [`act_inverse`][equican_groups.monotone.MonotoneScaling.act_inverse] (the canonicalizing
             direction) goes further and solves the
         inverse at the pixels where interpolating it between the nodes would be off by half a pixel or more.
 
@@ -59,7 +59,7 @@ class MonotoneScaling(Group, name="monotone"):
             MNIST models (``adapter_coarse_resolution: 4``) have 3 segments, its evaluation warps
             (``warping_resolution: 8``) 7.
         refine: lattice nodes per warp segment; ``N = cells·refine + 1``.
-        strength: [`sample`][groups.monotone.MonotoneScaling.sample] draws every logit from ``U[0, strength)`` (the
+        strength: [`sample`][equican_groups.monotone.MonotoneScaling.sample] draws every logit from ``U[0, strength)`` (the
             paper evaluates with 0.25).
         temperature: softmax temperature (3 in the paper).
         min_width: the floor of every segment's width, as a fraction of the uniform width ``1 / cells``; in
@@ -147,7 +147,7 @@ class MonotoneScaling(Group, name="monotone"):
 
         ``act(inverse(g), x)`` interpolates the inverse field between the lattice nodes. That is accurate where the
         inverse is smooth, but not across the discontinuities of a folded warp's right inverse, nor at the kinks of
-        strong warps. This samples ``x`` on [`inverse_grid`][groups.monotone.MonotoneScaling.inverse_grid] instead,
+        strong warps. This samples ``x`` on [`inverse_grid`][equican_groups.monotone.MonotoneScaling.inverse_grid] instead,
         which re-solves the inverse at every pixel of the lattice cells where the interpolation misses by half a pixel
         or more.
 
@@ -297,7 +297,7 @@ class MonotoneScaling(Group, name="monotone"):
 
     def _refine_grid(self, g: torch.Tensor, inv: torch.Tensor, height: int, width: int,
                      tol: float) -> torch.Tensor:
-        """The grid of [`inverse_grid`][groups.monotone.MonotoneScaling.inverse_grid]: ``inv`` interpolated, re-solved
+        """The grid of [`inverse_grid`][equican_groups.monotone.MonotoneScaling.inverse_grid]: ``inv`` interpolated, re-solved
         in the cells where it misses by ``tol`` px.
 
         Args:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from equican import Group, Tolerance
-from equican import _validate as V
+from equican.group import Group, Tolerance
+from equican import validation as V
 
 from .rotation import CyclicRotation2d, Rotation2d, wrap_angle
 
@@ -16,13 +16,13 @@ class O2(Group, name="o2"):
     Convention:
         An element is ``(θ, d)``, shape ``(B, 2)``: an angle ``θ`` in radians (any real value, taken mod 2π) and a
         determinant ``d ∈ {+1, -1}``. It is the map ``R_θ F^m`` with ``m = (1 - d)/2``: first the mirror ``F``
-        (when ``d = -1``), then the rotation ``R_θ`` of [`Rotation2d`][groups.rotation.Rotation2d]
+        (when ``d = -1``), then the rotation ``R_θ`` of [`Rotation2d`][equican_groups.rotation.Rotation2d]
         (counter-clockwise on screen). ``F`` mirrors the width axis, ``u_x ↦ -u_x``, so ``act((0, -1), x)`` is
         ``torch.flip(x, dims=(-1,))``, exactly (no interpolation). Since ``F R_θ F = R_{-θ}``, composition is
         ``(θ₁, d₁)(θ₂, d₂) = (θ₁ + d₁θ₂, d₁d₂)`` and the inverse is ``(-dθ, d)`` (a reflection is its own inverse).
         Angles are wrapped to ``[-π, π)``. The unconstrained chart is ``(θ, t)`` with ``d = +1`` where ``t ≥ 0`` and
         ``-1`` where ``t < 0`` (``z = 0`` is the identity; the sign is not differentiable, the angle is).
-        [`distance`][groups.reflection.O2.distance] is the angle difference plus 2 between the two components.
+        [`distance`][equican_groups.reflection.O2.distance] is the angle difference plus 2 between the two components.
     """
 
     def __init__(self) -> None:
@@ -41,7 +41,7 @@ class O2(Group, name="o2"):
         return e
 
     def sample(self, batch, *, generator=None, device=None, dtype=None):
-        """``batch`` elements: the rotation's [`sample`][groups.rotation.Rotation2d.sample] (uniform on the circle,
+        """``batch`` elements: the rotation's [`sample`][equican_groups.rotation.Rotation2d.sample] (uniform on the circle,
         or on ``C_n``) and ``d = ±1`` with probability 1/2 each, from ``generator``; shape ``(batch, 2)``."""
         theta = self.rotation.sample(batch, generator=generator, device=device, dtype=dtype)
         flip = torch.randint(2, (batch, 1), generator=generator, device=generator.device).to(device)
@@ -60,7 +60,7 @@ class O2(Group, name="o2"):
         """Mirror (where ``d = -1``) then rotate each image ``x: (B, C, H, W)``; result ``(B, C, H, W)``.
 
         The mirror is exact (``torch.flip`` of the width axis); the rotation is
-        [`Rotation2d.act`][groups.rotation.Rotation2d.act] (or the exact rot90 of a cyclic group that allows it).
+        [`Rotation2d.act`][equican_groups.rotation.Rotation2d.act] (or the exact rot90 of a cyclic group that allows it).
         """
         mirrored = torch.where((g[:, 1] < 0)[:, None, None, None], x.flip(-1), x)
         return self.rotation.act(g[:, :1], mirrored)
@@ -93,7 +93,7 @@ class O2(Group, name="o2"):
         return self.rotation.invalid_reason(g[:, :1])
 
     def tolerance(self, dtype):
-        """[`Rotation2d`][groups.rotation.Rotation2d]'s measured bounds: the mirror adds no error."""
+        """[`Rotation2d`][equican_groups.rotation.Rotation2d]'s measured bounds: the mirror adds no error."""
         # Measured with equican.testing.measure_law_errors (seeds 0-1999, batch 4, 32×32 band-limited images,
         # interior crop): element laws at most 8 eps in both dtypes (associativity; the determinant is an exact ±1),
         # as Rotation2d's; action laws largest 0.0324 (float64) and 0.0330 (float32), the inverse action (homomorphism
@@ -106,11 +106,11 @@ class Dihedral(O2, name="dihedral"):
     """D_n: the ``n`` rotations by multiples of ``2π/n`` and the ``n`` reflections, ``2n`` elements.
 
     Convention:
-        Elements are ``(2πk/n, d)``, shape ``(B, 2)``, as in [`O2`][groups.reflection.O2] (angles wrapped to
+        Elements are ``(2πk/n, d)``, shape ``(B, 2)``, as in [`O2`][equican_groups.reflection.O2] (angles wrapped to
         ``[-π, π)``, ``d = ±1``, mirror of the width axis first). When ``n`` divides 4 the action on square images is
         exact (``torch.flip`` and ``torch.rot90``) and the group is ``exact``; otherwise the rotation interpolates. The
         unconstrained parameters are ``2n`` scores: score ``i < n`` selects ``(2πi/n, +1)``, score ``n + i`` selects
-        ``(2πi/n, -1)``; [`from_unconstrained`][groups.reflection.Dihedral.from_unconstrained] picks the highest (not
+        ``(2πi/n, -1)``; [`from_unconstrained`][equican_groups.reflection.Dihedral.from_unconstrained] picks the highest (not
         differentiable: ``discrete = True``).
 
     Args:
@@ -152,8 +152,8 @@ class Dihedral(O2, name="dihedral"):
         return torch.nn.functional.one_hot(index, 2 * self.n).to(g.dtype)
 
     def tolerance(self, dtype):
-        """0 action error (2 eps element error) when [`exact`][groups.reflection.Dihedral.exact]; otherwise
-        [`O2`][groups.reflection.O2]'s bounds."""
+        """0 action error (2 eps element error) when [`exact`][equican_groups.reflection.Dihedral.exact]; otherwise
+        [`O2`][equican_groups.reflection.O2]'s bounds."""
         if self.exact:
             # Measured 0 for every law (n = 4 and n = 2, seeds 0-1999, both dtypes, white-noise images): angles come
             # from the one formula 2πk/n, d is an exact ±1, flip and rot90 move pixels without arithmetic. The

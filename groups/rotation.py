@@ -6,8 +6,8 @@ import math
 
 import torch
 
-from equican import Tolerance
-from equican import _validate as V
+from equican.group import Tolerance
+from equican import validation as V
 from equican.errors import ShapeError
 from equican.sampling import affine_sample
 
@@ -30,7 +30,7 @@ class Rotation2d(OneParameterGroup, name="rotation"):
         back. Samples leaving the image read 0. Composition adds angles.
 
     Args:
-        max_angle: [`sample`][groups.rotation.Rotation2d.sample] draws ``θ`` uniformly from ``[-max_angle, max_angle)``
+        max_angle: [`sample`][equican_groups.rotation.Rotation2d.sample] draws ``θ`` uniformly from ``[-max_angle, max_angle)``
             (default: the full circle).
     """
 
@@ -39,7 +39,7 @@ class Rotation2d(OneParameterGroup, name="rotation"):
 
     @property
     def sample_bound(self) -> float:
-        """``max_angle``: the half-width of the interval [`sample`][groups.rotation.Rotation2d.sample] draws angles
+        """``max_angle``: the half-width of the interval [`sample`][equican_groups.rotation.Rotation2d.sample] draws angles
         from."""
         return self.max_angle
 
@@ -68,7 +68,7 @@ class Rotation2d(OneParameterGroup, name="rotation"):
     def act(self, g, x):
         """Rotate each image ``x: (B, C, H, W)`` about its centre by its angle ``g: (B, 1)``; result ``(B, C, H, W)``.
 
-        Bilinear resampling, rigid in pixel units (see [`sampling_matrix`][groups.rotation.Rotation2d.sampling_matrix]),
+        Bilinear resampling, rigid in pixel units (see [`sampling_matrix`][equican_groups.rotation.Rotation2d.sampling_matrix]),
         zero outside the image.
         """
         return affine_sample(x, self.sampling_matrix(g, x.shape[-2], x.shape[-1]))
@@ -89,10 +89,10 @@ class CyclicRotation2d(Rotation2d, name="cyclic"):
 
     Convention:
         Elements are angles ``2πk/n`` (shape ``(B, 1)``, wrapped to ``[-π, π)``), as in
-        [`Rotation2d`][groups.rotation.Rotation2d]. When ``n`` divides 4 the action on square images is exact
+        [`Rotation2d`][equican_groups.rotation.Rotation2d]. When ``n`` divides 4 the action on square images is exact
         (``torch.rot90``, no interpolation) and the group is ``exact``; otherwise it is the interpolated rotation. The
         unconstrained parameters are ``n`` scores, one per
-        rotation: [`from_unconstrained`][groups.rotation.CyclicRotation2d.from_unconstrained] picks the highest (not
+        rotation: [`from_unconstrained`][equican_groups.rotation.CyclicRotation2d.from_unconstrained] picks the highest (not
             differentiable: ``discrete = True``).
 
     Args:
@@ -106,8 +106,8 @@ class CyclicRotation2d(Rotation2d, name="cyclic"):
 
     @property
     def max_angle(self) -> float:  # the inherited Rotation2d state, fixed for a cyclic group
-        """π: the inherited [`Rotation2d`][groups.rotation.Rotation2d] setting, fixed for a cyclic group
-        ([`sample`][groups.rotation.CyclicRotation2d.sample] draws ``k``)."""
+        """π: the inherited [`Rotation2d`][equican_groups.rotation.Rotation2d] setting, fixed for a cyclic group
+        ([`sample`][equican_groups.rotation.CyclicRotation2d.sample] draws ``k``)."""
         return math.pi
 
     @property
@@ -117,7 +117,7 @@ class CyclicRotation2d(Rotation2d, name="cyclic"):
 
     @property
     def unconstrained_shape(self) -> tuple[int, ...]:
-        """``(n,)``: one score per rotation; [`from_unconstrained`][groups.rotation.CyclicRotation2d.from_unconstrained]
+        """``(n,)``: one score per rotation; [`from_unconstrained`][equican_groups.rotation.CyclicRotation2d.from_unconstrained]
         picks the highest."""
         return (self.n,)
 
@@ -166,8 +166,8 @@ class CyclicRotation2d(Rotation2d, name="cyclic"):
         return torch.nn.functional.one_hot(self._index(g), self.n).to(g.dtype)
 
     def tolerance(self, dtype):
-        """0 action error (2 eps element error) when [`exact`][groups.rotation.CyclicRotation2d.exact]; otherwise
-        [`Rotation2d`][groups.rotation.Rotation2d]'s bounds."""
+        """0 action error (2 eps element error) when [`exact`][equican_groups.rotation.CyclicRotation2d.exact]; otherwise
+        [`Rotation2d`][equican_groups.rotation.Rotation2d]'s bounds."""
         if self.exact:
             # Measured 0 for every law (n = 4, seeds 0-1999, both dtypes, white-noise images): every element is
             # computed by the one formula 2πk/n, wrapped, and rot90 moves pixels without arithmetic. The element
@@ -182,7 +182,7 @@ class CyclicRotation2d(Rotation2d, name="cyclic"):
 
         Exactly, with ``torch.rot90``, when ``n`` divides 4 (rotations by ±90° need square images, else
         [`ShapeError`][equican.errors.ShapeError]); otherwise the interpolated rotation of
-        [`Rotation2d`][groups.rotation.Rotation2d].
+        [`Rotation2d`][equican_groups.rotation.Rotation2d].
         """
         if not self.exact:
             return super().act(g, x)

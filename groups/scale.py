@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from equican import Tolerance
-from equican import _validate as V
+from equican.group import Tolerance
+from equican import validation as V
 from equican.sampling import affine_sample
 
 from ._one_parameter import OneParameterGroup
@@ -21,7 +21,7 @@ class Scale2d(OneParameterGroup, name="scale"):
         the border). Composition adds log-scales.
 
     Args:
-        max_log_scale: [`sample`][groups.scale.Scale2d.sample] draws ``s`` uniformly from
+        max_log_scale: [`sample`][equican_groups.scale.Scale2d.sample] draws ``s`` uniformly from
             ``[-max_log_scale, max_log_scale)``.
     """
 
@@ -42,7 +42,7 @@ class Scale2d(OneParameterGroup, name="scale"):
 
     @property
     def sample_bound(self) -> float:
-        """``max_log_scale``: the half-width of the interval [`sample`][groups.scale.Scale2d.sample] draws log-scales
+        """``max_log_scale``: the half-width of the interval [`sample`][equican_groups.scale.Scale2d.sample] draws log-scales
         from."""
         return self.max_log_scale
 

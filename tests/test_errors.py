@@ -176,7 +176,7 @@ def raises_unknown(name):
 
 
 def test_duplicate_registration():
-    with pytest.raises(RegistrationError, match="the name is taken by groups.rotation.Rotation2d"):
+    with pytest.raises(RegistrationError, match="the name is taken by equican_groups.rotation.Rotation2d"):
         class Impostor(Group, name="rotation"):  # noqa: F841 - raising at class creation is the point
             pass
     assert group_class("rotation").__name__ == "Rotation2d"

@@ -16,8 +16,8 @@ import torch.nn.functional as F
 from equican import Tolerance, list_groups, make_group
 from equican.testing import (GroupContract, assert_equivariant, assert_invariant, band_limited_images,
                              check_group_laws, white_noise_images)
-from groups import Affine2d, CyclicRotation2d, Rotation2d
-from groups.rotation import wrap_angle
+from equican_groups import Affine2d, CyclicRotation2d, Rotation2d
+from equican_groups.rotation import wrap_angle
 
 DTYPES = [torch.float32, torch.float64]
 

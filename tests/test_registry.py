@@ -105,8 +105,8 @@ def test_an_incomplete_group_cannot_be_instantiated(scratch_registry):
 
 
 def test_the_core_imports_the_groups_only_on_first_lookup():
-    code = ("import sys, equican; assert 'groups' not in sys.modules, 'imported at load'; "
-            "equican.list_groups(); assert 'groups' in sys.modules, 'not imported on lookup'")
+    code = ("import sys, equican; assert 'equican_groups' not in sys.modules, 'imported at load'; "
+            "equican.list_groups(); assert 'equican_groups' in sys.modules, 'not imported on lookup'")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
 
@@ -114,7 +114,7 @@ def test_the_core_imports_the_groups_only_on_first_lookup():
 # ------------------------------------------------------------------------------------------------ plugins
 # The plugin's group reuses a built-in implementation: what is tested here is the registration, not the group.
 _PLUGIN = '''
-from groups.scale import Scale2d
+from equican_groups.scale import Scale2d
 
 
 class PluginScale(Scale2d, name="plugin_scale"):

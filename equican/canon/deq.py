@@ -14,10 +14,10 @@ from torch import nn
 from torchdeq import get_deq
 from torchdeq.loss import jac_reg
 
-from .. import _validate as V
+from .. import validation as V
 from ..errors import ConfigError, ConvergenceWarning
 from ..group import Group
-from . import _rows
+from .base import _rows
 from .direct import UpdateCanonicalizer
 
 __all__ = ["SolverSettings", "DEQConfig", "DEQCanonicalizer"]

@@ -8,10 +8,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .. import _validate as V
+from .. import validation as V
 from ..errors import ConfigError
 from ..group import Group
-from . import Canonicalizer
+from .base import Canonicalizer
 
 __all__ = ["UpdateCanonicalizer", "DirectCanonicalizer"]
 

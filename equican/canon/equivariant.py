@@ -23,10 +23,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from .. import _validate as V
+from .. import validation as V
 from ..errors import ConfigError
 from ..group import Group
-from . import Canonicalizer
+from .base import Canonicalizer
 from .vector import VectorFieldCanonicalizer
 
 try:

@@ -43,10 +43,10 @@ from typing import Any
 
 import torch
 
-from .. import _validate as V
+from .. import validation as V
 from ..metrics import _interior
 from ..errors import ConfigError, ShapeError
-from . import CanonResult, Canonicalizer
+from .base import CanonResult, Canonicalizer
 
 __all__ = ["TARGETS", "CanonicalizationLoss", "CanonicalizationTerms", "canonicalization_loss", "split_result"]
 

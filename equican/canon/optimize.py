@@ -9,11 +9,11 @@ from typing import Any
 
 import torch
 
-from .. import _validate as V
+from .. import validation as V
 from ..errors import ConfigError, ShapeError
 from ..group import Group
 from ..sampling import twice_differentiable
-from . import Canonicalizer
+from .base import Canonicalizer
 
 __all__ = ["OptimizationConfig", "OptimizationCanonicalizer"]
 

@@ -20,7 +20,7 @@ license):
   path: the same 5 iterations, then one more application of the update. The preset does the same in both modes.
 * **Chart**: ``φ`` of shape ``(B, 2, R+1, R)``, row ``i`` of ``φ[:, 0]`` the logits of the ``R`` x-segments on coarse
   row ``i`` and ``φ[:, 1]`` those of the y-segments per coarse column, with knots ``cumsum(softmax(3 φ))``. That is
-  monotone scaling's [`from_unconstrained`][groups.monotone.MonotoneScaling.from_unconstrained] with
+  monotone scaling's [`from_unconstrained`][equican_groups.monotone.MonotoneScaling.from_unconstrained] with
   ``temperature=3`` and ``min_width=0``, so ``φ`` *is* the chart parameter ``z`` and no conversion is needed. The
   reference's ``adapter_coarse_resolution: 4`` counts knots: its MNIST models have ``R = 3`` segments, i.e.
   ``make_group("monotone", cells=3, min_width=0.0)``. One step of the reference is left out: it blurs ``φ`` with a
@@ -41,7 +41,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .. import _validate as V
+from .. import validation as V
 from ..errors import ConfigError, ShapeError
 from ..group import Group
 from .deq import DEQCanonicalizer, DEQConfig, SolverSettings

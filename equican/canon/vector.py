@@ -17,10 +17,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from .. import _validate as V
+from .. import validation as V
 from ..errors import ConfigError, ShapeError
 from ..group import Group
-from . import Canonicalizer
+from .base import Canonicalizer
 
 __all__ = ["VectorFieldCanonicalizer", "disc_weights"]
 

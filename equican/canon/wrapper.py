@@ -5,9 +5,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .. import _validate as V
+from .. import validation as V
 from ..errors import ConfigError, ShapeError
-from . import Canonicalizer
+from .base import Canonicalizer
 
 __all__ = ["Canonicalized"]
 

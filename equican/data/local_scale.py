@@ -39,7 +39,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 
-from .. import _validate as V
+from .. import validation as V
 from ..errors import ConfigError, DTypeError, ShapeError
 from .mnist import load_mnist
 from .seeding import index_generator

@@ -26,7 +26,7 @@ from torch.utils.data import Dataset
 
 from ..errors import ConfigError
 from ..group import Group, make_group
-from .. import _validate as V
+from .. import validation as V
 from .local_scale import check_digits, digit_to_float, require_index
 from .mnist import load_mnist
 from .seeding import index_generator

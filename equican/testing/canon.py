@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import torch
 
-from ..canon import Canonicalizer
+from ..canon.base import Canonicalizer
 from ..errors import ConfigError
 
 __all__ = ["canonicalizer_invariance_error", "g_equivariance_error", "round_trip_error",

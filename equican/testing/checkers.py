@@ -11,7 +11,7 @@ from collections.abc import Callable
 
 import torch
 
-from .. import _validate as V
+from .. import validation as V
 from ..errors import ConfigError, DTypeError, ShapeError
 from ..group import Group
 from .laws import LawResult

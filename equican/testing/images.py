@@ -31,7 +31,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from .. import _validate as V
+from .. import validation as V
 from ..errors import DTypeError
 
 __all__ = ["NOISE_PERIOD", "WINDOW_RADIUS", "band_limited_images", "white_noise_images", "radial_window",

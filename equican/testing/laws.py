@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 import torch
 from torch.autograd.gradcheck import GradcheckError
 
-from .. import _validate as V
+from .. import validation as V
 from ..errors import ConfigError
 from ..group import Group
 from .images import band_limited_images, interior, white_noise_images

@@ -23,7 +23,7 @@ from __future__ import annotations
 import torch
 from hypothesis import strategies as st
 
-from .. import _validate as V
+from .. import validation as V
 from ..errors import ConfigError
 from ..group import Group
 from .images import band_limited_images, check_image_request, white_noise_images

@@ -1,4 +1,5 @@
-"""Input validation shared by every public entry point.
+"""Input validation for public entry points: the checks equican's own groups and canonicalizers use, public so that
+a group or canonicalizer written outside this repository can reject bad input the same way.
 
 Each helper raises a typed error from [`equican.errors`][equican.errors] whose message names the caller (``where``), the
 argument, what was expected and what was received. Helpers never modify or copy their input; the scalar checks

@@ -1,0 +1,277 @@
+"""The canonicalizer interface: [`Canonicalizer`][equican.canon.base.Canonicalizer], the
+[`CanonResult`][equican.canon.base.CanonResult] it returns, and the baseline
+[`IdentityCanonicalizer`][equican.canon.base.IdentityCanonicalizer]. Every kind in ``equican.canon`` subclasses the
+base class defined here; the conventions are in the package docstring ([`equican.canon`][equican.canon]).
+"""
+
+from __future__ import annotations
+
+import abc
+from typing import Any
+
+import torch
+from torch import nn
+
+from .. import validation as V
+from ..errors import ConfigError, ConvergenceWarning, DeviceError, DTypeError, ShapeError
+from ..group import Group
+
+__all__ = ["CanonResult", "Canonicalizer", "IdentityCanonicalizer"]
+
+
+def _rows(mask: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """A per-input mask ``(B,)``, or an elementwise one reduced to whole inputs, shaped to broadcast over ``like``
+    (``(B, 1, ..., 1)``), for ``torch.where`` choices made per input."""
+    if mask.ndim > 1:
+        mask = mask.flatten(1).all(dim=1)
+    return mask.view(-1, *([1] * (like.ndim - 1)))
+
+
+class CanonResult:
+    """What a canonicalizer returns for a batch ``x: (B, C, H, W)``.
+
+    Attributes:
+        x: the canonical inputs ``act(inverse(g), x)``, shape ``(B, C, H, W)``.
+        g: the predicted elements, shape ``(B, *group.param_shape)``; ``act(g, result.x) ≈ x`` where the group acts
+            invertibly. Computed on first access as ``group.inverse(h)`` when the result was made from ``h`` (an
+            inversion is the costliest group operation for monotone scaling, and training needs only ``h``).
+        info: solver statistics (tensors of leading size ``B`` or plain numbers); keys depend on the kind.
+        h: the canonicalizing elements as the canonicalizer found them, ``(B, *group.param_shape)``: ``x`` is exactly
+            ``act(h, input)`` and ``g = inverse(h)``.
+            [`Canonicalizer.uncanonicalize`][equican.canon.Canonicalizer.uncanonicalize] maps outputs back through
+            ``group.act_inverse(h, ·)``, which is more accurate than ``act(g, ·)`` for groups whose inverse is
+            approximate. None for a result made without it (then ``g`` is used).
+
+    Args:
+        x: the canonical inputs.
+        g: the elements, or None to compute them from ``h`` and ``group`` when asked for.
+        info: solver statistics.
+        h: the canonicalizing elements.
+        group: the group that inverts ``h`` (needed only when ``g`` is None).
+
+    Raises:
+        ConfigError: neither ``g`` nor both ``h`` and ``group`` were given.
+    """
+
+    __slots__ = ("x", "_g", "info", "h", "_group")
+
+    def __init__(self, x: torch.Tensor, g: torch.Tensor | None = None, info: dict[str, Any] | None = None,
+                 h: torch.Tensor | None = None, group: Group | None = None) -> None:
+        if g is None and (h is None or group is None):
+            raise ConfigError("CanonResult: expected g, or h together with the group that inverts it")
+        self.x, self._g, self.info, self.h, self._group = x, g, {} if info is None else info, h, group
+
+    @property
+    def g(self) -> torch.Tensor:
+        """The predicted elements ``(B, *param_shape)`` (``inverse(h)``, computed once on first access)."""
+        if self._g is None:
+            self._g = self._group.inverse(self.h)
+        return self._g
+
+    def __repr__(self) -> str:
+        return (f"CanonResult(x={V.fmt_shape(self.x.shape)}, h={None if self.h is None else V.fmt_shape(self.h.shape)}, "
+                f"info={sorted(self.info)})")
+
+
+class Canonicalizer(nn.Module, abc.ABC):
+    """Base class of every canonicalizer: subclasses write [`solve`][equican.canon.Canonicalizer.solve].
+
+    Args:
+        group: the group whose elements are predicted.
+
+    Raises:
+        ConfigError: ``group`` is not a [`Group`][equican.group.Group], or it is discrete without a score chart
+            ``(n,)``.
+    """
+
+    def __init__(self, group: Group) -> None:
+        super().__init__()
+        if not isinstance(group, Group):
+            raise ConfigError(f"{type(self).__name__}: expected group to be an equican.Group, "
+                              f"got {type(group).__name__}")
+        if group.discrete and len(group.unconstrained_shape) != 1:
+            raise ConfigError(f"{type(self).__name__}: expected a discrete group with one score per element "
+                              f"(unconstrained shape (n,)), got unconstrained shape {group.unconstrained_shape}")
+        self.group = group
+
+    @abc.abstractmethod
+    def solve(self, x: torch.Tensor) -> tuple[torch.Tensor, dict[str, Any]]:
+        """Find the chart parameters of the canonicalizing element of each input.
+
+        Args:
+            x: validated inputs, shape ``(B, C, H, W)``.
+
+        Returns:
+            ``(z, info)``: ``z`` of shape ``(B, *group.unconstrained_shape)`` with ``from_unconstrained(z) = g⁻¹``,
+            and the solver statistics for [`CanonResult.info`][equican.canon.CanonResult].
+        """
+
+    def forward(self, x: torch.Tensor) -> CanonResult:
+        """Canonicalize a batch.
+
+        Args:
+            x: inputs of shape ``(B, C, H, W)``, float32 or float64, finite, of the parameters' dtype.
+
+        Returns:
+            [`CanonResult`][equican.canon.CanonResult] with ``x: (B, C, H, W)``, ``g: (B, *param_shape)`` and the kind's
+            ``info``.
+
+        Raises:
+            ShapeError, DTypeError, NonFiniteError: on invalid ``x``.
+        """
+        self.check_input(x, where=f"{type(self).__name__}.forward")
+        z, info = self.solve(x)
+        # A non-finite prediction (a diverged network) falls back to the identity for that input alone, and is
+        # reported in info["fallback"]: one bad input must not make the batch raise or return NaN. torch.where keeps
+        # this free of host synchronisation.
+        z, h, finite = self.elements(z)
+        try:
+            canonical = self.canonical_input(z, h, x)
+        except torch.linalg.LinAlgError:
+            # A singular element (an affine map whose scale underflowed) fails the whole batch's inversion: redo it
+            # input by input (a rare path), giving the failing ones a non-finite form, which falls back below.
+            canonical = torch.cat([self._canonical_or_nan(z[i:i + 1], h[i:i + 1], x[i:i + 1])
+                                   for i in range(x.shape[0])])
+        # An element that is finite but outside the group's valid range (a log-scale of 1e5, an affine map whose
+        # scale underflowed to det 0) shows as a non-finite canonical input: that input too gets the identity.
+        ok = torch.isfinite(canonical).flatten(1).all(dim=1)
+        canonical = torch.where(_rows(ok, canonical), canonical, x)
+        h = torch.where(_rows(ok, h), h, self.group.unchecked.from_unconstrained(torch.zeros_like(z)))
+        fallback = ~(finite & ok)
+        info["fallback"] = info["fallback"] | fallback if "fallback" in info else fallback
+        return CanonResult(x=canonical, info=info, h=h, group=self.group)
+
+    def _canonical_or_nan(self, z: torch.Tensor, h: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        try:
+            return self.canonical_input(z, h, x)
+        except torch.linalg.LinAlgError:
+            return torch.full_like(x, float("nan"))
+
+    def elements(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``(z', h, ok)``: chart parameters and elements ``h = from_unconstrained(z')`` that are finite for every input.
+
+        An input whose ``z`` or ``h`` is not finite (a diverged network, or a finite ``z`` beyond the range where the
+        chart's exponentials stay finite) gets ``z' = 0`` and the identity; ``ok: (B,)`` is False for it. Computed
+        with ``torch.where`` and unchecked group calls: no host synchronisation, nothing raised mid-solve.
+
+        Args:
+            z: chart parameters ``(B, *unconstrained_shape)``.
+        """
+        u = self.group.unchecked
+        finite = torch.isfinite(z).flatten(1).all(dim=1)
+        z = torch.where(_rows(finite, z), z, torch.zeros_like(z))
+        h = u.from_unconstrained(z)
+        ok = finite & torch.isfinite(h).flatten(1).all(dim=1)
+        z = torch.where(_rows(ok, z), z, torch.zeros_like(z))
+        h = torch.where(_rows(ok, h), h, u.from_unconstrained(torch.zeros_like(z)))
+        return z, h, ok
+
+    def uncanonicalize(self, result: CanonResult, y: torch.Tensor) -> torch.Tensor:
+        """Map a dense output computed on the canonical input back to the input's frame: ``act(g, y)``.
+
+        Computed as ``group.act_inverse(result.h, y)`` when the result carries ``h``: the group's own inverse action
+        of the element that made the canonical input. For monotone scaling that solves the inverse at the pixels
+        where interpolating ``g`` between its lattice nodes would be off (measured in
+        ``tests/test_canon_kinds.py``: never less accurate than ``act(g, y)``, and clearly more on strong warps);
+        for groups with an exact inverse the two agree to rounding.
+
+        Args:
+            result: what [`forward`][equican.canon.Canonicalizer.forward] returned for the input.
+            y: outputs on the canonical input's grid, ``(B, C', H, W)``.
+
+        Returns:
+            ``(B, C', H, W)``, differentiable in ``y`` and (for continuous groups) in the element.
+        """
+        if result.h is None:
+            return self.group.act(result.g, y)
+        return self.group.act_inverse(result.h, y)
+
+    def canonical_input(self, z: torch.Tensor, h: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """``act(h, x)`` with ``h = from_unconstrained(z)``, differentiable in ``z`` for every group.
+
+        Args:
+            z: chart parameters ``(B, *unconstrained_shape)``.
+            h: the elements ``from_unconstrained(z)``, ``(B, *param_shape)`` (passed in so it is computed once).
+            x: inputs ``(B, C, H, W)``.
+
+        Returns:
+            ``(B, C, H, W)``; for discrete groups with the straight-through gradient of the module docstring.
+        """
+        # Unchecked: x was validated at the entry point and h comes from elements(); a degenerate prediction (an
+        # affine map whose scale underflowed) must give a (useless) image, not an exception mid-training.
+        u = self.group.unchecked
+        hard = u.act(h, x)
+        if not self.group.discrete:
+            return hard
+        n = self.group.unconstrained_shape[0]
+        weights = torch.softmax(z, dim=1)  # (B, n)
+        soft = 0
+        for i in range(n):
+            # from_unconstrained of a one-hot score vector is the i-th element, whatever the group's labelling.
+            onehot = torch.zeros_like(z)
+            onehot[:, i] = 1
+            soft = soft + weights[:, i, None, None, None] * u.act(u.from_unconstrained(onehot), x)
+        return hard + (soft - soft.detach())
+
+    def prior_loss(self, g: torch.Tensor) -> torch.Tensor:
+        """Squared distance of each element to the identity, shape ``(B,)``: a regularizer toward ``g = e``.
+
+        The square (not the distance itself) is smooth at the identity, where every iterative kind starts and where
+        an untrained network stays; its gradient there is exactly 0. That needs the group's distance to have a finite
+        derivative where it is 0 (tests/test_canon_kinds.py checks it for every registered group).
+
+        Args:
+            g: elements of shape ``(B, *param_shape)``.
+        """
+        # Unchecked: g comes from the canonicalizer during training, and a degenerate prediction must cost loss
+        # rather than raise.
+        u = self.group.unchecked
+        return u.distance(g, u.identity(g.shape[0], device=g.device, dtype=g.dtype)).pow(2)
+
+    def regularizer(self, info: dict[str, Any]) -> torch.Tensor | float:
+        """A training loss term of the canonicalizer's own (e.g. the DEQ's Jacobian regularization), computed from the
+        ``info`` of a training-mode call: a scalar (0-d tensor), or 0 for kinds without one. Added to the loss by
+        every training method."""
+        return 0.0
+
+    def check_input(self, x: torch.Tensor, *, where: str) -> None:
+        """Validate an input batch: ``(B, C, H, W)``, float32/float64, finite, on the parameters' dtype/device, with
+        the channels the network reads (see
+        [`expected_channels`][equican.canon.Canonicalizer.expected_channels])."""
+        V.require_batch_images(x, where=where, name="x")
+        channels = self.expected_channels()
+        if channels is not None and x.shape[1] != channels:
+            raise ShapeError(f"{where}: expected x of shape (B, {channels}, H, W) (the network reads {channels} "
+                             f"channel(s)), got {V.fmt_shape(x.shape)}")
+        p = next(self.parameters(), None)
+        if p is not None and p.dtype != x.dtype:
+            raise DTypeError(f"{where}: expected x of the parameters' dtype {p.dtype}, got {x.dtype} "
+                             f"(convert the canonicalizer with .to(dtype))")
+        if p is not None and p.device != x.device:
+            raise DeviceError(f"{where}: expected x on the parameters' device {p.device}, got {x.device}")
+
+    def expected_channels(self) -> int | None:
+        """The input channels the canonicalizer reads, or None when it cannot be told (a plain callable energy, no
+        network at all): the first int ``in_channels`` declared by, in turn, the canonicalizer itself, its ``reduce``
+        module (the channel reduction that update canonicalizers apply first), and its modules in registration
+        order (its network, the network's first layer), as ``UpdateNet`` and ``nn.Conv2d`` declare it."""
+        for module in (self, getattr(self, "reduce", None), *self.modules()):
+            value = getattr(module, "in_channels", None)
+            if isinstance(value, int) and not isinstance(value, bool):
+                return value
+        return None
+
+    def zeros(self, x: torch.Tensor) -> torch.Tensor:
+        """Chart parameters of the identity for a batch like ``x``: zeros of shape ``(B, *unconstrained_shape)``."""
+        return x.new_zeros((x.shape[0], *self.group.unconstrained_shape))
+
+    def extra_repr(self) -> str:
+        return f"group={self.group!r}"
+
+
+class IdentityCanonicalizer(Canonicalizer):
+    """``g = e`` for every input: the canonical input is the input itself. The baseline without canonicalization."""
+
+    def solve(self, x: torch.Tensor) -> tuple[torch.Tensor, dict[str, Any]]:
+        """The identity's chart parameters, zeros ``(B, *unconstrained_shape)``, and an empty ``info``."""
+        return self.zeros(x), {}
