@@ -131,9 +131,9 @@ def _kind_options(run: Run, base: TrainConfig) -> tuple[str, ...]:
     kind = run.name.split("[")[0]
     if kind not in KINDS:
         return ()
-    from .methods import METHODS
+    from .methods import method_options
 
-    accepted = {f.name for f in dataclasses.fields(METHODS[kind].options)}
+    accepted = set(method_options(kind))
     kept = {k: v for k, v in base.method.options.items() if k in accepted}
     return (f"method.options={json.dumps(kept)}",)
 

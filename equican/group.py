@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import abc
 import contextvars
-import difflib
 import functools
 import importlib
 import importlib.metadata
@@ -51,7 +50,7 @@ from . import validation as V
 from .errors import (ConfigError, DTypeError, EquicanWarning, InvalidElementError, RegistrationError, ShapeError,
                      UnknownNameError)
 
-__all__ = ["Group", "Tolerance", "make_group", "list_groups", "group_class", "ENTRY_POINT_GROUP"]
+__all__ = ["Group", "Tolerance", "make_group", "list_groups", "group_class", "default_group", "ENTRY_POINT_GROUP"]
 
 
 @dataclass(frozen=True)
@@ -403,14 +402,20 @@ def list_groups() -> list[str]:
     return sorted(_REGISTRY)
 
 
+def default_group() -> str:
+    """The name of the group used where none is named: the built-in package's ``DEFAULT_GROUP``
+    ([`equican_groups.DEFAULT_GROUP`][equican_groups.DEFAULT_GROUP]), so that the core never names a concrete group."""
+    _load_builtins()
+    return importlib.import_module("equican_groups").DEFAULT_GROUP
+
+
 def group_class(name: str) -> type[Group]:
     """The class registered under ``name``; an unknown name raises
     [`UnknownNameError`][equican.errors.UnknownNameError]."""
     _load_builtins()
     if name not in _REGISTRY:
-        close = difflib.get_close_matches(str(name), _REGISTRY, n=1)
-        hint = f"; did you mean {close[0]!r}?" if close else ""
-        raise UnknownNameError(f"unknown group {name!r}: registered groups are {', '.join(sorted(_REGISTRY))}{hint}")
+        raise UnknownNameError(f"unknown group {name!r}: registered groups are {', '.join(sorted(_REGISTRY))}"
+                               f"{V.did_you_mean(name, _REGISTRY)}")
     return _REGISTRY[name]
 
 

@@ -142,3 +142,12 @@ def require_widths(value: object, *, where: str, name: str = "channels") -> tupl
         shown = widths if widths else value
         raise ConfigError(f"{where}: expected {name} to be a non-empty sequence of positive ints, got {shown!r}")
     return widths
+
+
+def did_you_mean(name: object, known: Sequence[str]) -> str:
+    """``"; did you mean 'x'?"`` for the registered name closest to a misspelt ``name``, else ``""``: the hint every
+    unknown-name error ends with."""
+    import difflib
+
+    close = difflib.get_close_matches(str(name), list(known), n=1)
+    return f"; did you mean {close[0]!r}?" if close else ""

@@ -18,4 +18,9 @@ from .reflection import O2, Dihedral
 from .rotation import CyclicRotation2d, Rotation2d
 from .scale import Scale2d
 
-__all__ = ["Affine2d", "CyclicRotation2d", "Dihedral", "MonotoneScaling", "O2", "Rotation2d", "Scale2d"]
+__all__ = ["Affine2d", "CyclicRotation2d", "Dihedral", "MonotoneScaling", "O2", "Rotation2d", "Scale2d",
+           "DEFAULT_GROUP"]
+
+DEFAULT_GROUP = "monotone"
+"""The group used where none is named (the training methods, ``create_model``, ``LatentCanonicalized``): the one
+place that names it; the core reads it through [`default_group`][equican.group.default_group]."""

@@ -432,10 +432,12 @@ def test_wrapping_a_wrapped_model_twice_is_a_config_error():
 
 
 def test_bad_canonicalizer_settings_are_config_errors():
-    with pytest.raises(ConfigError, match=r"expected canonicalizer to be one of \('identity', 'direct', 'deq', "
-                                          r"'escnn'\)"):
+    with pytest.raises(UnknownNameError, match=r"unknown canonicalizer kind 'dek': registered kinds are dec, direct, "
+                                               r".*; did you mean 'dec'\?"):
         LatentCanonicalized(bare("vit"), canonicalizer="dek")
-    with pytest.raises(ConfigError, match=r"unknown option 'chanels'; accepted options: channels"):
+    with pytest.raises(ConfigError, match=r"expected canonicalizer to be a canonicalizer kind \(dec, direct"):
+        LatentCanonicalized(bare("vit"), canonicalizer=3)
+    with pytest.raises(ConfigError, match=r"unknown option 'chanels'; expected one of \['channels'"):
         LatentCanonicalized(bare("vit"), canonicalizer="deq", canonicalizer_options={"chanels": (4,)})
     with pytest.raises(ConfigError, match=r"expected uncanonicalize to be one value or one per insertion point"):
         LatentCanonicalized(bare("vit"), at=(0, 1), canonicalizer="identity", uncanonicalize=[True])

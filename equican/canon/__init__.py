@@ -39,7 +39,7 @@ from typing import Any
 
 from ..errors import ConvergenceWarning
 from .base import CanonResult, Canonicalizer, IdentityCanonicalizer
-# registry: added next
+from .registry import canonicalizer_kind, list_canonicalizers, make_canonicalizer, register_canonicalizer
 
 __all__ = ["CanonResult", "Canonicalizer", "IdentityCanonicalizer", "DirectCanonicalizer", "DEQCanonicalizer",
            "DEQConfig", "SolverSettings", "ConvergenceWarning", "OptimizationCanonicalizer", "OptimizationConfig",

@@ -1,0 +1,187 @@
+"""The built-in canonicalizer kinds, registered in [`equican.canon.registry`][equican.canon.registry] on its first
+lookup. Each is also a training method of the same name (``equican train --method dec``).
+
+| kind | builds | options |
+| --- | --- | --- |
+| ``identity`` | [`IdentityCanonicalizer`][equican.canon.base.IdentityCanonicalizer] | none |
+| ``direct`` | [`DirectCanonicalizer`][equican.canon.direct.DirectCanonicalizer] | [`UpdateOptions`][equican.canon.kinds.UpdateOptions] |
+| ``dec`` (alias ``deq``) | [`DEQCanonicalizer`][equican.canon.deq.DEQCanonicalizer] | [`DECOptions`][equican.canon.kinds.DECOptions] |
+| ``optimization`` | [`OptimizationCanonicalizer`][equican.canon.optimize.OptimizationCanonicalizer] | [`OptimizationOptions`][equican.canon.kinds.OptimizationOptions] |
+| ``escnn`` | [`equivariant_canonicalizer`][equican.canon.equivariant.equivariant_canonicalizer] (needs escnn) | [`EscnnOptions`][equican.canon.kinds.EscnnOptions] |
+
+The heavy parts (torchdeq, escnn) are imported inside the builders, when a kind is built.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+from torch import nn
+
+from .. import validation as V
+from ..errors import ConfigError
+from ..group import Group
+from .base import Canonicalizer, IdentityCanonicalizer
+from .registry import register_canonicalizer
+
+__all__ = ["UpdateOptions", "DECOptions", "OptimizationOptions", "EscnnOptions", "REDUCE_CHANNELS"]
+
+REDUCE_CHANNELS = 32
+"""Inputs wider than this are reduced to this many channels by a 1×1 convolution before the solve (the ``reduce``
+option's ``"auto"``; see [`UpdateCanonicalizer`][equican.canon.direct.UpdateCanonicalizer]). Each solver iteration
+then warps 32 channels instead of, say, a ViT-S's 384: measured on vit_small_patch16_224 with the DEC at blocks 0 and
+1, it is what brings the overhead near 1.25 (see benchmarks/latent_overhead.py)."""
+
+
+@dataclass(frozen=True)
+class UpdateOptions:
+    """The update network ([`UpdateNet`][equican.canon.nets.UpdateNet]) of the ``direct``, ``dec`` and
+    ``optimization`` kinds.
+
+    Attributes:
+        channels: output channels of its residual blocks.
+        pool: max-pooling factor after every block.
+        activation: its nonlinearity.
+        out_scale: scale of its head's output.
+        reduce: channels a bias-free 1×1 convolution reduces the input to once, before the solve: ``"auto"``
+            ([`REDUCE_CHANNELS`][equican.canon.kinds.REDUCE_CHANNELS] for wider inputs, else none), an int, or
+            None (off).
+        resolution: the working resolution of the update map (None: the input's own; see
+            [`UpdateCanonicalizer`][equican.canon.direct.UpdateCanonicalizer]).
+    """
+
+    channels: tuple[int, ...] = (32, 64)
+    pool: int = 2
+    activation: str = "relu"
+    out_scale: float = 1.0
+    reduce: int | str | None = "auto"
+    resolution: int | None = None
+
+
+def _update_parts(group: Group, in_channels: int, opts: UpdateOptions,
+                  where: str) -> tuple[nn.Module, nn.Module | None]:
+    """The update network and the optional input reduction of ``opts``."""
+    from .nets import UpdateNet
+
+    width = opts.reduce
+    if width == "auto":
+        width = REDUCE_CHANNELS if in_channels > REDUCE_CHANNELS else None
+    reduce = None
+    if width is not None:
+        V.require_int(width, low=1, where=where, name="reduce")
+        reduce = nn.Conv2d(in_channels, width, 1, bias=False)  # linear and pointwise: commutes with any warp
+    net = UpdateNet(width or in_channels, group.unconstrained_shape, channels=opts.channels, pool=opts.pool,
+                    activation=opts.activation, out_scale=opts.out_scale)
+    return net, reduce
+
+
+@register_canonicalizer("identity", needs_channels=False)
+def _identity(group: Group, in_channels: int | None, opts: Any) -> Canonicalizer:
+    return IdentityCanonicalizer(group)
+
+
+@register_canonicalizer("direct", options=UpdateOptions)
+def _direct(group: Group, in_channels: int, opts: UpdateOptions) -> Canonicalizer:
+    from .direct import DirectCanonicalizer
+
+    net, reduce = _update_parts(group, in_channels, opts, "canonicalizer 'direct'")
+    return DirectCanonicalizer(group, net, reduce, resolution=opts.resolution)
+
+
+@dataclass(frozen=True)
+class DECOptions(UpdateOptions):
+    """Solver settings of ``dec``: Anderson by default, 5 iterations in training and 10 in evaluation (the paper's
+    evaluation runs the same 5 as its training), phantom gradient; ``stop_mode`` and ``tol`` judge convergence,
+    ``damping`` is Anderson's mixing, ``jacobian_weight`` torchdeq's Jacobian regularization and ``residual_weight``
+    the fixed-point residual penalty (see [`DEQConfig`][equican.canon.deq.DEQConfig]); ``config``, a whole
+    ``DEQConfig``, replaces all of these. ``preset="paper"`` builds the reference implementation's DEC instead
+    ([`preset_canonicalizer`][equican.canon.paper.preset_canonicalizer]), from ``channels``, ``pool`` and
+    ``train_iter`` (its iterations in both modes)."""
+
+    solver: str = "anderson"
+    train_iter: int = 5
+    eval_iter: int = 10
+    tol: float = 1e-3
+    stop_mode: str = "abs"
+    damping: float = 1.0
+    gradient: str = "phantom"
+    jacobian_weight: float = 0.0
+    residual_weight: float = 0.0
+    preset: str = "equican"
+    config: Any = None
+
+
+@register_canonicalizer("dec", options=DECOptions, aliases=("deq",))
+def _dec(group: Group, in_channels: int, opts: DECOptions) -> Canonicalizer:
+    from .deq import DEQCanonicalizer, DEQConfig, SolverSettings
+
+    if opts.preset != "equican":
+        from .paper import preset_canonicalizer
+
+        return preset_canonicalizer(opts.preset, group, in_channels, channels=opts.channels, pool=opts.pool,
+                                    iterations=opts.train_iter)
+    config = opts.config
+    if config is None:
+        def settings(iters: int) -> SolverSettings:
+            return SolverSettings(solver=opts.solver, max_iter=iters, tol=opts.tol, stop_mode=opts.stop_mode,
+                                  damping=opts.damping)
+
+        config = DEQConfig(train=settings(opts.train_iter), eval=settings(opts.eval_iter), gradient=opts.gradient,
+                           jacobian_weight=float(opts.jacobian_weight), residual_weight=float(opts.residual_weight))
+    net, reduce = _update_parts(group, in_channels, opts, "canonicalizer 'dec'")
+    return DEQCanonicalizer(group, net, config, reduce, resolution=opts.resolution)
+
+
+@dataclass(frozen=True)
+class OptimizationOptions(UpdateOptions):
+    """Gradient steps of ``optimization`` (see [`OptimizationConfig`][equican.canon.optimize.OptimizationConfig]).
+    The energy is evaluated on the canonical input itself: ``resolution`` and an explicit ``reduce`` are refused."""
+
+    steps: int = 5
+    eval_steps: int | None = None
+    lr: float = 0.1
+    optimizer: str = "sgd"
+    unroll: int = 1
+
+
+@register_canonicalizer("optimization", options=OptimizationOptions)
+def _optimization(group: Group, in_channels: int, opts: OptimizationOptions) -> Canonicalizer:
+    from .nets import FixedPointEnergy
+    from .optimize import OptimizationCanonicalizer, OptimizationConfig
+
+    where = "canonicalizer 'optimization'"
+    for name, value in (("resolution", opts.resolution), ("reduce", None if opts.reduce == "auto" else opts.reduce)):
+        if value is not None:
+            # A working resolution or reduction would be silently ignored by the energy.
+            raise ConfigError(f"{where}: expected option {name} to be unset (only dec and direct solve on a "
+                              f"downsampled or reduced copy), got {value!r}")
+    net, _ = _update_parts(group, in_channels, dataclasses.replace(opts, reduce=None), where)
+    # UpdateNet's head starts at 0 (the identity for the DEC); the energy is quadratic in it, so a zero head would
+    # get zero gradient forever. A small random start lets the energy's parameters train.
+    nn.init.normal_(net.head.weight, std=1e-2)
+    config = OptimizationConfig(steps=opts.steps, eval_steps=opts.eval_steps, lr=opts.lr, optimizer=opts.optimizer,
+                                unroll=opts.unroll)
+    return OptimizationCanonicalizer(group, FixedPointEnergy(net, group), config)
+
+
+@dataclass(frozen=True)
+class EscnnOptions:
+    """The escnn canonicalizer's regular fields per layer, kernel size and (continuous groups) the trunk's number of
+    rotations (None: see [`equivariant_canonicalizer`][equican.canon.equivariant.equivariant_canonicalizer])."""
+
+    channels: tuple[int, ...] = (8, 8)
+    kernel_size: int = 5
+    rotations: int | None = None
+
+
+@register_canonicalizer("escnn", options=EscnnOptions, exact=True)
+def _escnn(group: Group, in_channels: int, opts: EscnnOptions) -> Canonicalizer:
+    try:
+        from .equivariant import equivariant_canonicalizer  # escnn is optional: import it only when asked
+    except ImportError as exc:
+        raise ConfigError(f"canonicalizer 'escnn': needs the optional escnn package (pip install "
+                          f"'equican[escnn]'); importing it failed: {exc}") from None
+    return equivariant_canonicalizer(group, in_channels, channels=opts.channels, kernel_size=opts.kernel_size,
+                                     rotations=opts.rotations)
