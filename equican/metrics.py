@@ -28,6 +28,7 @@ import torch
 from torch import nn
 
 from . import validation as V
+from .modes import evaluating
 from .data.seeding import keyed_elements
 from .errors import ConfigError, DTypeError, ShapeError
 from .group import Group, make_group
@@ -52,10 +53,7 @@ def paper_invariance_group() -> Group:
 
 # ---------------------------------------------------------------------------------------------- plumbing
 def _require_group(group: object, *, where: str) -> Group:
-    if not isinstance(group, Group):
-        raise ConfigError(f"{where}: expected group to be an equican.Group (e.g. make_group(name, ...)), "
-                          f"got {type(group).__name__}")
-    return group
+    return V.require_group(group, where=where)
 
 
 def _model_device(model: Model, device: torch.device | str | None) -> torch.device | None:
@@ -66,21 +64,6 @@ def _model_device(model: Model, device: torch.device | str | None) -> torch.devi
         if first is not None:
             return first.device
     return None
-
-
-@contextlib.contextmanager
-def _evaluating(model: Model) -> Iterator[None]:
-    """Put an ``nn.Module`` (every submodule) in eval mode, restoring each one's training flag afterwards."""
-    if not isinstance(model, nn.Module):
-        yield
-        return
-    flags = [(m, m.training) for m in model.modules()]
-    model.eval()
-    try:
-        yield
-    finally:
-        for m, training in flags:
-            m.training = training
 
 
 def _batches(data: Data, batch_size: int, *, where: str) -> Iterator[tuple[torch.Tensor, ...]]:
@@ -140,7 +123,7 @@ def _transformed_pairs(model: Model, data: Data, group: Group, *, seed: int, bat
     V.require_int(seed, where=where, name="seed", low=0)
     device = _model_device(model, device)
     seen = 0
-    with _evaluating(model):
+    with evaluating(model):
         for batch in _batches(data, batch_size, where=where):
             x = _move(_entries(batch, 1, where=where, names="x")[0], device)
             V.require_batch_images(x, where=where, name="x")
@@ -180,7 +163,7 @@ def accuracy(model: Model, data: Data, *, batch_size: int = 256, device: torch.d
     where = "accuracy"
     device = _model_device(model, device)
     correct = []
-    with _evaluating(model):
+    with evaluating(model):
         for batch in _batches(data, batch_size, where=where):
             x, y = (_move(t, device) for t in _entries(batch, 2, where=where, names="x, y"))
             if y.ndim != 1 or y.shape[0] != x.shape[0]:
@@ -260,7 +243,7 @@ def local_scale_error(model: Model, data: Data, *, batch_size: int = 16, device:
     where = "local_scale_error"
     device = _model_device(model, device)
     errors = []
-    with _evaluating(model):
+    with evaluating(model):
         for batch in _batches(data, batch_size, where=where):
             reference, rescaled = (_move(t, device)
                                    for t in _entries(batch, 2, where=where, names="reference, rescaled"))
@@ -402,7 +385,7 @@ def canonical_spread(canonicalizer: Any, data: Data, *, border: int = 4, batch_s
     V.require_int(border, low=0, where=where, name="border")
     device = _model_device(canonicalizer, device)
     spreads = []
-    with _evaluating(canonicalizer):
+    with evaluating(canonicalizer):
         for batch in _batches(data, batch_size, where=where):
             x = _move(_entries(batch, 1, where=where, names="x")[0], device)
             if x.shape[0] < 2:

@@ -153,6 +153,9 @@ def _canon_stats(stats: dict[str, float], infos: list[dict[str, Any]]) -> None:
             stats[name] = float(torch.stack(values).mean())
 
 
+_Canonicalized = tuple["torch.Tensor | None", "torch.Tensor | None", dict, list]
+
+
 class _CanonicalizingObjective(Objective):
     """Shared by the input and latent canonicalization methods: stages, keyed elements ``k``, prior, regularizers."""
 
@@ -179,6 +182,32 @@ class _CanonicalizingObjective(Objective):
             gx = self.group.act(self.elements(x, index, epoch, _AUGMENT_STREAM), x)
         loss = F.cross_entropy(backbone(gx), y)
         return loss, {"ce": float(loss.detach()), "loss": float(loss.detach())}
+
+    def canonicalize(self, x: torch.Tensor, k: torch.Tensor | None, classify: bool) -> _Canonicalized:
+        """One pass of the model's canonicalization: ``(logits, canon_loss, stats, canons)``.
+
+        ``k`` (elements ``(B, *param_shape)``, or None) asks for the canonicalization loss under them
+        (``canon_loss``, a scalar; else None); ``classify`` for the logits ``(B, K)`` (else they may be None);
+        ``canons`` pairs each canonicalizer with its result.
+        """
+        raise NotImplementedError
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor, index: torch.Tensor,
+                epoch: int) -> tuple[torch.Tensor, dict[str, float]]:
+        stage = self.schedule.stage(epoch)
+        if stage == "backbone":
+            return self.backbone_step(self.model.model, x, y, index, epoch)
+        with_loss = stage == "canonicalizer" or bool(self.schedule.canon_weight)
+        k = self.elements(x, index, epoch, _CANON_STREAM) if with_loss else None
+        logits, canon_loss, stats, canons = self.canonicalize(x, k, classify=stage == "joint")
+        loss = x.new_zeros(())
+        if canon_loss is not None:
+            loss = canon_loss * (1.0 if stage == "canonicalizer" else self.schedule.canon_weight)
+        if stage == "joint":
+            ce = F.cross_entropy(logits, y)
+            loss = loss + ce
+            stats["ce"] = float(ce.detach())
+        return self.finish(loss, stats, canons)
 
     def finish(self, loss: torch.Tensor, stats: dict[str, float], canons: list[tuple[Canonicalizer, CanonResult]],
                ) -> tuple[torch.Tensor, dict[str, float]]:
@@ -208,25 +237,15 @@ class CanonicalizedObjective(_CanonicalizingObjective):
         schedule = CanonicalizationSchedule(canon_weight=0.0) if schedule is None else schedule
         super().__init__(Canonicalized(backbone, canonicalizer), canonicalizer.group, schedule, prior_weight, seed)
 
-    def forward(self, x: torch.Tensor, y: torch.Tensor, index: torch.Tensor,
-                epoch: int) -> tuple[torch.Tensor, dict[str, float]]:
-        canon, backbone = self.model.canonicalizer, self.model.model
-        stage = self.schedule.stage(epoch)
-        if stage == "backbone":
-            return self.backbone_step(backbone, x, y, index, epoch)
-        stats: dict[str, float] = {}
-        if stage == "canonicalizer" or self.schedule.canon_weight:
-            terms = canonicalization_loss(canon, x, self.elements(x, index, epoch, _CANON_STREAM), self.schedule.loss)
-            result = terms.result
-            stats.update(terms.stats())
-            loss = terms.loss.mean() * (1.0 if stage == "canonicalizer" else self.schedule.canon_weight)
+    def canonicalize(self, x: torch.Tensor, k: torch.Tensor | None, classify: bool) -> _Canonicalized:
+        canon = self.model.canonicalizer
+        if k is None:
+            result, canon_loss, stats = canon(x), None, {}
         else:
-            result, loss = canon(x), x.new_zeros(())
-        if stage == "joint":
-            ce = F.cross_entropy(backbone(result.x), y)
-            loss = loss + ce
-            stats["ce"] = float(ce.detach())
-        return self.finish(loss, stats, [(canon, result)])
+            terms = canonicalization_loss(canon, x, k, self.schedule.loss)
+            result, canon_loss, stats = terms.result, terms.loss.mean(), terms.stats()
+        logits = self.model.model(result.x) if classify else None
+        return logits, canon_loss, stats, [(canon, result)]
 
 
 class LatentObjective(_CanonicalizingObjective):
@@ -246,24 +265,13 @@ class LatentObjective(_CanonicalizingObjective):
         group = next(iter(model.canonicalizers.values())).group
         super().__init__(model, group, schedule, prior_weight, seed)
 
-    def forward(self, x: torch.Tensor, y: torch.Tensor, index: torch.Tensor,
-                epoch: int) -> tuple[torch.Tensor, dict[str, float]]:
-        stage = self.schedule.stage(epoch)
-        if stage == "backbone":
-            return self.backbone_step(self.model.model, x, y, index, epoch)
-        stats: dict[str, float] = {}
-        loss = x.new_zeros(())
-        if stage == "canonicalizer" or self.schedule.canon_weight:
-            k = self.elements(x, index, epoch, _CANON_STREAM)
+    def canonicalize(self, x: torch.Tensor, k: torch.Tensor | None, classify: bool) -> _Canonicalized:
+        if k is None:
+            logits, results = self.model.forward_canon(x)
+            canon_loss, stats = None, {}
+        else:
             logits, results, terms = self.model.forward_canonicalization(x, k, self.schedule.loss)
             canon_loss = torch.stack([t.loss.mean() for t in terms.values()]).sum()
-            stats["canon"] = float(canon_loss.detach())
-            loss = canon_loss * (1.0 if stage == "canonicalizer" else self.schedule.canon_weight)
-        else:
-            logits, results = self.model.forward_canon(x)
-        if stage == "joint":
-            ce = F.cross_entropy(logits, y)
-            loss = loss + ce
-            stats["ce"] = float(ce.detach())
-        canons = [(self.model.canonicalizers[str(k)], r) for k, r in results.items()]
-        return self.finish(loss, stats, canons)
+            stats = {"canon": float(canon_loss.detach())}
+        canons = [(self.model.canonicalizers[str(p)], r) for p, r in results.items()]
+        return logits, canon_loss, stats, canons

@@ -10,10 +10,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import torch
 
 from .errors import ConfigError, DeviceError, DTypeError, NonFiniteError, ShapeError
+
+if TYPE_CHECKING:  # equican.group imports this module; require_group imports the class when it runs
+    from .group import Group
 
 FLOAT_DTYPES = (torch.float32, torch.float64)
 
@@ -151,3 +155,13 @@ def did_you_mean(name: object, known: Sequence[str]) -> str:
 
     close = difflib.get_close_matches(str(name), list(known), n=1)
     return f"; did you mean {close[0]!r}?" if close else ""
+
+
+def require_group(group: object, *, where: str) -> Group:
+    """``group`` if it is an [`equican.Group`][equican.group.Group] instance, else a ConfigError."""
+    from .group import Group
+
+    if not isinstance(group, Group):
+        raise ConfigError(f"{where}: expected group to be an equican.Group instance (e.g. make_group(name)), "
+                          f"got {type(group).__name__}")
+    return group

@@ -210,7 +210,7 @@ def test_invalid_constructor_values(name, kwargs):
 # ---------------------------------------------------------------------------------------------- testing toolkit
 def test_toolkit_rejects_bad_arguments():
     rotation = make_group("rotation")
-    with pytest.raises(ConfigError, match="expected an equican.Group instance, got str"):
+    with pytest.raises(ConfigError, match="expected group to be an equican.Group instance .*got str"):
         check_group_laws("rotation")  # type: ignore[arg-type]
     with pytest.raises(ConfigError, match="expected a law name among identity, inverse"):
         run_law("commutativity", rotation)

@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from .. import validation as V
-from ..errors import ConfigError, ConvergenceWarning, DeviceError, DTypeError, ShapeError
+from ..errors import ConfigError, DeviceError, DTypeError, ShapeError
 from ..group import Group
 
 __all__ = ["CanonResult", "Canonicalizer", "IdentityCanonicalizer"]
@@ -86,9 +86,7 @@ class Canonicalizer(nn.Module, abc.ABC):
 
     def __init__(self, group: Group) -> None:
         super().__init__()
-        if not isinstance(group, Group):
-            raise ConfigError(f"{type(self).__name__}: expected group to be an equican.Group, "
-                              f"got {type(group).__name__}")
+        V.require_group(group, where=type(self).__name__)
         if group.discrete and len(group.unconstrained_shape) != 1:
             raise ConfigError(f"{type(self).__name__}: expected a discrete group with one score per element "
                               f"(unconstrained shape (n,)), got unconstrained shape {group.unconstrained_shape}")

@@ -213,8 +213,7 @@ class FixedPointEnergy(nn.Module):
 
     def __init__(self, net: nn.Module, group: Group) -> None:
         super().__init__()
-        if not isinstance(group, Group):
-            raise ConfigError(f"FixedPointEnergy: expected group to be an equican.Group, got {type(group).__name__}")
+        V.require_group(group, where="FixedPointEnergy")
         self.net, self.group = net, group
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

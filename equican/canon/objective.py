@@ -39,7 +39,6 @@ stays one forward call (as ``DistributedDataParallel`` requires).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 

@@ -172,8 +172,7 @@ def make_canonicalizer(kind: str, group: Group, in_channels: int | None = None,
     """
     spec = canonicalizer_kind(kind)
     where = f"canonicalizer {spec.name!r}"
-    if not isinstance(group, Group):
-        raise ConfigError(f"{where}: expected group to be an equican.Group, got {type(group).__name__}")
+    V.require_group(group, where=where)
     opts = spec.parse(options, where=where)
     if spec.needs_channels:
         if in_channels is None:

@@ -79,10 +79,8 @@ Limitations:
 * A group that changes a feature map's shape (rotations by ±90° of a non-square grid) cannot map it back; the
   group's ``act`` raises.
 
-The package, by job: [`blocks`][equican.latent.blocks] finds the insertion points and the layout,
-[`probe`][equican.latent.probe] runs the dry forward pass, [`layout`][equican.latent.layout] converts features to
-images and back, [`wrapper`][equican.latent.wrapper] holds the hooks, [`create`][equican.latent.create] builds from a
-timm name. Canonicalizers are built by kind through the registry
+The package, by job: ``blocks`` finds the insertion points and the layout, ``probe`` runs the dry forward pass,
+``layout`` converts features to images and back, ``wrapper`` holds the hooks, ``create`` builds from a timm name. Canonicalizers are built by kind through the registry
 ([`make_canonicalizer`][equican.canon.registry.make_canonicalizer]).
 """
 

@@ -15,7 +15,7 @@ from .blocks import _num_prefix_tokens, _patch_embed
 
 def to_image(features: torch.Tensor, layout: str, model: nn.Module, image: torch.Tensor | None, where: str,
              role: str) -> tuple[torch.Tensor, Any]:
-    """``(B, C, H, W)`` view of block features in ``layout``, and the context [`from_image`][equican.latent.layout.from_image]
+    """``(B, C, H, W)`` view of block features in ``layout``, and the context ``from_image``
     needs to undo it (the prefix tokens of a token layout). ``image`` is the call's input image (for a dynamic token
     grid), or None; ``role`` names the features in errors (``"input"``/``"output"``)."""
     if layout == "tokens":
@@ -32,7 +32,7 @@ def to_image(features: torch.Tensor, layout: str, model: nn.Module, image: torch
 
 
 def from_image(image: torch.Tensor, layout: str, context: Any) -> torch.Tensor:
-    """The inverse of [`to_image`][equican.latent.layout.to_image]: ``(B, C, H, W)`` back to ``layout``."""
+    """The inverse of ``to_image``: ``(B, C, H, W)`` back to ``layout``."""
     if layout == "tokens":
         return torch.cat([context, image.permute(0, 2, 3, 1).flatten(1, 2)], dim=1)  # flatten: B may be 0
     return image.permute(0, 2, 3, 1) if layout == "NHWC" else image

@@ -10,6 +10,7 @@ from torch import nn
 
 from .. import validation as V
 from ..errors import ConfigError
+from ..modes import evaluating
 from .blocks import _patch_embed
 
 class _StopProbe(Exception):
@@ -66,18 +67,14 @@ def _probe_shapes(model: nn.Module, modules: Sequence[nn.Module], points: Sequen
         return hook
 
     handles = [modules[k].register_forward_pre_hook(capture(k), with_kwargs=True) for k in points]
-    modes = {m: m.training for m in model.modules()}
-    model.eval()  # no BatchNorm statistics update, no dropout
     try:
-        with torch.no_grad():
+        with evaluating(model), torch.no_grad():
             model(example)
     except _StopProbe:
         pass
     finally:
         for handle in handles:
             handle.remove()
-        for m, mode in modes.items():
-            m.training = mode
     missing = [k for k in points if k not in shapes]
     if missing:
         raise ConfigError(f"{where}: a forward pass of a {V.fmt_shape(example.shape)} input never called the "

@@ -30,8 +30,7 @@ def _prepare(fn: object, group: object, x: torch.Tensor, g: torch.Tensor | None,
     """Validate the common arguments and return the element batch ``g: (B, *param_shape)`` to test with."""
     if not callable(fn):
         raise ConfigError(f"{where}: expected fn to be callable, got {type(fn).__name__}")
-    if not isinstance(group, Group):
-        raise ConfigError(f"{where}: expected an equican.Group instance, got {type(group).__name__}")
+    V.require_group(group, where=where)
     V.require_batch_images(x, where=where, name="x")
     if g is None:
         if generator is None:

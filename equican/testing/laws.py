@@ -382,9 +382,7 @@ slower gradcheck)."""
 
 # ---------------------------------------------------------------------------------------------- entry points
 def _require_group(group: object, where: str) -> Group:
-    if not isinstance(group, Group):
-        raise ConfigError(f"{where}: expected an equican.Group instance, got {type(group).__name__}")
-    return group
+    return V.require_group(group, where=where)
 
 
 def _run(name: str, group: Group, setup: LawSetup) -> list[LawResult]:

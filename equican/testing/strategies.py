@@ -24,7 +24,6 @@ import torch
 from hypothesis import strategies as st
 
 from .. import validation as V
-from ..errors import ConfigError
 from ..group import Group
 from .images import band_limited_images, check_image_request, white_noise_images
 
@@ -55,8 +54,7 @@ def elements(group: Group, *, max_batch: int = 4, dtype: torch.dtype = torch.flo
     Hypothesis draws a seed and ``B``; the group samples with ``torch.Generator(device).manual_seed(seed)``, so the
     elements follow the group's own distribution (its configured strength).
     """
-    if not isinstance(group, Group):
-        raise ConfigError(f"elements: expected an equican.Group instance, got {type(group).__name__}")
+    V.require_group(group, where="elements")
     return st.builds(lambda seed, batch: group.sample(batch, generator=_generator(seed, device), device=device,
                                                       dtype=dtype),
                      seeds(), batch_sizes(max_batch))
