@@ -380,6 +380,19 @@ first registry lookup, so its groups are known to [`make_group`][equican.group.m
 command and the registry-parametrized tests, like the built-in ones."""
 
 
+def load_plugins(entry_point_group: str, what: str) -> None:
+    """Import every installed module declared under ``entry_point_group`` (e.g. ``"equican.groups"``); a module that
+    fails to import is skipped with an [`EquicanWarning`][equican.errors.EquicanWarning] naming it (``what``: the
+    word for its entries in that message, e.g. ``"group"``)."""
+    for entry in importlib.metadata.entry_points(group=entry_point_group):
+        try:
+            entry.load()
+        except Exception as exc:  # a broken plugin must not take the built-in ones down with it
+            warnings.warn(EquicanWarning(
+                f"equican: skipped the {what} plugin {entry.name!r} ({entry.value}): importing it raised "
+                f"{type(exc).__name__}: {exc}"), stacklevel=4)
+
+
 def _load_builtins() -> None:
     # The core never imports concrete groups at module load; the first registry lookup does, once: the built-in
     # package, then every installed plugin module.
@@ -387,13 +400,7 @@ def _load_builtins() -> None:
     if not _BUILTINS_LOADED:
         _BUILTINS_LOADED = True
         importlib.import_module("equican_groups")
-        for entry in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
-            try:
-                entry.load()
-            except Exception as exc:  # a broken plugin must not take the built-in groups down with it
-                warnings.warn(EquicanWarning(
-                    f"equican: skipped the group plugin {entry.name!r} ({entry.value}): importing it raised "
-                    f"{type(exc).__name__}: {exc}"), stacklevel=3)
+        load_plugins(ENTRY_POINT_GROUP, "group")
 
 
 def list_groups() -> list[str]:

@@ -21,7 +21,8 @@ def build_mine(group, in_channels, opts):
 ```
 
 The built-in kinds ([`equican.canon.kinds`][equican.canon.kinds]) are registered on the first lookup, so that
-``import equican`` imports neither torchdeq nor escnn.
+``import equican`` imports neither torchdeq nor escnn; so are the kinds of installed packages, through the entry-point
+group [`ENTRY_POINT_GROUP`][equican.canon.registry.ENTRY_POINT_GROUP] (``"equican.canonicalizers"``).
 """
 
 from __future__ import annotations
@@ -35,11 +36,11 @@ from typing import Any
 
 from .. import validation as V
 from ..errors import ConfigError, EquicanWarning, RegistrationError, UnknownNameError
-from ..group import Group
+from ..group import Group, load_plugins
 from .base import Canonicalizer
 
 __all__ = ["CanonicalizerKind", "NoOptions", "register_canonicalizer", "canonicalizer_kind", "list_canonicalizers",
-           "make_canonicalizer"]
+           "make_canonicalizer", "ENTRY_POINT_GROUP"]
 
 
 @dataclass(frozen=True)
@@ -86,6 +87,10 @@ _KINDS: dict[str, CanonicalizerKind] = {}
 _ALIASES: dict[str, str] = {}
 _BUILTINS = "equican.canon.kinds"
 _BUILTINS_LOADED = False
+ENTRY_POINT_GROUP = "equican.canonicalizers"
+"""The entry-point group through which installed packages register canonicalizer kinds: a package that declares
+``[project.entry-points."equican.canonicalizers"] mine = "my_package.canon"`` has ``my_package.canon`` imported on
+the first lookup of a kind, so ``equican train --method mine`` finds it."""
 
 
 def register_canonicalizer(name: str, *, options: type = NoOptions, needs_channels: bool = True,
@@ -131,6 +136,7 @@ def _load_builtins() -> None:
     if not _BUILTINS_LOADED:
         _BUILTINS_LOADED = True
         importlib.import_module(_BUILTINS)
+        load_plugins(ENTRY_POINT_GROUP, "canonicalizer")
 
 
 def list_canonicalizers() -> list[str]:
