@@ -22,7 +22,7 @@ The methods (``MethodConfig.name``) and their options (``MethodConfig.options``)
   group: ``cyclic``, ``rotation``, ``o2`` or ``dihedral``) and ``identity``. Options: the kind's own (see
   [`equican.canon.kinds`][equican.canon.kinds]) and the canonicalization options below. A kind registered with
   [`register_canonicalizer`][equican.canon.registry.register_canonicalizer] becomes a method the same way.
-* ``latent``: latent canonicalization ([`LatentCanonicalized`][equican.latent.LatentCanonicalized]): one
+* ``latent``: latent canonicalization ([`LatentCanonicalized`][equican.latent.wrapper.LatentCanonicalized]): one
   canonicalizer per chosen block of the backbone (a timm model, or the package's ``cnn``/``vit``), plus
   ``prior_weight`` times the sum of every insertion point's prior. Options: ``at`` (block indices, default ``(0,)``),
   ``canonicalizer`` (any registered kind), ``canonicalizer_input`` (``latent`` or
@@ -106,7 +106,7 @@ class CanonicalizationOptions:
 @dataclass(frozen=True)
 class LatentOptions(CanonicalizationOptions):
     """Insertion points and canonicalizers of ``latent`` (see
-    [`LatentCanonicalized`][equican.latent.LatentCanonicalized]), and how they are trained. ``channels`` and
+    [`LatentCanonicalized`][equican.latent.wrapper.LatentCanonicalized]), and how they are trained. ``channels`` and
     ``canonicalizer_options`` are the kinds' options (``channels`` is the update network's widths)."""
 
     at: int | tuple[int, ...] = (0,)

@@ -335,14 +335,14 @@ def canonicalization_error(canonicalizer: Any, data: Data, group: Group | None =
 
     Per sample, the absolute difference of the two canonical inputs is averaged over channels and the pixels at least
     ``border`` from the edge (where the action resamples from outside the image). For the
-    [`IdentityCanonicalizer`][equican.canon.IdentityCanonicalizer] it is ``|act(k, x) − x|``, the baseline that a
+    [`IdentityCanonicalizer`][equican.canon.base.IdentityCanonicalizer] it is ``|act(k, x) − x|``, the baseline that a
     canonicalizer should bring down; an exactly invariant canonicalizer scores 0.
 
     A canonicalizer that maps every input to one blank image scores 0 as well: read this number together with
     [`canonical_spread`][equican.metrics.canonical_spread], which is 0 for such a collapse.
 
     Args:
-        canonicalizer: a [`Canonicalizer`][equican.canon.Canonicalizer] (any callable returning a result with ``x``).
+        canonicalizer: a [`Canonicalizer`][equican.canon.base.Canonicalizer] (any callable returning a result with ``x``).
         data: batches whose first entry is ``x (B, C, H, W)``.
         group: the sampler of ``k`` (default: the canonicalizer's own group).
         seed: the ``n``-th sample's ``k`` is drawn from ``index_generator(seed, n)``.
@@ -402,7 +402,7 @@ def solver_statistics(model: Any) -> Iterator[dict[str, list[torch.Tensor]]]:
     Yields a dict that fills with one tensor per canonicalizer call: ``"converged"`` (bool, ``(B,)``) and
     ``"residual"`` (the residual of the returned iterate, ``(B,)``), for the kinds that report them (the DEQ). Works
     for a canonicalized model, a latent timm wrapper, or a canonicalizer itself (forward hooks on every
-    [`Canonicalizer`][equican.canon.Canonicalizer] submodule).
+    [`Canonicalizer`][equican.canon.base.Canonicalizer] submodule).
     """
     from .canon import Canonicalizer
 

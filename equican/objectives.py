@@ -84,6 +84,8 @@ class Augmented(_GroupObjective):
 
     def forward(self, x: torch.Tensor, y: torch.Tensor, index: torch.Tensor,
                 epoch: int) -> tuple[torch.Tensor, dict[str, float]]:
+        """The loss of one batch, as [`Objective.forward`][equican.objectives.Objective.forward]: ``x (B, C, H, W)``,
+        ``y (B,)``, ``index (B,)`` -> ``(loss, stats)`` with a scalar loss."""
         with torch.no_grad():
             gx = self.transformed(x, index, epoch)
         loss = F.cross_entropy(self.model(gx), y)
@@ -104,6 +106,8 @@ class InvarianceRegularized(_GroupObjective):
 
     def forward(self, x: torch.Tensor, y: torch.Tensor, index: torch.Tensor,
                 epoch: int) -> tuple[torch.Tensor, dict[str, float]]:
+        """The loss of one batch, as [`Objective.forward`][equican.objectives.Objective.forward]: ``x (B, C, H, W)``,
+        ``y (B,)``, ``index (B,)`` -> ``(loss, stats)`` with a scalar loss."""
         with torch.no_grad():
             gx = self.transformed(x, index, epoch)
         logits, logits_g = self.model(torch.cat([x, gx])).chunk(2)
@@ -238,6 +242,8 @@ class CanonicalizedObjective(_CanonicalizingObjective):
         super().__init__(Canonicalized(backbone, canonicalizer), canonicalizer.group, schedule, prior_weight, seed)
 
     def canonicalize(self, x: torch.Tensor, k: torch.Tensor | None, classify: bool) -> _Canonicalized:
+        """The canonicalizer on ``x (B, C, H, W)`` (with its canonicalization loss under ``k (B, *param_shape)``
+        when given) and the backbone's logits ``(B, K)`` on the canonical input when ``classify``."""
         canon = self.model.canonicalizer
         if k is None:
             result, canon_loss, stats = canon(x), None, {}
@@ -249,7 +255,7 @@ class CanonicalizedObjective(_CanonicalizingObjective):
 
 
 class LatentObjective(_CanonicalizingObjective):
-    """Cross-entropy of a [`LatentCanonicalized`][equican.latent.LatentCanonicalized] model by stages, plus
+    """Cross-entropy of a [`LatentCanonicalized`][equican.latent.wrapper.LatentCanonicalized] model by stages, plus
     ``canon_weight`` times the sum over its insertion points of the canonicalization loss (on what each point's
     canonicalizer reads), the priors and the kinds' regularizers.
 
@@ -266,6 +272,8 @@ class LatentObjective(_CanonicalizingObjective):
         super().__init__(model, group, schedule, prior_weight, seed)
 
     def canonicalize(self, x: torch.Tensor, k: torch.Tensor | None, classify: bool) -> _Canonicalized:
+        """One forward call of the wrapper on ``x (B, C, H, W)``: logits ``(B, K)``, every insertion point's result,
+        and (``k (B, *param_shape)`` given) the sum over points of their canonicalization losses."""
         if k is None:
             logits, results = self.model.forward_canon(x)
             canon_loss, stats = None, {}

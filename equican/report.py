@@ -123,7 +123,7 @@ def canonical_forms_figure(canonicalizer: torch.nn.Module, images: torch.Tensor,
     """A grid: each input beside its canonical form under ``canonicalizer``.
 
     Args:
-        canonicalizer: a [`Canonicalizer`][equican.canon.Canonicalizer] (its ``forward(x).x`` is the canonical form).
+        canonicalizer: a [`Canonicalizer`][equican.canon.base.Canonicalizer] (its ``forward(x).x`` is the canonical form).
         images: ``(K, V, C, H, W)``: ``K`` samples (columns), each in ``V`` versions (e.g. the same composite at
             different scales); every version gets a row of inputs and a row of canonical forms below it, so a
             canonicalizer that works makes the canonical rows of one sample look alike.

@@ -19,7 +19,8 @@ from equican import make_group
 from equican.canon import Canonicalizer, DEQCanonicalizer, IdentityCanonicalizer
 from equican.config import MethodConfig
 from equican.errors import ConfigError, ConvergenceWarning, UnknownNameError
-from equican.latent import LatentCanonicalized, create_model, find_blocks, make_canonicalizer
+from equican.canon import make_canonicalizer
+from equican.latent import LatentCanonicalized, create_model, find_blocks
 from equican.methods import LatentObjective, build_objective
 from equican.models import SmallCNN, build_model
 

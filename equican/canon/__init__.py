@@ -1,10 +1,10 @@
 """Canonicalizers: networks and solvers that predict, for each input, the group element that canonicalizes it.
 
-Every kind shares one interface, [`Canonicalizer`][equican.canon.Canonicalizer]: ``forward(x)`` returns a
-[`CanonResult`][equican.canon.CanonResult] holding the canonical input ``act(inverse(g), x)``, the element ``g`` and
+Every kind shares one interface, [`Canonicalizer`][equican.canon.base.Canonicalizer]: ``forward(x)`` returns a
+[`CanonResult`][equican.canon.base.CanonResult] holding the canonical input ``act(inverse(g), x)``, the element ``g`` and
 solver statistics. The kinds differ only in how they find ``g``:
 
-* [`IdentityCanonicalizer`][equican.canon.IdentityCanonicalizer]: ``g = e`` (the baseline without canonicalization).
+* [`IdentityCanonicalizer`][equican.canon.base.IdentityCanonicalizer]: ``g = e`` (the baseline without canonicalization).
 * [`DirectCanonicalizer`][equican.canon.direct.DirectCanonicalizer]: one pass of an update network (the "no fixed point"
   ablation).
 * [`DEQCanonicalizer`][equican.canon.deq.DEQCanonicalizer]: the fixed point of that update, solved with torchdeq (the
@@ -27,8 +27,8 @@ Convention:
     The canonical input then carries a straight-through gradient: its value is the action of the arg-max element, its
     gradient that of the softmax-weighted mixture of all ``n`` actions, so that the scores can be trained.
 
-Nothing is stored on the module between calls; the caller keeps the [`CanonResult`][equican.canon.CanonResult] to map
-outputs back ([`Canonicalizer.uncanonicalize`][equican.canon.Canonicalizer.uncanonicalize], used by
+Nothing is stored on the module between calls; the caller keeps the [`CanonResult`][equican.canon.base.CanonResult] to map
+outputs back ([`Canonicalizer.uncanonicalize`][equican.canon.base.Canonicalizer.uncanonicalize], used by
 [`Canonicalized`][equican.canon.wrapper.Canonicalized]).
 """
 

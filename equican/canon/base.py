@@ -38,7 +38,7 @@ class CanonResult:
         info: solver statistics (tensors of leading size ``B`` or plain numbers); keys depend on the kind.
         h: the canonicalizing elements as the canonicalizer found them, ``(B, *group.param_shape)``: ``x`` is exactly
             ``act(h, input)`` and ``g = inverse(h)``.
-            [`Canonicalizer.uncanonicalize`][equican.canon.Canonicalizer.uncanonicalize] maps outputs back through
+            [`Canonicalizer.uncanonicalize`][equican.canon.base.Canonicalizer.uncanonicalize] maps outputs back through
             ``group.act_inverse(h, ·)``, which is more accurate than ``act(g, ·)`` for groups whose inverse is
             approximate. None for a result made without it (then ``g`` is used).
 
@@ -74,7 +74,7 @@ class CanonResult:
 
 
 class Canonicalizer(nn.Module, abc.ABC):
-    """Base class of every canonicalizer: subclasses write [`solve`][equican.canon.Canonicalizer.solve].
+    """Base class of every canonicalizer: subclasses write [`solve`][equican.canon.base.Canonicalizer.solve].
 
     Args:
         group: the group whose elements are predicted.
@@ -101,7 +101,7 @@ class Canonicalizer(nn.Module, abc.ABC):
 
         Returns:
             ``(z, info)``: ``z`` of shape ``(B, *group.unconstrained_shape)`` with ``from_unconstrained(z) = g⁻¹``,
-            and the solver statistics for [`CanonResult.info`][equican.canon.CanonResult].
+            and the solver statistics for [`CanonResult.info`][equican.canon.base.CanonResult].
         """
 
     def forward(self, x: torch.Tensor) -> CanonResult:
@@ -111,7 +111,7 @@ class Canonicalizer(nn.Module, abc.ABC):
             x: inputs of shape ``(B, C, H, W)``, float32 or float64, finite, of the parameters' dtype.
 
         Returns:
-            [`CanonResult`][equican.canon.CanonResult] with ``x: (B, C, H, W)``, ``g: (B, *param_shape)`` and the kind's
+            [`CanonResult`][equican.canon.base.CanonResult] with ``x: (B, C, H, W)``, ``g: (B, *param_shape)`` and the kind's
             ``info``.
 
         Raises:
@@ -174,7 +174,7 @@ class Canonicalizer(nn.Module, abc.ABC):
         for groups with an exact inverse the two agree to rounding.
 
         Args:
-            result: what [`forward`][equican.canon.Canonicalizer.forward] returned for the input.
+            result: what [`forward`][equican.canon.base.Canonicalizer.forward] returned for the input.
             y: outputs on the canonical input's grid, ``(B, C', H, W)``.
 
         Returns:
@@ -235,7 +235,7 @@ class Canonicalizer(nn.Module, abc.ABC):
     def check_input(self, x: torch.Tensor, *, where: str) -> None:
         """Validate an input batch: ``(B, C, H, W)``, float32/float64, finite, on the parameters' dtype/device, with
         the channels the network reads (see
-        [`expected_channels`][equican.canon.Canonicalizer.expected_channels])."""
+        [`expected_channels`][equican.canon.base.Canonicalizer.expected_channels])."""
         V.require_batch_images(x, where=where, name="x")
         channels = self.expected_channels()
         if channels is not None and x.shape[1] != channels:

@@ -85,7 +85,7 @@ class DEQConfig:
         backward_max_iter: iteration cap of the adjoint solve.
         backward_tol: residual tolerance of the adjoint solve.
         jacobian_weight: weight of torchdeq's Jacobian regularization (``‖∂f/∂z‖_F²`` at the fixed point, estimated
-            with one random vector), returned by [`regularizer`][equican.canon.Canonicalizer.regularizer] in training
+            with one random vector), returned by [`regularizer`][equican.canon.base.Canonicalizer.regularizer] in training
             mode; 0 turns it off and skips its cost (one more update evaluation and its double backward).
         residual_weight: weight of the squared residual ``‖f(z) − z‖²`` of the returned iterate, with gradient through
             the update map: it trains the map to make the solver's answer a true fixed point (the network then

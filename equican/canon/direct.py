@@ -93,7 +93,7 @@ class UpdateCanonicalizer(Canonicalizer):
 
         The group's members are called unchecked: ``x`` was validated at the public entry point, and ``z`` comes
         from the solver. A ``z`` whose element is not finite acts as the identity
-        ([`elements`][equican.canon.Canonicalizer.elements]), so the group's own code never meets a NaN mid-solve; the
+        ([`elements`][equican.canon.base.Canonicalizer.elements]), so the group's own code never meets a NaN mid-solve; the
         DEQ flags such inputs through its residual, measured on the raw ``z``.
         """
         u = self.group.unchecked

@@ -48,7 +48,7 @@ class EquivariantCanonicalizer(Canonicalizer):
     correspondingly rotated element and the canonical input is exactly the same: on square images, with a group
     whose action is exact (rot90 for n dividing 4), the canonicalizer is invariant to rounding error (ties in the
     scores aside). Gradients reach the network through the straight-through estimator of
-    [`Canonicalizer`][equican.canon.Canonicalizer] (discrete groups).
+    [`Canonicalizer`][equican.canon.base.Canonicalizer] (discrete groups).
 
     The group must be discrete with a score chart ``(n,)`` whose ``i``-th score selects the rotation by ``2πi/n``
     (counter-clockwise on screen, as ``torch.rot90``), which is how the cyclic rotation group is written.

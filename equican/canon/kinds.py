@@ -3,7 +3,7 @@ lookup. Each is also a training method of the same name (``equican train --metho
 
 | kind | builds | options |
 | --- | --- | --- |
-| ``identity`` | [`IdentityCanonicalizer`][equican.canon.IdentityCanonicalizer] | none |
+| ``identity`` | [`IdentityCanonicalizer`][equican.canon.base.IdentityCanonicalizer] | none |
 | ``direct`` | [`DirectCanonicalizer`][equican.canon.direct.DirectCanonicalizer] | [`UpdateOptions`][equican.canon.kinds.UpdateOptions] |
 | ``dec`` (alias ``deq``) | [`DEQCanonicalizer`][equican.canon.deq.DEQCanonicalizer] | [`DECOptions`][equican.canon.kinds.DECOptions] |
 | ``optimization`` | [`OptimizationCanonicalizer`][equican.canon.optimize.OptimizationCanonicalizer] | [`OptimizationOptions`][equican.canon.kinds.OptimizationOptions] |

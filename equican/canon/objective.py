@@ -115,7 +115,7 @@ def split_result(result: CanonResult, batch: int) -> tuple[CanonResult, CanonRes
     """Split a result of ``2B`` inputs into the results of its first and last ``B``.
 
     Args:
-        result: a [`CanonResult`][equican.canon.CanonResult] with ``h`` for ``2B`` inputs.
+        result: a [`CanonResult`][equican.canon.base.CanonResult] with ``h`` for ``2B`` inputs.
         batch: ``B``.
 
     Returns:
@@ -138,7 +138,7 @@ def canonicalization_loss(canonicalizer: Canonicalizer, x: torch.Tensor, k: torc
     """The canonicalization loss of ``canonicalizer`` on ``x`` under the elements ``k`` (see the module docstring).
 
     Args:
-        canonicalizer: any [`Canonicalizer`][equican.canon.Canonicalizer] whose result carries ``h`` (every built-in
+        canonicalizer: any [`Canonicalizer`][equican.canon.base.Canonicalizer] whose result carries ``h`` (every built-in
             kind).
         x: inputs ``(B, C, H, W)``.
         k: one group element per input, ``(B, *group.param_shape)``, e.g. ``group.sample(B, generator=...)``; treated

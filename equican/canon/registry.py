@@ -4,7 +4,7 @@ builds a group.
 A *kind* is a builder ``build(group, in_channels, options) -> Canonicalizer`` and a frozen dataclass of its options
 (the fields are the accepted option names, their defaults the kind's defaults). Registering one makes it known
 everywhere a canonicalizer is chosen by name: [`make_canonicalizer`][equican.canon.registry.make_canonicalizer], the
-``canonicalizer`` argument of [`LatentCanonicalized`][equican.latent.LatentCanonicalized], the training methods
+``canonicalizer`` argument of [`LatentCanonicalized`][equican.latent.wrapper.LatentCanonicalized], the training methods
 (every kind is also a method of that name, ``equican train --method <kind>``) and ``equican list``:
 
 ```python

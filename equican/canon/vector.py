@@ -67,7 +67,7 @@ class VectorFieldCanonicalizer(Canonicalizer):
       shape ``(B, 2)``, the mirror ``u_x ↦ -u_x`` applied first);
     * for a discrete group (``group.discrete``), the element of the group nearest to that ``g`` (same ``d``, nearest
       angle), through scores ``(B, n)`` linear in ``v``, so the straight-through gradient of
-      [`Canonicalizer`][equican.canon.Canonicalizer] trains the trunk.
+      [`Canonicalizer`][equican.canon.base.Canonicalizer] trains the trunk.
 
     If the trunk is equivariant, ``v(act(k, x)) = ρ(k) v(x)`` (likewise ``w``), so ``s(act(k, x)) = det(k) s(x)``,
     ``g(act(k, x)) = k g(x)`` and the canonical input is invariant. ``symmetrize=True`` averages ``v`` and ``w``

@@ -19,12 +19,12 @@ class Canonicalized(nn.Module):
 
     ``invariant``: ``y = model(act(g⁻¹, x))``; any output shape. ``equivariant``: ``y = act(g, model(act(g⁻¹, x)))`` for
     dense outputs ``(B, C', H, W)`` on the input's grid (segmentation maps, feature maps), mapped back with
-    [`uncanonicalize`][equican.canon.Canonicalizer.uncanonicalize] (the group's inverse action of the canonicalizing
+    [`uncanonicalize`][equican.canon.base.Canonicalizer.uncanonicalize] (the group's inverse action of the canonicalizing
     element).
 
     Args:
         model: the network to wrap.
-        canonicalizer: a [`Canonicalizer`][equican.canon.Canonicalizer].
+        canonicalizer: a [`Canonicalizer`][equican.canon.base.Canonicalizer].
         output: ``"invariant"`` or ``"equivariant"``.
 
     Shapes:

@@ -1,7 +1,7 @@
 """Latent canonicalization: canonicalize -> block -> uncanonicalize around chosen blocks of a timm model.
 
 The paper's key move (Rahman et al., ICCV 2025) is to canonicalize intermediate feature maps, not only the input.
-[`LatentCanonicalized`][equican.latent.LatentCanonicalized] does it for any timm model without copying any
+[`LatentCanonicalized`][equican.latent.wrapper.LatentCanonicalized] does it for any timm model without copying any
 architecture's forward pass: it registers a forward pre-hook and a forward hook on each chosen block (stage), and at
 insertion point ``k`` the features go
 
@@ -10,7 +10,7 @@ features f → canonical features act(h_k, f) → block k → act(g_k, ·)
 ```
 
 with ``h_k = g_k⁻¹`` the canonicalizing element; the last step
-([`uncanonicalize`][equican.canon.Canonicalizer.uncanonicalize]) is switchable per point.
+([`uncanonicalize`][equican.canon.base.Canonicalizer.uncanonicalize]) is switchable per point.
 
 The element goes from the pre-hook to the post-hook of the same block call through a per-call record that is
 created when the call starts and dropped when it ends: nothing is kept between calls. Because only hooks are added,
@@ -79,16 +79,14 @@ Limitations:
 * A group that changes a feature map's shape (rotations by ±90° of a non-square grid) cannot map it back; the
   group's ``act`` raises.
 
-The package, by job: ``blocks`` finds the insertion points and the layout, ``probe`` runs the dry forward pass,
-``layout`` converts features to images and back, ``wrapper`` holds the hooks, ``create`` builds from a timm name. Canonicalizers are built by kind through the registry
+The package, by job: ``blocks`` finds the insertion points and the layout, ``_probe`` runs the dry forward pass,
+``_layout`` converts features to images and back, ``wrapper`` holds the hooks, ``create`` builds from a timm name.
+Canonicalizers are built by kind through the registry
 ([`make_canonicalizer`][equican.canon.registry.make_canonicalizer]).
 """
 
-from ..canon.kinds import REDUCE_CHANNELS
-from ..canon.registry import make_canonicalizer
 from .blocks import INPUTS, LAYOUTS, find_blocks
 from .create import create_model
 from .wrapper import LatentCanonicalized
 
-__all__ = ["LatentCanonicalized", "create_model", "make_canonicalizer", "find_blocks", "LAYOUTS", "INPUTS",
-           "REDUCE_CHANNELS"]
+__all__ = ["LatentCanonicalized", "create_model", "find_blocks", "LAYOUTS", "INPUTS"]

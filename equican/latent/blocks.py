@@ -12,7 +12,7 @@ from ..errors import ConfigError
 __all__ = ["find_blocks", "LAYOUTS", "INPUTS"]
 
 LAYOUTS = ("tokens", "NHWC", "NCHW")
-"""The feature layouts [`LatentCanonicalized`][equican.latent.LatentCanonicalized] handles."""
+"""The feature layouts [`LatentCanonicalized`][equican.latent.wrapper.LatentCanonicalized] handles."""
 INPUTS = ("latent", "image")
 """What a canonicalizer may read: the features at its insertion point, or the model's input image."""
 

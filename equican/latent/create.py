@@ -1,4 +1,4 @@
-"""[`create_model`][equican.latent.create_model]: a timm model by name, wrapped for latent canonicalization."""
+"""[`create_model`][equican.latent.create.create_model]: a timm model by name, wrapped for latent canonicalization."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ def create_model(name: str, group: str | Group | None = None,
                  canonicalizer_options: Mapping[str, Any] | None = None, *, pretrained: bool = False,
                  pretrained_file: str | None = None, **timm_kwargs: Any) -> LatentCanonicalized:
     """``timm.create_model(name, **timm_kwargs)`` wrapped in
-    [`LatentCanonicalized`][equican.latent.LatentCanonicalized].
+    [`LatentCanonicalized`][equican.latent.wrapper.LatentCanonicalized].
 
     Mirrors ``timm.create_model`` (``num_classes``, ``in_chans``, ``img_size``, ``patch_size``, ``depth``, ...
     pass through), with ``pretrained=False`` by default.
@@ -32,13 +32,13 @@ def create_model(name: str, group: str | Group | None = None,
 
     Args:
         name: a timm model name.
-        group: as for [`LatentCanonicalized`][equican.latent.LatentCanonicalized].
-        canonicalizer: as for [`LatentCanonicalized`][equican.latent.LatentCanonicalized].
-        at: as for [`LatentCanonicalized`][equican.latent.LatentCanonicalized].
-        canonicalizer_input: as for [`LatentCanonicalized`][equican.latent.LatentCanonicalized].
-        uncanonicalize: as for [`LatentCanonicalized`][equican.latent.LatentCanonicalized].
-        group_options: as for [`LatentCanonicalized`][equican.latent.LatentCanonicalized].
-        canonicalizer_options: as for [`LatentCanonicalized`][equican.latent.LatentCanonicalized].
+        group: as for [`LatentCanonicalized`][equican.latent.wrapper.LatentCanonicalized].
+        canonicalizer: as for [`LatentCanonicalized`][equican.latent.wrapper.LatentCanonicalized].
+        at: as for [`LatentCanonicalized`][equican.latent.wrapper.LatentCanonicalized].
+        canonicalizer_input: as for [`LatentCanonicalized`][equican.latent.wrapper.LatentCanonicalized].
+        uncanonicalize: as for [`LatentCanonicalized`][equican.latent.wrapper.LatentCanonicalized].
+        group_options: as for [`LatentCanonicalized`][equican.latent.wrapper.LatentCanonicalized].
+        canonicalizer_options: as for [`LatentCanonicalized`][equican.latent.wrapper.LatentCanonicalized].
         pretrained: timm's flag (downloads when no file is given; leave False offline).
         pretrained_file: a local weight file.
         **timm_kwargs: passed to ``timm.create_model``.
@@ -49,7 +49,7 @@ def create_model(name: str, group: str | Group | None = None,
 
     Raises:
         UnknownNameError: timm knows no model ``name``.
-        ConfigError: as for [`LatentCanonicalized`][equican.latent.LatentCanonicalized].
+        ConfigError: as for [`LatentCanonicalized`][equican.latent.wrapper.LatentCanonicalized].
         DataError: ``pretrained_file`` is missing or unreadable.
     """
     import timm

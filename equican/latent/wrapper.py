@@ -1,4 +1,4 @@
-"""[`LatentCanonicalized`][equican.latent.LatentCanonicalized]: the hooks that canonicalize around chosen blocks, and
+"""[`LatentCanonicalized`][equican.latent.wrapper.LatentCanonicalized]: the hooks that canonicalize around chosen blocks, and
 the per-call record that carries each element from a block's start to its end."""
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ from ..canon.registry import canonicalizer_kind, list_canonicalizers, make_canon
 from ..errors import ConfigError, ShapeError
 from ..group import Group, default_group, make_group
 from .blocks import INPUTS, _insertion_points, _patch_embed, _per_point, find_blocks
-from .layout import from_image, to_image
-from .probe import _first_tensor, _image_channels, _probe_shapes, _probe_size
+from ._layout import from_image, to_image
+from ._probe import _first_tensor, _image_channels, _probe_shapes, _probe_size
 
 __all__ = ["LatentCanonicalized"]
 
@@ -53,11 +53,11 @@ class LatentCanonicalized(nn.Module):
     """A timm model whose chosen blocks run on canonicalized features (see the module docstring).
 
     Args:
-        model: the network to wrap (a timm model, or any model whose blocks [`find_blocks`][equican.latent.find_blocks]
+        model: the network to wrap (a timm model, or any model whose blocks [`find_blocks`][equican.latent.blocks.find_blocks]
             finds).
         at: insertion points: block (stage) indices as timm numbers them, distinct, in range.
         canonicalizer: a registered kind ([`list_canonicalizers`][equican.canon.registry.list_canonicalizers];
-            ``"dec"`` by default), a ready-made [`Canonicalizer`][equican.canon.Canonicalizer], or a sequence of these with one entry per
+            ``"dec"`` by default), a ready-made [`Canonicalizer`][equican.canon.base.Canonicalizer], or a sequence of these with one entry per
             insertion point.
         group: a registered group name or a [`Group`][equican.group.Group] (for the kinds built by name); None for
             the default ([`default_group`][equican.group.default_group]).
@@ -69,7 +69,7 @@ class LatentCanonicalized(nn.Module):
         canonicalizer_options: keyword arguments of the kinds built by name (see
             [`make_canonicalizer`][equican.canon.registry.make_canonicalizer]); not passed to kinds that read
             nothing (``"identity"``).
-        blocks: attribute path of the blocks, to override the search of [`find_blocks`][equican.latent.find_blocks].
+        blocks: attribute path of the blocks, to override the search of [`find_blocks`][equican.latent.blocks.find_blocks].
         layout: ``"tokens"``, ``"NHWC"`` or ``"NCHW"``, to override the detected layout.
         in_channels: the input image's channels (found from the model when None).
         example_input: an input for the dry forward pass that measures feature channels (a zero image of the size
@@ -179,7 +179,7 @@ class LatentCanonicalized(nn.Module):
         return self.model(x)
 
     def forward_canon(self, x: torch.Tensor) -> tuple[Any, dict[int, CanonResult]]:
-        """``model(x)`` and the [`CanonResult`][equican.canon.CanonResult] of every insertion point (keyed by index).
+        """``model(x)`` and the [`CanonResult`][equican.canon.base.CanonResult] of every insertion point (keyed by index).
 
         Each result's ``x`` is the canonical features ``(B, C, H, W)``, ``g``/``h`` the element and its inverse.
         """
@@ -220,7 +220,7 @@ class LatentCanonicalized(nn.Module):
         """The sum over insertion points of each canonicalizer's prior (squared distance of ``g`` to ``e``), ``(B,)``.
 
         Args:
-            results: what [`forward_canon`][equican.latent.LatentCanonicalized.forward_canon] returned.
+            results: what [`forward_canon`][equican.latent.wrapper.LatentCanonicalized.forward_canon] returned.
         """
         losses = [self.canonicalizers[str(k)].prior_loss(r.h if r.h is not None else r.g) for k, r in results.items()]
         return torch.stack(losses).sum(dim=0)
@@ -331,7 +331,7 @@ class LatentCanonicalized(nn.Module):
 
     def forward_canonicalization(self, x: torch.Tensor, k: torch.Tensor, config: Any = None
                                  ) -> tuple[Any, dict[int, CanonResult], dict[int, Any]]:
-        """[`forward_canon`][equican.latent.LatentCanonicalized.forward_canon] plus every insertion point's
+        """[`forward_canon`][equican.latent.wrapper.LatentCanonicalized.forward_canon] plus every insertion point's
         canonicalization loss under the elements ``k``.
 
         Args:
@@ -342,7 +342,7 @@ class LatentCanonicalized(nn.Module):
 
         Returns:
             ``(output, results, terms)``: the model's output on ``x``, each point's
-            [`CanonResult`][equican.canon.CanonResult] and its
+            [`CanonResult`][equican.canon.base.CanonResult] and its
             [`CanonicalizationTerms`][equican.canon.objective.CanonicalizationTerms].
         """
         with self._calling(x) as call:
