@@ -118,7 +118,19 @@ class Canonicalizer(nn.Module, abc.ABC):
 
         Raises:
             ShapeError, DTypeError, NonFiniteError: on invalid ``x``.
+
+        Mixed precision: a float16/bfloat16 ``x``, or any ``x`` under ``torch.autocast``, is canonicalized in the
+        parameters' dtype (float32) with autocast off (the solver and the elements need the precision), and the
+        canonical input comes back in ``x``'s dtype; ``g``/``h`` stay in the parameters' dtype.
         """
+        if isinstance(x, torch.Tensor) and x.is_floating_point() and (
+                x.dtype in V.REDUCED_FLOAT_DTYPES or V.autocast_enabled(x)):
+            p = next(self.parameters(), None)
+            wide = p.dtype if p is not None and p.dtype in V.FLOAT_DTYPES else torch.float32
+            with torch.autocast(x.device.type, enabled=False):
+                result = self.forward(x.to(wide) if x.dtype in V.REDUCED_FLOAT_DTYPES else x)
+            result.x = result.x.to(x.dtype)
+            return result
         self.check_input(x, where=f"{type(self).__name__}.forward")
         z, info = self.solve(x)
         # A non-finite prediction (a diverged network) falls back to the identity for that input alone, and is
