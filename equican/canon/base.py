@@ -280,6 +280,26 @@ class Canonicalizer(nn.Module, abc.ABC):
     def extra_repr(self) -> str:
         return f"group={self.group!r}"
 
+    def save_pretrained(self, directory: str) -> Any:
+        """Write ``config.json`` and ``model.safetensors`` to ``directory`` (see [`equican.pretrained`][equican.pretrained]);
+        only for canonicalizers built by [`make_canonicalizer`][equican.canon.registry.make_canonicalizer]
+        ([`ConfigError`][equican.errors.ConfigError] otherwise). Returns the directory as a ``Path``."""
+        from ..pretrained import save_canonicalizer
+
+        return save_canonicalizer(self, directory)
+
+    @classmethod
+    def from_pretrained(cls, directory: str) -> "Canonicalizer":
+        """The canonicalizer saved by [`save_pretrained`][equican.canon.Canonicalizer.save_pretrained] in
+        ``directory``, rebuilt by kind with its weights (see [`equican.pretrained`][equican.pretrained])."""
+        from ..pretrained import load_canonicalizer
+
+        module = load_canonicalizer(directory)
+        if not isinstance(module, cls):
+            raise ConfigError(f"{cls.__name__}.from_pretrained: expected {directory} to hold a {cls.__name__}, got "
+                              f"a {type(module).__name__} (load it with Canonicalizer.from_pretrained)")
+        return module
+
 
 class IdentityCanonicalizer(Canonicalizer):
     """``g = e`` for every input: the canonical input is the input itself. The baseline without canonicalization."""
