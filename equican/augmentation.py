@@ -104,8 +104,11 @@ class RandomGroupAction(AugmentationBase2D):
 
     def forward(self, input: torch.Tensor, params: dict[str, torch.Tensor] | None = None,
                 **kwargs: Any) -> torch.Tensor:
-        """kornia's forward; a torchvision ``tv_tensors.Image`` comes back as one (torchvision pipelines keep the
-        type to dispatch later transforms)."""
+        """Act on ``input`` of shape ``(B, C, H, W)`` or ``(C, H, W)``; the result has its shape and dtype.
+
+        kornia's forward; a torchvision ``tv_tensors.Image`` comes back as one (torchvision pipelines keep the type to
+        dispatch later transforms).
+        """
         V.require_tensor(input, where="RandomGroupAction", name="input")
         if input.dtype not in (*V.FLOAT_DTYPES, *V.REDUCED_FLOAT_DTYPES):
             raise DTypeError(f"RandomGroupAction: expected input of dtype float16, bfloat16, float32 or float64, "
