@@ -179,12 +179,9 @@ def equivalent_grid(action: Callable[[torch.Tensor], torch.Tensor], batch: int, 
 
 def kornia_matrix(g: torch.Tensor, height: int, width: int) -> torch.Tensor:
     """The pixel-space matrix ``(B, 2, 3)`` for ``kornia.geometry.transform.warp_affine`` of affine elements."""
-    b = g.shape[0]
-    to_pixels = torch.tensor([[(width - 1) / 2, 0, (width - 1) / 2], [0, (height - 1) / 2, (height - 1) / 2],
-                              [0, 0, 1]], dtype=g.dtype, device=g.device)
-    homogeneous = torch.cat([g, torch.tensor([[[0.0, 0.0, 1.0]]], dtype=g.dtype, device=g.device).expand(b, 1, 3)],
-                            dim=1)
-    return (to_pixels @ homogeneous @ torch.linalg.inv(to_pixels))[:, :2]
+    from equican.interop import to_kornia_matrix  # the public conversion (kornia's denormalize_homography)
+
+    return to_kornia_matrix(make_group("affine"), g, (height, width))[:, :2]
 
 
 #: The reference of every operation of :func:`group_operations`: the grid_sample it is divided by.

@@ -23,6 +23,7 @@ __all__ = [
     "RegistrationError",
     "ConvergenceError",
     "DataError",
+    "CheckpointError",
     "ConfigError",
     "EquicanWarning",
     "ConvergenceWarning",
@@ -70,6 +71,11 @@ class ConvergenceError(EquicanError, RuntimeError):
 
 class DataError(EquicanError, OSError):
     """A data file is missing, truncated or corrupt; the message names the file and what was wrong."""
+
+
+class CheckpointError(DataError):
+    """Saved weights do not fit the module their saved config builds (missing or unexpected keys, other shapes); the
+    message names each mismatch. A [`DataError`][equican.errors.DataError], so one handler catches both."""
 
 
 class ConfigError(EquicanError, ValueError):

@@ -278,6 +278,13 @@ def _validated(method: str, roles: tuple[str, ...], fn: Callable[..., Any]) -> C
         missing = [r for r in roles if r not in bound]
         if missing:
             raise TypeError(f"{where}() missing argument(s): {', '.join(missing)}")
+        x = bound.get("x")
+        if isinstance(x, torch.Tensor) and x.dtype in V.REDUCED_FLOAT_DTYPES:
+            # Mixed precision: a float16/bfloat16 image is acted on in the element's dtype (float32 for anything
+            # else, which then fails the element's own dtype check) and the result is cast back to the image's.
+            g = bound["g"]
+            wide = g.dtype if isinstance(g, torch.Tensor) and g.dtype in V.FLOAT_DTYPES else torch.float32
+            return wrapper(self, g, x.to(wide)).to(x.dtype)
         for role in roles:
             value = bound[role]
             if role in ("g", "h"):
@@ -289,7 +296,13 @@ def _validated(method: str, roles: tuple[str, ...], fn: Callable[..., Any]) -> C
                 V.require_same_placement(bound["g"], value, where=where, names=("g", "x"))
         if "h" in bound:
             V.require_same_placement(bound["g"], bound["h"], where=where, names=("g", "h"))
-        out = fn(self, *args, **kwargs)
+        first = bound[roles[0]]
+        if V.autocast_enabled(first):
+            # Elements are computed in their own dtype: autocast would run their matrix products in reduced precision.
+            with torch.autocast(first.device.type, enabled=False):
+                out = fn(self, *args, **kwargs)
+        else:
+            out = fn(self, *args, **kwargs)
         if isinstance(out, torch.Tensor):
             # Finite inputs can still overflow (exp of a large log-scale, products of huge translations): say so
             # here, typed, rather than hand a silent NaN/inf to the caller. One sum, like the input check.

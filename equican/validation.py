@@ -21,6 +21,16 @@ if TYPE_CHECKING:  # equican.group imports this module; require_group imports th
 
 FLOAT_DTYPES = (torch.float32, torch.float64)
 
+REDUCED_FLOAT_DTYPES = (torch.float16, torch.bfloat16)
+"""Image dtypes accepted by group actions and canonicalizers but computed in float32 (mixed precision): elements and
+solver state stay in ``FLOAT_DTYPES``; a reduced-precision image is upcast, and the result cast back to its dtype."""
+
+
+def autocast_enabled(x: torch.Tensor) -> bool:
+    """Whether ``torch.autocast`` is on for ``x``'s device type (False on devices autocast does not know)."""
+    kind = x.device.type
+    return kind in ("cpu", "cuda", "xpu", "mps") and torch.is_autocast_enabled(kind)
+
 
 def fmt_shape(shape: Sequence[int | str]) -> str:
     """Format a shape as ``(B, 2, 33, 33)``; works for torch.Size and tuples mixing ints and symbols."""

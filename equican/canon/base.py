@@ -116,7 +116,19 @@ class Canonicalizer(nn.Module, abc.ABC):
 
         Raises:
             ShapeError, DTypeError, NonFiniteError: on invalid ``x``.
+
+        Mixed precision: a float16/bfloat16 ``x``, or any ``x`` under ``torch.autocast``, is canonicalized in the
+        parameters' dtype (float32) with autocast off (the solver and the elements need the precision), and the
+        canonical input comes back in ``x``'s dtype; ``g``/``h`` stay in the parameters' dtype.
         """
+        if isinstance(x, torch.Tensor) and x.is_floating_point() and (
+                x.dtype in V.REDUCED_FLOAT_DTYPES or V.autocast_enabled(x)):
+            p = next(self.parameters(), None)
+            wide = p.dtype if p is not None and p.dtype in V.FLOAT_DTYPES else torch.float32
+            with torch.autocast(x.device.type, enabled=False):
+                result = self.forward(x.to(wide) if x.dtype in V.REDUCED_FLOAT_DTYPES else x)
+            result.x = result.x.to(x.dtype)
+            return result
         self.check_input(x, where=f"{type(self).__name__}.forward")
         z, info = self.solve(x)
         # A non-finite prediction (a diverged network) falls back to the identity for that input alone, and is
@@ -265,6 +277,26 @@ class Canonicalizer(nn.Module, abc.ABC):
 
     def extra_repr(self) -> str:
         return f"group={self.group!r}"
+
+    def save_pretrained(self, directory: str) -> Any:
+        """Write ``config.json`` and ``model.safetensors`` to ``directory`` (see [`equican.pretrained`][equican.pretrained]);
+        only for canonicalizers built by [`make_canonicalizer`][equican.canon.registry.make_canonicalizer]
+        ([`ConfigError`][equican.errors.ConfigError] otherwise). Returns the directory as a ``Path``."""
+        from ..pretrained import save_canonicalizer
+
+        return save_canonicalizer(self, directory)
+
+    @classmethod
+    def from_pretrained(cls, directory: str) -> "Canonicalizer":
+        """The canonicalizer saved by [`save_pretrained`][equican.canon.Canonicalizer.save_pretrained] in
+        ``directory``, rebuilt by kind with its weights (see [`equican.pretrained`][equican.pretrained])."""
+        from ..pretrained import load_canonicalizer
+
+        module = load_canonicalizer(directory)
+        if not isinstance(module, cls):
+            raise ConfigError(f"{cls.__name__}.from_pretrained: expected {directory} to hold a {cls.__name__}, got "
+                              f"a {type(module).__name__} (load it with Canonicalizer.from_pretrained)")
+        return module
 
 
 class IdentityCanonicalizer(Canonicalizer):

@@ -172,6 +172,11 @@ def make_canonicalizer(kind: str, group: Group, in_channels: int | None = None,
         in_channels: channels of the images the canonicalizer reads (None only for kinds that read nothing).
         options: the kind's options by name; None for its defaults.
 
+    Returns:
+        The canonicalizer, with its arguments recorded in ``canonicalizer_config`` (a dict: ``kind``, ``group``,
+        ``group_options``, ``in_channels``, ``options``) so that
+        [`save_pretrained`][equican.canon.Canonicalizer.save_pretrained] can write them.
+
     Raises:
         UnknownNameError: an unknown kind. ConfigError: an unknown option, an invalid value, or a group the kind
             does not support.
@@ -184,4 +189,11 @@ def make_canonicalizer(kind: str, group: Group, in_channels: int | None = None,
         if in_channels is None:
             raise ConfigError(f"{where}: expected in_channels (the channels of what it reads), got None")
         V.require_int(in_channels, low=1, where=where, name="in_channels")
-    return spec.build(group, in_channels, opts)
+    module = spec.build(group, in_channels, opts)
+    # What rebuilds it (save_pretrained / from_pretrained): the kind, the group by name and constructor options, the
+    # channels and the options as given (JSON-checked only when saved).
+    module.canonicalizer_config = {"kind": spec.name, "group": group.name, "group_options": group._config(),
+                                   "in_channels": in_channels, "options": dict(options or {})}
+    if not group.name:
+        module.canonicalizer_config["group_class"] = type(group).__name__
+    return module

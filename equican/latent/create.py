@@ -67,6 +67,12 @@ def create_model(name: str, group: str | Group | None = None,
                                                **timm_kwargs), offline_download=pretrained and pretrained_file is None, where=where)
     if pretrained_file is not None:
         require_matching_keys(model, keys, pretrained_file, where=where)
-    return LatentCanonicalized(model, at=at, canonicalizer=canonicalizer, group=group,
-                               canonicalizer_input=canonicalizer_input, uncanonicalize=uncanonicalize,
-                               group_options=group_options, canonicalizer_options=canonicalizer_options)
+    wrapper = LatentCanonicalized(model, at=at, canonicalizer=canonicalizer, group=group,
+                                  canonicalizer_input=canonicalizer_input, uncanonicalize=uncanonicalize,
+                                  group_options=group_options, canonicalizer_options=canonicalizer_options)
+    # What from_pretrained rebuilds the timm model from, offline: the name and the architecture's kwargs (the
+    # pretrained file and overlay only matter for the first build; the saved weights replace them).
+    kwargs = {k: v for k, v in timm_kwargs.items() if k != "pretrained_cfg_overlay"}
+    wrapper.timm_config = {"name": name, "kwargs": kwargs}
+    wrapper._publish_config()
+    return wrapper

@@ -166,12 +166,70 @@ class LatentCanonicalized(nn.Module):
         self.at, self.layout, self.block_names = at, layout, tuple(names[k] for k in at)
         self.canonicalizer_input = dict(zip(at, inputs))
         self.uncanonicalize = dict(zip(at, unc))
+        self.blocks_path, self.timm_config = blocks, None  # timm_config: set by create_model (name, kwargs)
         self._active: _Call | None = None
         self._handles = [model.register_forward_pre_hook(_Hook(self, "model_start"), with_kwargs=True),
                          model.register_forward_hook(_Hook(self, "model_end"), always_call=True)]
         for k in at:
             self._handles.append(modules[k].register_forward_pre_hook(_Hook(self, "block_start", k), with_kwargs=True))
             self._handles.append(modules[k].register_forward_hook(_Hook(self, "block_end", k), always_call=True))
+        self._publish_config()
+
+    # ------------------------------------------------------------------ save and load
+    def equican_config(self, *, where: str = "LatentCanonicalized.equican_config") -> dict[str, Any]:
+        """The canonicalization settings as JSON data: ``timm`` (``{"name", "kwargs"}`` when built by
+        [`create_model`][equican.latent.create_model], else None), ``blocks``, ``layout``, the insertion points
+        ``at``, the ``kinds`` and ``group`` of each point, and ``points``: per point its index, ``canonicalizer_input``,
+        ``uncanonicalize`` and canonicalizer config (see [`equican.pretrained`][equican.pretrained]).
+
+        Raises:
+            ConfigError: a canonicalizer not built by kind, or a value JSON cannot hold.
+        """
+        from ..pretrained import canonicalizer_config, to_json
+
+        points = [{"at": k, "canonicalizer_input": self.canonicalizer_input[k], "uncanonicalize": self.uncanonicalize[k],
+                   "canonicalizer": canonicalizer_config(self.canonicalizers[str(k)], where=where)} for k in self.at]
+        return to_json({"timm": self.timm_config, "blocks": self.blocks_path, "layout": self.layout,
+                        "at": list(self.at), "kinds": [p["canonicalizer"]["kind"] for p in points],
+                        "group": [p["canonicalizer"]["group"] for p in points], "points": points},
+                       where=where, name="the latent config")
+
+    def _publish_config(self) -> None:
+        # timm's pretrained_cfg travels with the model (timm's own tools, a hub card): record the canonicalization in
+        # it, on a copy (timm may share one dict between instances). Left out where it cannot be recorded.
+        cfg = getattr(self.model, "pretrained_cfg", None)
+        if isinstance(cfg, dict):
+            try:
+                record = self.equican_config()
+            except ConfigError:
+                record = {"at": list(self.at), "recordable": False}
+            self.model.pretrained_cfg = {**cfg, "equican": record}
+
+    def save_pretrained(self, directory: str) -> Any:
+        """Write ``config.json`` (timm name and kwargs, insertion points, canonicalizer configs) and
+        ``model.safetensors`` (the wrapper's ``state_dict``) to ``directory``; see
+        [`equican.pretrained`][equican.pretrained]. Returns the directory as a ``Path``.
+
+        Raises:
+            ConfigError: a canonicalizer that was not built by kind, or a timm keyword argument JSON cannot hold.
+        """
+        from ..pretrained import save_latent
+
+        return save_latent(self, directory)
+
+    @classmethod
+    def from_pretrained(cls, directory: str, model: nn.Module | None = None) -> "LatentCanonicalized":
+        """The model saved by [`save_pretrained`][equican.latent.LatentCanonicalized.save_pretrained]: the timm model
+        rebuilt offline (``pretrained=False``) from the recorded name and kwargs, or the bare ``model`` given (for a
+        wrapper not built by ``create_model``), wrapped as recorded, weights loaded.
+
+        Raises:
+            DataError: a missing or unreadable file (named). CheckpointError: weights that do not fit the config
+                (missing/unexpected keys and shape mismatches named).
+        """
+        from ..pretrained import load_latent
+
+        return load_latent(directory, model)
 
     # ------------------------------------------------------------------ timm's contract
     def forward(self, x: torch.Tensor) -> Any:
@@ -355,7 +413,16 @@ class LatentCanonicalized(nn.Module):
         if call.image is None:
             raise ConfigError(f"{where}: canonicalizer_input='image' needs the input image; call the wrapper "
                               f"(forward, forward_features, forward_canon) or wrapper.model(x)")
-        canon.check_input(call.image, where=where)
-        z, info = canon.solve(call.image)
+        image = call.image
+        if image.dtype in V.REDUCED_FLOAT_DTYPES or V.autocast_enabled(image):
+            # Mixed precision, as Canonicalizer.forward: solve and act in the element's dtype with autocast off.
+            wide = next((p.dtype for p in canon.parameters()), torch.float32)
+            with torch.autocast(image.device.type, enabled=False):
+                result = self._from_image(canon, _Call(owner=call.owner, image=image.to(wide)), features.to(wide),
+                                          where)
+            result.x = result.x.to(features.dtype)
+            return result
+        canon.check_input(image, where=where)
+        z, info = canon.solve(image)
         h = canon.group.from_unconstrained(z)
         return CanonResult(x=canon.canonical_input(z, h, features), info=info, h=h, group=canon.group)
