@@ -6,8 +6,8 @@ A directory written by ``save_pretrained(directory)`` holds two files:
   [`canonicalizer_config`][equican.pretrained.canonicalizer_config]: the kind name, the group's registry name and
   constructor options, ``in_channels`` and the kind's options, as
   [`make_canonicalizer`][equican.canon.registry.make_canonicalizer] recorded them. For a
-  [`LatentCanonicalized`][equican.latent.LatentCanonicalized] model: the timm name and keyword arguments (when built
-  by [`create_model`][equican.latent.create_model]), the insertion points, ``canonicalizer_input``,
+  [`LatentCanonicalized`][equican.latent.wrapper.LatentCanonicalized] model: the timm name and keyword arguments (when built
+  by [`create_model`][equican.latent.create.create_model]), the insertion points, ``canonicalizer_input``,
   ``uncanonicalize``, the block path and layout, and each point's canonicalizer config.
 * ``model.safetensors``: the module's ``state_dict`` (for a latent model, the timm model's parameters under
   ``model.`` and the canonicalizers' under ``canonicalizers.<k>.``, as in the wrapper's ``state_dict``).
@@ -211,7 +211,7 @@ def load_canonicalizer(directory: str | os.PathLike) -> nn.Module:
 
 # ---------------------------------------------------------------------------------------------- latent models
 def save_latent(model: nn.Module, directory: str | os.PathLike) -> Path:
-    """Write ``config.json`` and ``model.safetensors`` for a [`LatentCanonicalized`][equican.latent.LatentCanonicalized]
+    """Write ``config.json`` and ``model.safetensors`` for a [`LatentCanonicalized`][equican.latent.wrapper.LatentCanonicalized]
     model; returns the directory.
 
     Raises:

@@ -288,7 +288,7 @@ class Canonicalizer(nn.Module, abc.ABC):
 
     @classmethod
     def from_pretrained(cls, directory: str) -> "Canonicalizer":
-        """The canonicalizer saved by [`save_pretrained`][equican.canon.Canonicalizer.save_pretrained] in
+        """The canonicalizer saved by [`save_pretrained`][equican.canon.base.Canonicalizer.save_pretrained] in
         ``directory``, rebuilt by kind with its weights (see [`equican.pretrained`][equican.pretrained])."""
         from ..pretrained import load_canonicalizer
 

@@ -175,7 +175,7 @@ def make_canonicalizer(kind: str, group: Group, in_channels: int | None = None,
     Returns:
         The canonicalizer, with its arguments recorded in ``canonicalizer_config`` (a dict: ``kind``, ``group``,
         ``group_options``, ``in_channels``, ``options``) so that
-        [`save_pretrained`][equican.canon.Canonicalizer.save_pretrained] can write them.
+        [`save_pretrained`][equican.canon.base.Canonicalizer.save_pretrained] can write them.
 
     Raises:
         UnknownNameError: an unknown kind. ConfigError: an unknown option, an invalid value, or a group the kind

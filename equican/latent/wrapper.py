@@ -178,7 +178,7 @@ class LatentCanonicalized(nn.Module):
     # ------------------------------------------------------------------ save and load
     def equican_config(self, *, where: str = "LatentCanonicalized.equican_config") -> dict[str, Any]:
         """The canonicalization settings as JSON data: ``timm`` (``{"name", "kwargs"}`` when built by
-        [`create_model`][equican.latent.create_model], else None), ``blocks``, ``layout``, the insertion points
+        [`create_model`][equican.latent.create.create_model], else None), ``blocks``, ``layout``, the insertion points
         ``at``, the ``kinds`` and ``group`` of each point, and ``points``: per point its index, ``canonicalizer_input``,
         ``uncanonicalize`` and canonicalizer config (see [`equican.pretrained`][equican.pretrained]).
 
@@ -219,7 +219,7 @@ class LatentCanonicalized(nn.Module):
 
     @classmethod
     def from_pretrained(cls, directory: str, model: nn.Module | None = None) -> "LatentCanonicalized":
-        """The model saved by [`save_pretrained`][equican.latent.LatentCanonicalized.save_pretrained]: the timm model
+        """The model saved by [`save_pretrained`][equican.latent.wrapper.LatentCanonicalized.save_pretrained]: the timm model
         rebuilt offline (``pretrained=False``) from the recorded name and kwargs, or the bare ``model`` given (for a
         wrapper not built by ``create_model``), wrapped as recorded, weights loaded.
 
