@@ -410,10 +410,15 @@ def from_options(cls: type, options: Mapping[str, Any], *, where: str) -> Any:
 _CONFIG_PACKAGE = "equican.configs"
 
 
+_PACKAGED_SUFFIXES = (".toml", ".yaml")
+
+
 def packaged_configs() -> list[str]:
-    """Names of the configurations shipped with the package (``equican train --config demo``)."""
-    return sorted(p.name.removesuffix(".toml") for p in resources.files(_CONFIG_PACKAGE).iterdir()
-                  if p.name.endswith(".toml"))
+    """Names of the configurations shipped with the package (``equican train --config demo``): the ``.toml`` and
+    ``.yaml`` files of ``equican/configs`` (``demo``, ``compare``, ``paper``, and the example
+    ``local_scale_dec``), installed with the wheel."""
+    return sorted(p.name.rsplit(".", 1)[0] for p in resources.files(_CONFIG_PACKAGE).iterdir()
+                  if p.name.endswith(_PACKAGED_SUFFIXES))
 
 
 def load_config(source: str | Path) -> TrainConfig:
@@ -429,8 +434,12 @@ def load_config(source: str | Path) -> TrainConfig:
     """
     path = Path(source)
     if not path.exists() and isinstance(source, str) and source in packaged_configs():
-        text = resources.files(_CONFIG_PACKAGE).joinpath(f"{source}.toml").read_text(encoding="utf-8")
-        return TrainConfig.from_dict(tomllib.loads(text), source=f"packaged config {source!r}")
+        for suffix in _PACKAGED_SUFFIXES:
+            entry = resources.files(_CONFIG_PACKAGE).joinpath(f"{source}{suffix}")
+            if entry.is_file():
+                text = entry.read_text(encoding="utf-8")
+                data = tomllib.loads(text) if suffix == ".toml" else load_yaml(text)
+                return TrainConfig.from_dict(data, source=f"packaged config {source!r}")
     where = f"config file {str(source)!r}"
     suffix = path.suffix.lower()
     if suffix not in (".toml", ".yaml", ".yml"):

@@ -429,8 +429,10 @@ def test_documented_example_configs_load():
     """The config files the docs point users to stay valid as the code changes."""
     from pathlib import Path
 
-    examples = sorted((Path(__file__).resolve().parents[1] / "docs" / "examples").glob("*.y*ml"))
-    assert examples, "docs/examples has no YAML config"
+    examples = sorted((Path(__file__).resolve().parents[1] / "equican" / "configs").glob("*.y*ml"))
+    assert examples, "equican/configs has no YAML config"
     for path in examples:
         config = load_config(path)
         assert config.method.name == "dec" and config.data.options["digits"] == 2
+        # ... and the packaged name reads the same file (it ships in the wheel, see pyproject's package-data)
+        assert path.stem in packaged_configs() and load_config(path.stem) == config
