@@ -31,6 +31,7 @@ __all__ = ["show_groups", "render_grid", "load_digits", "GroupRow", "CANVAS", "M
 CANVAS = 40
 """Side of the canvas the 28×28 digits are centred on, so that rotations and zooms do not cut them off."""
 MAX_COUNT = 32
+"""The most digits per row ``--count`` accepts (the grid stays readable)."""
 
 
 @dataclass(frozen=True)
