@@ -33,7 +33,8 @@ bench: setup
 docs: setup
 	NO_MKDOCS_2_WARNING=1 HF_HUB_OFFLINE=1 $(VENV)/bin/mkdocs build --strict
 
-# On a machine with CUDA: every CUDA-parametrized test (group laws, exactness, toolkit, device errors) and the
+# On a machine with CUDA: every CUDA-parametrized test (group laws, exactness, toolkit, device errors), a smoke
+# check of every group's canonicalizer and the dec/latent methods on the GPU, and the
 # performance suite's GPU section (--quick), about 8 minutes at most; writes docs/results/gpu.json. Without CUDA it
 # prints that it skipped and exits 0, writing nothing. See scripts/gpu_check.py.
 gpu-check: setup

@@ -50,3 +50,27 @@ def test_cuda_selection_collects_the_device_tests():
                           "-p", "no:cacheprovider"], cwd=ROOT, capture_output=True, text=True, timeout=300).stdout
     assert "-cpu-" in ids or "[cpu-" in ids
     assert ("cuda" in ids) == torch.cuda.is_available()
+
+
+@pytest.mark.slow
+def test_smoke_step_runs_on_the_cpu():
+    """The smoke step's code, on the device at hand: every group's canonicalizer step and two tiny trainings."""
+    import json
+
+    from equican import list_groups
+
+    proc = subprocess.run([sys.executable, str(SCRIPT), "--smoke", "cpu"], cwd=ROOT, capture_output=True, text=True,
+                          timeout=600, stdin=subprocess.DEVNULL)
+    line = next(l for l in proc.stdout.splitlines() if l.startswith("SMOKE "))
+    results = json.loads(line[len("SMOKE "):])
+    assert set(results) == {*(f"canonicalizer[{g}]" for g in list_groups()), "train[dec]", "train[latent]"}
+    assert all(v == "ok" for v in results.values()), results
+    assert proc.returncode == 0
+
+
+def test_smoke_reports_a_failure(tmp_path):
+    # Negative control: a device that does not exist fails every check, each with its error, and exits 1.
+    proc = subprocess.run([sys.executable, str(SCRIPT), "--smoke", "nosuchdevice"], cwd=ROOT, capture_output=True,
+                          text=True, timeout=600, stdin=subprocess.DEVNULL)
+    assert proc.returncode == 1
+    assert '"canonicalizer[rotation]": "RuntimeError' in proc.stdout or "Error" in proc.stdout
