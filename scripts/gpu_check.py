@@ -18,6 +18,8 @@ On a machine where torch sees a CUDA device it
 ``--smoke cpu`` runs the smoke check on the CPU (the test suite does, so the code of that step is tested on every
 machine).
 
+The step timeouts (300 + 90 + 90 s by default) bound the whole check to 8 minutes.
+
 Exit status: 0 when every step passed, 1 when a test failed or a step did not finish (timed out or crashed),
 2 on bad arguments.
 
@@ -132,13 +134,13 @@ def smoke(device: str, out: Path) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="the JSON to write (default docs/results/gpu.json)")
-    parser.add_argument("--pytest-timeout", type=float, default=330, help="seconds for the tests (default 330)")
-    parser.add_argument("--suite-timeout", type=float, default=150, help="seconds for the suite (default 150)")
+    parser.add_argument("--pytest-timeout", type=float, default=300, help="seconds for the tests (default 300)")
+    parser.add_argument("--suite-timeout", type=float, default=90, help="seconds for the suite (default 90)")
     parser.add_argument("--full-suite", action="store_true", help="the full-size suite on the GPU, not --quick")
     parser.add_argument("--no-suite", action="store_true", help="only the tests")
     parser.add_argument("--smoke", metavar="DEVICE", default=None,
                         help="only run the smoke check on DEVICE (cpu or cuda), print its JSON and exit")
-    parser.add_argument("--smoke-timeout", type=float, default=120, help="seconds for the smoke check (default 120)")
+    parser.add_argument("--smoke-timeout", type=float, default=90, help="seconds for the smoke check (default 90)")
     parser.add_argument("--pytest-args", nargs=argparse.REMAINDER, default=[], help="passed on to pytest")
     args = parser.parse_args(argv)
     if args.smoke is not None:
