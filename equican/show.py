@@ -164,7 +164,11 @@ def render_grid(rows: Sequence[GroupRow], *, title: str = "") -> Any:
             for row in rows]
     count = rows[0].original.shape[0]
     layout = (f"columns: {count} digits x  |  transformed act(g, x)  |  transformed back act(g⁻¹, act(g, x))")
-    return image_grid(grid, title=f"{title}\n{layout}" if title else layout)
+    fig = image_grid(grid, title=f"{title}\n{layout}" if title else layout)
+    # image_grid gives each panel 1.6 inches, made for a few images per row; here a row holds 3K of them.
+    fig.set_size_inches(max(0.55 * 3 * count + 1.4, 6.0), 0.7 * len(rows) + 1.0)
+    fig.tight_layout()
+    return fig
 
 
 def summary(rows: Sequence[GroupRow]) -> str:
