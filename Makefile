@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 # Extra pytest arguments, e.g. `make test PYTEST_ARGS="-k monotone -x"`.
 PYTEST_ARGS ?=
 
-.PHONY: setup demo test bench docs
+.PHONY: setup demo test bench docs gpu-check
 
 setup:
 	@VENV=$(VENV) bash scripts/setup.sh
@@ -32,3 +32,10 @@ bench: setup
 # mkdocstrings cannot read) into an error. The tests build it the same way. `mkdocs serve` previews it.
 docs: setup
 	NO_MKDOCS_2_WARNING=1 HF_HUB_OFFLINE=1 $(VENV)/bin/mkdocs build --strict
+
+# On a machine with CUDA: every CUDA-parametrized test (group laws, exactness, toolkit, device errors), a smoke
+# check of every group's canonicalizer and the dec/latent methods on the GPU, and the
+# performance suite's GPU section (--quick), about 8 minutes at most; writes docs/results/gpu.json. Without CUDA it
+# prints that it skipped and exits 0, writing nothing. See scripts/gpu_check.py.
+gpu-check: setup
+	HF_HUB_OFFLINE=1 $(PY) scripts/gpu_check.py

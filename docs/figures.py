@@ -6,8 +6,8 @@
 Each figure is drawn from the bundled MNIST digits with fixed seeds, so a rerun redraws the same pictures:
 
 * ``group_actions.png``: every registered group acting on six digits (original, ``act(g, x)``, and back by
-  ``act(g⁻¹, ·)``), drawn by ``equican show-groups``' own ``equican.cli.show_groups`` and
-  ``equican.cli.render_grid``.
+  ``act(g⁻¹, ·)``), drawn by ``equican show-groups``' own ``equican.show.show_groups`` and
+  ``equican.show.render_grid``.
 * ``monotone_warp_grid.png``: one digit with a straight lattice, and two random monotone warps of it, each with the
   lattice lines carried along by the warp (the nodes' images ``g·u``, read off the field of ``inverse(g)``).
 * ``canonical_forms.png``: digits rotated by 0°, 90°, 180° and 270°, each above its canonical form under an
@@ -41,7 +41,7 @@ def _figure(width: float, height: float):
 
 def group_actions(path: Path) -> None:
     """Every registered group acting on six training digits (``equican show-groups --count 6 --seed 0``)."""
-    from equican.cli import render_grid, show_groups
+    from equican.show import render_grid, show_groups
 
     rows = show_groups(count=6, seed=0)
     failed = [row.name for row in rows if not row.report.passed]
@@ -60,7 +60,7 @@ def _lattice(ax, field: torch.Tensor, step: int) -> None:
 def monotone_warp_grid(path: Path) -> None:
     """One digit and two monotone warps of it, with the lattice lines each warp carries along."""
     from equican import make_group
-    from equican.cli import load_digits
+    from equican.show import load_digits
 
     # The first bundled digit, resampled to 120×120 so that the warped strokes look smooth.
     x = F.interpolate(load_digits(1), size=(120, 120), mode="bicubic", align_corners=True).clamp(0, 1)
@@ -92,7 +92,7 @@ def canonical_forms(path: Path) -> None:
     """Rotated digits and their canonical forms under an (untrained) escnn C4 canonicalizer."""
     from equican import make_group
     from equican.canon import EquivariantCanonicalizer
-    from equican.cli import load_digits
+    from equican.show import load_digits
     from equican.report import canonical_forms_figure, canonicalize
 
     torch.manual_seed(0)  # the canonicalizer's random weights: any weights give an invariant canonicalizer

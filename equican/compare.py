@@ -21,6 +21,7 @@ import dataclasses
 import json
 import os
 import statistics
+import sys
 import time
 import warnings
 from collections.abc import Sequence
@@ -66,13 +67,21 @@ OUTSIDE_SCALES: tuple[tuple[float, float], ...] = ((0.25, 0.4), (1.7, 2.2))
 
 
 def plan(groups: Sequence[str] = DEFAULT_GROUPS, baselines: Sequence[str] = BASELINES, *,
-         augment_group: str = "monotone", kinds: Sequence[str] = ("dec",)) -> list[Run]:
+         augment_group: str | None = None, kinds: Sequence[str] = ("dec",)) -> list[Run]:
     """The runs of a comparison: the baselines first, then ``<kind>[<group>]`` per kind and group.
 
+    ``augment_group`` (the group of the ``augment`` baseline) defaults to the first of ``groups``.
+
     Raises:
-        UnknownNameError: an unregistered group. ConfigError: an unknown baseline or kind, or nothing to run.
+        UnknownNameError: an unregistered group. ConfigError: an unknown baseline or kind, nothing to run, or an
+            augment baseline with no group to augment with.
     """
-    for name in (*groups, augment_group):
+    if "augment" in baselines and augment_group is None:
+        if not groups:
+            raise ConfigError("compare: expected an augment_group for the augment baseline (no groups to take the "
+                              "first of), got none")
+        augment_group = groups[0]
+    for name in (*groups, *([augment_group] if "augment" in baselines else [])):
         make_group(name)  # an unknown name fails here, with the registry's closest match
     unknown = [b for b in baselines if b not in BASELINES]
     if unknown:
@@ -155,7 +164,7 @@ def _mean_spread(values: list[float]) -> tuple[float, float]:
 
 
 def compare(base: TrainConfig, *, groups: Sequence[str] = DEFAULT_GROUPS, baselines: Sequence[str] = BASELINES,
-            eval_groups: Sequence[str] | None = None, augment_group: str = "monotone", seeds: Sequence[int] = (0,),
+            eval_groups: Sequence[str] | None = None, augment_group: str | None = None, seeds: Sequence[int] = (0,),
             kinds: Sequence[str] = ("dec",), outside_scales: Sequence[tuple[float, float]] = OUTSIDE_SCALES,
             out: str | Path = "outputs/compare", progress: bool = True, figure_count: int = 8,
             command: str | None = None) -> dict[str, Any]:
@@ -166,7 +175,7 @@ def compare(base: TrainConfig, *, groups: Sequence[str] = DEFAULT_GROUPS, baseli
         groups: the groups the DEC runs canonicalize over.
         baselines: some of [`BASELINES`][equican.compare.BASELINES].
         eval_groups: the groups of the invariance cross table (default: ``groups``, else every registered group).
-        augment_group: the group of the ``augment`` baseline.
+        augment_group: the group of the ``augment`` baseline (default: the first of ``groups``).
         kinds: canonicalizer methods run per group, some of [`KINDS`][equican.compare.KINDS] (the DEQ, and the
             direct single pass at the same training steps).
         outside_scales: scale ranges outside training where accuracy is measured too (Locally Scaled MNIST).
@@ -202,9 +211,13 @@ def compare(base: TrainConfig, *, groups: Sequence[str] = DEFAULT_GROUPS, baseli
     outside = _outside_splits(base, outside_scales)
     results: dict[str, list[dict[str, Any]]] = {}
     canonicalizers: dict[str, torch.nn.Module] = {}  # the first seed's DECs, for the canonical-forms panel
-    bar = tqdm(list(configs.items()), desc="compare", unit="run", disable=not progress, dynamic_ncols=True)
+    # Bars only on a terminal (disable=None); a piped log gets one line per run instead.
+    bar = tqdm(list(configs.items()), desc="compare", unit="run", disable=None if progress else True,
+               dynamic_ncols=True)
     for (name, seed), config in bar:
         bar.set_postfix(run=name, seed=seed)
+        tqdm.write(f"== {name}, seed {seed} -> {config.out}")
+        sys.stdout.flush()
         started = time.perf_counter()
         result = train(config)
         seconds = time.perf_counter() - started

@@ -59,6 +59,14 @@ def _options(value: Any, *, where: str, name: str) -> Mapping[str, Any]:
     return MappingProxyType(dict(value))
 
 
+def _split_tables(value: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """``(tables, flat)``: the entries whose value is a mapping (one table of options per method or group name) and
+    the rest (options of the configured method or group, the older flat form)."""
+    tables = {k: dict(v) for k, v in value.items() if isinstance(v, Mapping)}
+    flat = {k: v for k, v in value.items() if not isinstance(v, Mapping)}
+    return tables, flat
+
+
 def _name(value: Any, *, where: str, name: str) -> str:
     if not isinstance(value, str) or not value:
         raise ConfigError(f"{where}: expected {name} to be a non-empty string, got {value!r}")
@@ -100,7 +108,7 @@ class DataConfig:
     test_limit: int | None = None
 
     def __post_init__(self) -> None:
-        where = "DataConfig"
+        where = "data"
         if self.dataset not in DATASETS:
             raise ConfigError(f"{where}: expected dataset in {DATASETS}, got {self.dataset!r}")
         object.__setattr__(self, "options", _options(self.options, where=where, name="options"))
@@ -119,34 +127,64 @@ class ModelConfig:
     options: Mapping[str, Any] = field(default_factory=dict, hash=False)
 
     def __post_init__(self) -> None:
-        _name(self.name, where="ModelConfig", name="name")
-        object.__setattr__(self, "options", _options(self.options, where="ModelConfig", name="options"))
+        _name(self.name, where="model", name="name")
+        object.__setattr__(self, "options", _options(self.options, where="model", name="options"))
 
 
 @dataclass(frozen=True)
 class MethodConfig:
     """How the classifier is trained (see [`equican.methods`][equican.methods] for the names and their options).
 
+    Each method keeps its own options, so switching ``name`` (``--method``) never hands one method's options to
+    another. In a file they are one table per method name, and only the table of ``name`` is used:
+
+    ```toml
+    [method]
+    name = "dec"
+
+    [method.options.dec]      # used when name = "dec"
+    channels = [16, 32]
+
+    [method.options.direct]   # used when name = "direct" (e.g. --method direct)
+    channels = [8, 16]
+    ```
+
+    The older flat form (``[method.options]`` holding ``channels = [16, 32]`` directly) is still read: its options
+    belong to the configured ``name`` (and, given together with tables, override that method's table). No method
+    option takes a table as its value, which is how the two forms are told apart.
+
     Attributes:
         name: the method, e.g. ``"plain"``, ``"augment"``, ``"dec"``.
-        group: the registered group the method uses (ignored by methods that use none); None takes the method's
-            default group.
+        group: the registered group the method uses; None takes the method's default group. A method that uses no
+            group (``plain``) refuses one.
         group_options: the group's constructor arguments, e.g. ``{"cells": 4, "strength": 0.25}``.
-        options: the method's own settings, e.g. ``{"prior_weight": 0.1}`` for ``"dec"``.
+        options: after construction, the options of ``name`` alone (what the method reads), e.g.
+            ``{"prior_weight": 0.1}`` for ``"dec"``; given as the flat form, per-method tables, or both.
+        tables: every method's options by method name, ``name``'s included (``to_dict`` writes these, so a
+            config read back, or overridden with another ``method.name``, keeps each method's options).
     """
 
     name: str = "plain"
     group: str | None = None
     group_options: Mapping[str, Any] = field(default_factory=dict, hash=False)
     options: Mapping[str, Any] = field(default_factory=dict, hash=False)
+    tables: Mapping[str, Mapping[str, Any]] = field(default_factory=dict, hash=False, init=False, repr=False)
 
     def __post_init__(self) -> None:
-        where = "MethodConfig"
+        where = "method"
         _name(self.name, where=where, name="name")
         if self.group is not None:
             _name(self.group, where=where, name="group")
         object.__setattr__(self, "group_options", _options(self.group_options, where=where, name="group_options"))
-        object.__setattr__(self, "options", _options(self.options, where=where, name="options"))
+        tables, flat = _split_tables(_options(self.options, where=where, name="options"))
+        tables[self.name] = {**tables.get(self.name, {}), **flat}
+        object.__setattr__(self, "options", MappingProxyType(dict(tables[self.name])))
+        object.__setattr__(self, "tables", MappingProxyType({k: MappingProxyType(v) for k, v in tables.items()}))
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain nested dicts; ``options`` as one table per method name (the empty ones left out)."""
+        return {"name": self.name, "group": self.group, "group_options": _plain(self.group_options),
+                "options": {k: _plain(v) for k, v in self.tables.items() if v}}
 
 
 @dataclass(frozen=True)
@@ -175,7 +213,7 @@ class OptimConfig:
     grad_clip: float | None = 1.0
 
     def __post_init__(self) -> None:
-        where = "OptimConfig"
+        where = "optim"
         V.require_int(self.epochs, low=1, where=where, name="epochs")
         V.require_int(self.batch_size, low=1, where=where, name="batch_size")
         _positive_number(self.lr, where=where, name="lr")
@@ -196,13 +234,20 @@ class OptimConfig:
 class EvalConfig:
     """What is measured after training (see [`equican.metrics`][equican.metrics]).
 
+    The core names no group: the packaged configurations choose the invariance group and its options (monotone
+    scaling at the paper's strength, see ``equican/configs/*.toml``).
+
     Attributes:
         enabled: evaluate at the end of training (``equican evaluate`` always does).
         limit: evaluate on the first ``limit`` test samples (None: all).
         batch_size: evaluation batch size.
-        invariance_group: the registry name of the group of the invariance error; by default monotone scaling.
-        invariance_options: that group's constructor arguments (default ``cells=8, strength=0.25``: the paper's
-            strength, and 8 segments where the paper's evaluation warps have 7).
+        invariance_group: the registry name of the group of the invariance error; None (the default) takes the
+            group of the run's method, with its ``group_options``; a method that uses no group (``plain``) then has
+            no invariance error.
+        invariance_options: each group's constructor arguments for the invariance error, one table per group name
+            (``{"monotone": {"cells": 8, "strength": 0.25}}``); only the table of the group evaluated is used, so
+            switching ``invariance_group`` never hands one group's options to another. The flat form
+            (``{"cells": 8}``) is read as the table of ``invariance_group``, which it then requires.
         rescalings: ``k``, rescalings per composite for the local-scale error (Locally Scaled MNIST only).
         seed: seed of the invariance error's random elements.
     """
@@ -210,23 +255,34 @@ class EvalConfig:
     enabled: bool = True
     limit: int | None = None
     batch_size: int = 64
-    invariance_group: str = "monotone"
-    invariance_options: Mapping[str, Any] = field(default_factory=lambda: {"cells": 8, "strength": 0.25},
-                                                  hash=False)
+    invariance_group: str | None = None
+    invariance_options: Mapping[str, Any] = field(default_factory=dict, hash=False)
     rescalings: int = 3
     seed: int = 0
 
     def __post_init__(self) -> None:
-        where = "EvalConfig"
+        where = "eval"
         if not isinstance(self.enabled, bool):
             raise ConfigError(f"{where}: expected enabled to be true or false, got {self.enabled!r}")
         _optional_int(self.limit, low=1, where=where, name="limit")
         V.require_int(self.batch_size, low=1, where=where, name="batch_size")
-        _name(self.invariance_group, where=where, name="invariance_group")
+        if self.invariance_group is not None:
+            _name(self.invariance_group, where=where, name="invariance_group")
+        tables, flat = _split_tables(_options(self.invariance_options, where=where, name="invariance_options"))
+        if flat:
+            if self.invariance_group is None:
+                raise ConfigError(f"{where}: expected invariance_options as one table per group name (e.g. "
+                                  f"invariance_options.monotone.cells=8) or an invariance_group they belong to, "
+                                  f"got options {sorted(flat)} and no invariance_group")
+            tables[self.invariance_group] = {**tables.get(self.invariance_group, {}), **flat}
         object.__setattr__(self, "invariance_options",
-                           _options(self.invariance_options, where=where, name="invariance_options"))
+                           MappingProxyType({k: MappingProxyType(v) for k, v in tables.items() if v}))
         V.require_int(self.rescalings, low=1, where=where, name="rescalings")
         V.require_int(self.seed, low=0, high=V.SEED_MAX, where=where, name="seed")
+
+    def group_options(self, name: str) -> dict[str, Any]:
+        """The constructor arguments of group ``name`` for the invariance error (its table; none: ``{}``)."""
+        return dict(self.invariance_options.get(name, {}))
 
 
 _SECTIONS = {"data": DataConfig, "model": ModelConfig, "method": MethodConfig, "optim": OptimConfig,
@@ -264,7 +320,7 @@ class TrainConfig:
     progress: bool = True
 
     def __post_init__(self) -> None:
-        where = "TrainConfig"
+        where = "config"
         for key, cls in _SECTIONS.items():
             if not isinstance(getattr(self, key), cls):
                 raise ConfigError(f"{where}: expected {key} to be a {cls.__name__}, "
@@ -299,8 +355,15 @@ class TrainConfig:
                 if not isinstance(value, Mapping):
                     raise ConfigError(f"{source}: expected section {key!r} to be a mapping, "
                                       f"got {type(value).__name__}")
-                top[key] = section(**_check_keys(value, section, where=f"{source}: section {key!r}"))
-        return cls(**top)
+                fields = _check_keys(value, section, where=f"{source}: section {key!r}")
+                try:
+                    top[key] = section(**fields)
+                except ConfigError as exc:  # say where the bad value came from (a file, the overrides, ...)
+                    raise ConfigError(f"{source}: {exc}") from None
+        try:
+            return cls(**top)
+        except ConfigError as exc:
+            raise ConfigError(f"{source}: {exc}") from None
 
     def replace(self, **changes: Any) -> TrainConfig:
         """A copy with top-level fields or whole sections replaced (validated again)."""
@@ -308,6 +371,8 @@ class TrainConfig:
 
 
 def _plain(value: Any) -> Any:
+    if isinstance(value, MethodConfig):
+        return value.to_dict()
     if dataclasses.is_dataclass(value):
         return {f.name: _plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
     if isinstance(value, Mapping):
@@ -318,7 +383,7 @@ def _plain(value: Any) -> Any:
 
 
 def _check_keys(mapping: Mapping[str, Any], cls: type, *, where: str) -> dict[str, Any]:
-    accepted = [f.name for f in dataclasses.fields(cls)]
+    accepted = [f.name for f in dataclasses.fields(cls) if f.init]
     unknown = [k for k in mapping if k not in accepted]
     if unknown:
         raise ConfigError(f"{where}: unknown field {unknown[0]!r}; expected one of {accepted}")
@@ -345,10 +410,15 @@ def from_options(cls: type, options: Mapping[str, Any], *, where: str) -> Any:
 _CONFIG_PACKAGE = "equican.configs"
 
 
+_PACKAGED_SUFFIXES = (".toml", ".yaml")
+
+
 def packaged_configs() -> list[str]:
-    """Names of the configurations shipped with the package (``equican train --config demo``)."""
-    return sorted(p.name.removesuffix(".toml") for p in resources.files(_CONFIG_PACKAGE).iterdir()
-                  if p.name.endswith(".toml"))
+    """Names of the configurations shipped with the package (``equican train --config demo``): the ``.toml`` and
+    ``.yaml`` files of ``equican/configs`` (``demo``, ``compare``, ``paper``, and the example
+    ``local_scale_dec``), installed with the wheel."""
+    return sorted(p.name.rsplit(".", 1)[0] for p in resources.files(_CONFIG_PACKAGE).iterdir()
+                  if p.name.endswith(_PACKAGED_SUFFIXES))
 
 
 def load_config(source: str | Path) -> TrainConfig:
@@ -364,24 +434,29 @@ def load_config(source: str | Path) -> TrainConfig:
     """
     path = Path(source)
     if not path.exists() and isinstance(source, str) and source in packaged_configs():
-        text = resources.files(_CONFIG_PACKAGE).joinpath(f"{source}.toml").read_text(encoding="utf-8")
-        return TrainConfig.from_dict(tomllib.loads(text), source=f"packaged config {source!r}")
+        for suffix in _PACKAGED_SUFFIXES:
+            entry = resources.files(_CONFIG_PACKAGE).joinpath(f"{source}{suffix}")
+            if entry.is_file():
+                text = entry.read_text(encoding="utf-8")
+                data = tomllib.loads(text) if suffix == ".toml" else load_yaml(text)
+                return TrainConfig.from_dict(data, source=f"packaged config {source!r}")
+    where = f"config file {str(source)!r}"
     suffix = path.suffix.lower()
     if suffix not in (".toml", ".yaml", ".yml"):
         hint = f"; packaged configurations: {packaged_configs()}" if not path.exists() else ""
-        raise ConfigError(f"load_config: expected a .toml, .yaml or .yml file or a packaged name, got "
-                          f"{str(source)!r}{hint}")
+        raise ConfigError(f"--config {str(source)!r}: expected a .toml, .yaml or .yml file or a packaged "
+                          f"configuration name{hint}")
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise DataError(f"load_config: config file {path} does not exist") from None
+        raise DataError(f"{where}: does not exist") from None
     except (OSError, UnicodeDecodeError) as exc:
-        raise DataError(f"load_config: cannot read config file {path}: {exc}") from None
+        raise DataError(f"{where}: cannot be read ({exc})") from None
     try:
         data = tomllib.loads(text) if suffix == ".toml" else load_yaml(text)
     except (tomllib.TOMLDecodeError, yaml.YAMLError) as exc:
-        raise DataError(f"load_config: {path} is not valid {suffix[1:].upper()}: {_one_line(exc)}") from None
-    return TrainConfig.from_dict({} if data is None else data, source=str(path))
+        raise DataError(f"{where}: not valid {suffix[1:].upper()}: {_one_line(exc)}") from None
+    return TrainConfig.from_dict({} if data is None else data, source=where)
 
 
 class _UniqueKeyLoader(yaml.SafeLoader):
@@ -424,41 +499,61 @@ def _number(value: Any) -> Any:
     return value
 
 
+def _apply_one(tree: dict[str, Any], item: str) -> None:
+    """Apply one ``dotted.key=value`` override to the nested dicts of ``TrainConfig.to_dict()``, in place."""
+    where = f"override {item!r}"
+    key, sep, raw = item.partition("=")
+    parts = key.strip().split(".")
+    if not sep or not all(parts):
+        raise ConfigError(f"{where}: expected KEY=VALUE with a dotted key (e.g. optim.lr=3e-4)")
+    try:
+        value = load_yaml(raw) if raw.strip() else None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{where}: cannot parse the value: {_one_line(exc)}") from None
+    if not raw.strip().startswith(("'", '"')):  # a quoted value is a string, whatever it looks like
+        value = _number(value)
+    # Sections and their fields exist already (a typo there is an error); keys inside an options mapping
+    # (depth 2 and deeper) may be new, since each component validates its own options.
+    node = tree
+    for depth, part in enumerate(parts):
+        last = depth == len(parts) - 1
+        if depth < 2 and (part not in node or (not last and not isinstance(node[part], dict))):
+            raise ConfigError(f"{where}: unknown key {'.'.join(parts[:depth + 1])!r}; expected one of "
+                              f"{sorted(node)}")
+        if not last:
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                raise ConfigError(f"{where}: {'.'.join(parts[:depth + 1])!r} is {child!r}, not a mapping")
+            node = child
+    node[parts[-1]] = value
+
+
 def apply_overrides(config: TrainConfig, overrides: Sequence[str]) -> TrainConfig:
     """``config`` with ``dotted.key=value`` overrides applied in order; values are parsed as YAML.
 
     ``optim.lr=3e-4`` sets a field; ``data.options.digits=2`` sets one option of a section (the options mapping is
-    merged, not replaced); ``seed=1`` sets a top-level field.
+    merged, not replaced); ``seed=1`` sets a top-level field. ``method.options.KEY=VALUE`` sets an option of the
+    method that is configured once all overrides are applied (``method.options.dec.KEY=VALUE`` one of ``dec``'s
+    table, whichever method runs).
 
     Raises:
-        ConfigError: a malformed override, an unknown key, or an invalid value.
+        ConfigError: a malformed override, an unknown key, or an invalid value; the message names the override.
     """
     tree = config.to_dict()
     for item in overrides:
-        key, sep, raw = item.partition("=")
-        parts = key.strip().split(".")
-        if not sep or not all(parts):
-            raise ConfigError(f"apply_overrides: expected KEY=VALUE with a dotted key (e.g. optim.lr=3e-4), "
-                              f"got {item!r}")
-        try:
-            value = load_yaml(raw) if raw.strip() else None
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"apply_overrides: cannot parse the value of {item!r}: {_one_line(exc)}") from None
-        if not raw.strip().startswith(("'", '"')):  # a quoted value is a string, whatever it looks like
-            value = _number(value)
-        # Sections and their fields exist already (a typo there is an error); keys inside an options mapping
-        # (depth 2 and deeper) may be new, since each component validates its own options.
-        node = tree
-        for depth, part in enumerate(parts):
-            last = depth == len(parts) - 1
-            if depth < 2 and (part not in node or (not last and not isinstance(node[part], dict))):
-                raise ConfigError(f"apply_overrides: unknown key {'.'.join(parts[:depth + 1])!r} in {item!r}; "
-                                  f"expected one of {sorted(node)}")
-            if not last:
-                child = node.setdefault(part, {})
-                if not isinstance(child, dict):
-                    raise ConfigError(f"apply_overrides: {'.'.join(parts[:depth + 1])!r} is {child!r}, not a "
-                                      f"mapping, in {item!r}")
-                node = child
-        node[parts[-1]] = value
-    return TrainConfig.from_dict(tree, source="overrides")
+        _apply_one(tree, item)
+    try:
+        return TrainConfig.from_dict(tree, source="overrides")
+    except ConfigError as exc:
+        # Name the override that made the config invalid: the first prefix of them that fails.
+        culprit, tree = list(overrides), config.to_dict()
+        for i, item in enumerate(overrides):
+            _apply_one(tree, item)
+            try:
+                TrainConfig.from_dict(tree, source="overrides")
+            except ConfigError:
+                culprit = [item]
+                break
+        message = str(exc).removeprefix("overrides: ")
+        label = f"override {culprit[0]!r}" if len(culprit) == 1 else f"overrides {culprit}"
+        raise ConfigError(f"{label}: {message}") from None

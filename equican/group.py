@@ -374,14 +374,24 @@ del _method
 
 
 def _register(cls: type[Group], name: str) -> None:
+    """Register ``cls`` under ``name``.
+
+    A class with the same module and qualified name as the registered one replaces it, with a warning: that is the
+    same class defined again (a notebook cell re-run, ``importlib.reload``), and refusing it would leave the old,
+    stale class in the registry. Two different classes under one name still raise.
+    """
     if not isinstance(name, str) or not name:
         raise RegistrationError(f"{cls.__name__}: expected a non-empty string name, got {name!r}")
     if name in _REGISTRY and _REGISTRY[name] is not cls:
         other = _REGISTRY[name]
-        raise RegistrationError(
-            f"cannot register {cls.__module__}.{cls.__qualname__} as {name!r}: the name is taken by "
-            f"{other.__module__}.{other.__qualname__}"
-        )
+        if (other.__module__, other.__qualname__) != (cls.__module__, cls.__qualname__):
+            raise RegistrationError(
+                f"cannot register {cls.__module__}.{cls.__qualname__} as {name!r}: the name is taken by "
+                f"{other.__module__}.{other.__qualname__}"
+            )
+        warnings.warn(EquicanWarning(
+            f"group {name!r}: {cls.__module__}.{cls.__qualname__} was defined again; the new definition replaces "
+            f"the registered one"), stacklevel=4)
     cls.name = name
     _REGISTRY[name] = cls
 

@@ -42,13 +42,17 @@ Result = Union[float, tuple[float, torch.Tensor]]
 
 
 def paper_invariance_group() -> Group:
-    """The monotone-scaling group of equican's invariance evaluation: ``R = 8`` segments, logits from ``U[0, 0.25)``.
+    """The group of the invariance evaluation of the packaged configurations (``equican/configs/paper.toml``).
 
-    Built through the registry: ``make_group("monotone", cells=8, strength=0.25)``. The strength and the temperature
-    are the paper's; its evaluation warps (``warping_resolution: 8`` in the reference implementation) count 8 knots,
+    Read from the packaged ``paper`` configuration's ``[eval]`` section, the one place it is written:
+    monotone scaling with ``R = 8`` segments and logits from ``U[0, 0.25)``. The strength and the temperature are
+    the paper's; its evaluation warps (``warping_resolution: 8`` in the reference implementation) count 8 knots,
     i.e. 7 segments, one fewer than here.
     """
-    return make_group("monotone", cells=8, strength=0.25)
+    from .config import load_config  # the config module is light, but metrics should not need it at import
+
+    ev = load_config("paper").eval
+    return make_group(ev.invariance_group, **ev.group_options(ev.invariance_group))
 
 
 # ---------------------------------------------------------------------------------------------- plumbing
@@ -184,8 +188,8 @@ def invariance_error(model: Model, data: Data, group: Group, *, seed: int = 0, b
     """Group invariance error: the mean of ``‖softmax(f(x)) − softmax(f(act(g, x)))‖₂`` over the samples.
 
     Each sample gets its own random element ``g = group.sample(...)`` at the group's configured strength; equican
-    evaluates monotone scaling with [`paper_invariance_group`][equican.metrics.paper_invariance_group] (the paper's
-    strength, one segment more than the paper's evaluation warps). The value lies
+    evaluates with the group its configuration names (the packaged ones: monotone scaling, see
+    [`paper_invariance_group`][equican.metrics.paper_invariance_group]). The value lies
     in ``[0, √2]``; 0 means the predicted distribution did not move.
 
     Args:

@@ -29,6 +29,7 @@ import contextlib
 import json
 import math
 import os
+import sys
 import time
 import warnings
 from collections.abc import Iterator
@@ -50,7 +51,7 @@ from .data import LocalScaleConfig, LocalScaleMNIST, TransformedConfig, Transfor
 from .data.seeding import index_generator
 from ._checkpoint import check_fields, load_states, remove_stale_temporaries
 from ._paths import require_writable_dir
-from .errors import ConfigError, ConvergenceWarning, DataError, NonFiniteError
+from .errors import ConfigError, ConvergenceWarning, DataError, EquicanWarning, NonFiniteError, UnknownNameError
 from .group import make_group
 from .methods import Objective, build_objective
 from .models import build_model
@@ -94,24 +95,35 @@ class SplitData:
 def load_split(config: DataConfig, split: str) -> SplitData:
     """Load or render one split of the configured dataset.
 
+    Warns ([`EquicanWarning`][equican.errors.EquicanWarning]) when the split's limit (``data.train_limit`` /
+    ``data.test_limit``) asks for more source digits than the data holds (the bundled subset has 500 training and
+    200 test digits): the run then uses all of them, fewer than the config says.
+
     Raises:
         ConfigError: an invalid dataset option. DataError: missing or corrupt MNIST files.
     """
     where = f"data ({config.dataset})"
     limit = config.train_limit if split == "train" else config.test_limit
+    key = "train_limit" if split == "train" else "test_limit"
+    if config.dataset == "mnist" and config.options:
+        raise ConfigError(f"{where}: expected no options for plain MNIST, got {dict(config.options)!r}")
+    # Validate the options before reading any file.
+    options = (from_options(LocalScaleConfig, config.options, where=where) if config.dataset == "local_scale" else
+               from_options(TransformedConfig, config.options, where=where) if config.dataset == "transformed" else None)
+    images, labels = load_mnist(split, config.root, limit)
+    if limit is not None and images.shape[0] < limit:
+        source = config.root or "the bundled MNIST subset"
+        warnings.warn(EquicanWarning(
+            f"data.{key} is {limit}, but {source} holds only {images.shape[0]} {split} digits: using all "
+            f"{images.shape[0]}"), stacklevel=2)
     if config.dataset == "local_scale":
-        dataset = LocalScaleMNIST(split, root=config.root, limit=limit,
-                                  config=from_options(LocalScaleConfig, config.options, where=where))
+        dataset = LocalScaleMNIST.from_tensors(images, labels, options)
         x, y = dataset.tensors()
         return SplitData(x, y, dataset.num_classes, dataset)
     if config.dataset == "transformed":
-        dataset = TransformedMNIST(split, root=config.root, limit=limit,
-                                   config=from_options(TransformedConfig, config.options, where=where))
+        dataset = TransformedMNIST.from_tensors(images, labels, config=options)
         x, y = dataset.tensors()
         return SplitData(x, y, 10, dataset)
-    if config.options:
-        raise ConfigError(f"{where}: expected no options for plain MNIST, got {dict(config.options)!r}")
-    images, labels = load_mnist(split, config.root, limit)
     return SplitData(images[:, None].float() / 255, labels.long(), 10)
 
 
@@ -149,7 +161,7 @@ def _distributed_env() -> _Distributed:
 
 def _device(config: TrainConfig, env: _Distributed) -> torch.device:
     if config.device == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("TrainConfig: device 'cuda' was asked for, but torch sees no CUDA device")
+        raise ConfigError("device: expected a CUDA device for 'cuda', got none (torch sees no CUDA device)")
     if config.device == "cpu" or not torch.cuda.is_available():
         return torch.device("cpu")
     return torch.device("cuda", env.local_rank)
@@ -312,13 +324,13 @@ def train(config: TrainConfig, *, resume: bool | str | os.PathLike[str] = False,
     env = _distributed_env()
     device = _device(config, env)
     if config.optim.batch_size % env.world:
-        raise ConfigError(f"OptimConfig: expected batch_size divisible by the {env.world} processes, "
+        raise ConfigError(f"optim.batch_size: expected batch_size divisible by the {env.world} processes, "
                           f"got {config.optim.batch_size}")
     if config.threads is not None:
         torch.set_num_threads(config.threads)
     # Everything that can fail on user input happens before the first step, the output directory first.
     if env.main:
-        require_writable_dir(config.out, where="TrainConfig", name="out")
+        require_writable_dir(config.out, where="config", name="out")
         remove_stale_temporaries(Path(config.out) / CHECKPOINT)  # left by a writer killed mid-save
     payload = _resume_payload(config, resume)
     if payload is not None and until_epoch is not None and until_epoch < payload["epoch"]:
@@ -331,6 +343,7 @@ def train(config: TrainConfig, *, resume: bool | str | os.PathLike[str] = False,
     if test_data is not None and test_data.num_classes != train_data.num_classes:
         raise ConfigError(f"data: the test split has {test_data.num_classes} classes, the train split "
                           f"{train_data.num_classes}")
+    _check_method_tables(config)
     eval_group = _eval_group(config) if config.eval.enabled else None
     objective = build(config, train_data).to(device)
 
@@ -339,7 +352,29 @@ def train(config: TrainConfig, *, resume: bool | str | os.PathLike[str] = False,
 
 
 def _eval_group(config: TrainConfig) -> Any:
-    return make_group(config.eval.invariance_group, **dict(config.eval.invariance_options))
+    """The group of the invariance error: ``eval.invariance_group`` with its own options table, or (None) the
+    method's group; None for a method that uses no group (then no invariance error is computed)."""
+    name = config.eval.invariance_group
+    if name is None:
+        from .methods import method_group
+
+        return method_group(config.method)
+    return make_group(name, **config.eval.group_options(name))
+
+
+def _check_method_tables(config: TrainConfig) -> None:
+    """Every ``method.options.<name>`` table names a method: a typo there would otherwise be ignored silently."""
+    from .methods import list_methods
+
+    known = list_methods()
+    for name in config.method.tables:
+        if name not in known:
+            import difflib
+
+            close = difflib.get_close_matches(name, known, n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise UnknownNameError(f"method.options.{name}: expected a table named after a method "
+                                   f"({', '.join(known)}), got {name!r}{hint}")
 
 
 def _fit(config: TrainConfig, env: _Distributed, device: torch.device, objective: Objective,
@@ -402,8 +437,10 @@ def _epoch(config: TrainConfig, env: _Distributed, device: torch.device, net: to
     objective.train()
     totals: dict[str, float] = {}
     seen, started = 0, time.perf_counter()
+    # Bars only on a terminal (disable=None: tqdm turns itself off when stderr is not a TTY), so a log piped to a
+    # file has no carriage returns; the per-epoch line below is written either way.
     bar = tqdm(loader, desc=f"epoch {epoch + 1}/{config.optim.epochs}", unit="batch", leave=False,
-               disable=not (config.progress and env.main), dynamic_ncols=True)
+               disable=None if config.progress and env.main else True, dynamic_ncols=True)
     for step, (x, y, index) in enumerate(bar, start=1):
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
         with warnings.catch_warnings():
@@ -429,10 +466,12 @@ def _epoch(config: TrainConfig, env: _Distributed, device: torch.device, net: to
     seconds = time.perf_counter() - started
     row = {"epoch": epoch + 1, **{k: v / seen for k, v in totals.items()}, "images_per_s": seen / seconds,
            "seconds": seconds, "lr": scheduler.get_last_lr()[0]}
-    if env.main and config.progress:
+    if env.main:
+        # Always, bars or not: one line per epoch, so a log read from a pipe or a file shows the progress.
         extra = "".join(f", {k} {row[k]:.3g}" for k in ("canon", "steps", "converged", "residual") if k in row)
         tqdm.write(f"epoch {epoch + 1}/{config.optim.epochs}: loss {row['loss']:.4f}, "
                    f"{row['images_per_s']:.0f} img/s, {seconds:.1f} s{extra}")
+        sys.stdout.flush()
     return row
 
 
@@ -442,16 +481,19 @@ def evaluate(model: torch.nn.Module, config: TrainConfig, test_data: SplitData, 
     """The configured metrics of ``model`` on ``test_data`` (the first ``config.eval.limit`` samples).
 
     Returns:
-        ``accuracy``, ``invariance_error`` (under ``config.eval``'s group), and for Locally Scaled MNIST
+        ``accuracy``, ``invariance_error`` (under ``config.eval``'s group; absent when ``eval.invariance_group`` is
+        None and the method uses no group), and for Locally Scaled MNIST
         ``accuracy_unscaled`` (every digit at scale 1) and ``local_scale_error`` (``k = eval.rescalings``);
         ``samples``, the invariance group's repr, and ``nonconverged_batches``: how many evaluation batches raised a
         [`ConvergenceWarning`][equican.errors.ConvergenceWarning].
     """
     ev = config.eval
-    group = _eval_group(config) if group is None else group
+    group = _eval_group(config) if group is None else group  # still None for a group-less method
     n = test_data.x.shape[0] if ev.limit is None else min(ev.limit, test_data.x.shape[0])
     x, y = test_data.x[:n], test_data.y[:n]
-    out: dict[str, Any] = {"samples": n, "invariance_group": repr(group)}
+    out: dict[str, Any] = {"samples": n}
+    if group is not None:
+        out["invariance_group"] = repr(group)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", ConvergenceWarning)
         with metrics.solver_statistics(model) as record:
@@ -467,8 +509,9 @@ def evaluate(model: torch.nn.Module, config: TrainConfig, test_data: SplitData, 
             out["canon_spread"] = metrics.canonical_spread(canon, (x,), batch_size=ev.batch_size)
             out["canon_spread_identity"] = metrics.canonical_spread(IdentityCanonicalizer(canon.group), (x,),
                                                                     batch_size=ev.batch_size)
-        out["invariance_error"] = metrics.invariance_error(model, (x,), group, seed=ev.seed,
-                                                           batch_size=ev.batch_size)
+        if group is not None:
+            out["invariance_error"] = metrics.invariance_error(model, (x,), group, seed=ev.seed,
+                                                               batch_size=ev.batch_size)
         if isinstance(test_data.source, LocalScaleMNIST):
             source = test_data.source
             reference = torch.stack([source.reference(i) for i in range(n)])

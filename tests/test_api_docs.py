@@ -63,7 +63,7 @@ AUDITED: tuple[str, ...] = (
     "equican.data", "equican.data.idx", "equican.data.local_scale", "equican.data.mnist", "equican.data.seeding",
     "equican.data.transformed",
     "equican.config", "equican.methods", "equican.objectives", "equican.models", "equican.train", "equican.metrics",
-    "equican.compare", "equican.report", "equican.demo", "equican.cli", "equican.sampling",
+    "equican.compare", "equican.report", "equican.demo", "equican.cli", "equican.show", "equican.sampling",
     "equican.interop", "equican.augmentation", "equican.pretrained",
 )
 #: Public modules of the package with no API of their own: the packaged config files.

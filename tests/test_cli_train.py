@@ -18,7 +18,8 @@ pytestmark = pytest.mark.filterwarnings("ignore::equican.errors.ConvergenceWarni
 TINY = ("--set", "data.train_limit=32", "--set", "data.test_limit=8", "--set", "data.options.digits=1",
         "--set", "data.options.cell=24", "--set", "data.options.canvas=24",
         "--set", "model.options.channels=[4, 8]", "--set", "eval.limit=4", "--set", "eval.batch_size=4",
-        "--set", "eval.rescalings=2", "--epochs", "1", "--batch-size", "8", "--device", "cpu", "--no-progress")
+        "--set", "eval.rescalings=2", "--epochs", "1", "--batch-size", "8", "--device", "cpu", "--no-progress",
+        "--set", "eval.invariance_group=monotone")
 
 
 def run_cli(*argv: str) -> tuple[int, str, str]:

@@ -69,7 +69,7 @@ def test_cli_quick(tmp_path, capsys):
                  "--set", "model.options.channels=[4, 8]", "--set", "method.options.channels=[4, 8]",
                  "--out", str(tmp_path)])
     assert code == 0
-    assert "| augment[monotone] |" in capsys.readouterr().out
+    assert "| augment[rotation] |" in capsys.readouterr().out  # the augment group defaults to the first of --groups
     assert (tmp_path / "compare.json").exists()
 
 

@@ -52,6 +52,7 @@ schedule = "linear"
 
 [eval]
 limit = 4
+invariance_group = "monotone"
 invariance_options = { cells = 4, strength = 0.5 }
 """
 
@@ -79,6 +80,7 @@ optim:
   schedule: linear
 eval:
   limit: 4
+  invariance_group: monotone
   invariance_options: {cells: 4, strength: 0.5}
 """
 
@@ -95,7 +97,8 @@ def test_defaults_are_valid_and_documented():
     assert config.data == DataConfig() and config.data.dataset in DATASETS
     assert config.optim == OptimConfig() and config.optim.schedule in SCHEDULES
     assert (config.method.name, config.model.name, config.device, config.seed) == ("plain", "cnn", "auto", 0)
-    assert dict(config.eval.invariance_options) == {"cells": 8, "strength": 0.25}
+    # The core names no group: by default the invariance error uses the method's group (none for plain).
+    assert config.eval.invariance_group is None and dict(config.eval.invariance_options) == {}
     assert set(config.to_dict()) >= set(SECTIONS)
 
 
@@ -135,9 +138,9 @@ def test_default_round_trip():
 
 def test_round_trip_detects_a_change():
     """Negative control: the equality the round trip relies on does see a changed nested option."""
-    config = TrainConfig()
+    config = load_config("demo")
     tree = config.to_dict()
-    tree["eval"]["invariance_options"]["strength"] = 0.5
+    tree["eval"]["invariance_options"]["monotone"]["strength"] = 0.5
     assert TrainConfig.from_dict(tree) != config
 
 
@@ -426,8 +429,10 @@ def test_documented_example_configs_load():
     """The config files the docs point users to stay valid as the code changes."""
     from pathlib import Path
 
-    examples = sorted((Path(__file__).resolve().parents[1] / "docs" / "examples").glob("*.y*ml"))
-    assert examples, "docs/examples has no YAML config"
+    examples = sorted((Path(__file__).resolve().parents[1] / "equican" / "configs").glob("*.y*ml"))
+    assert examples, "equican/configs has no YAML config"
     for path in examples:
         config = load_config(path)
         assert config.method.name == "dec" and config.data.options["digits"] == 2
+        # ... and the packaged name reads the same file (it ships in the wheel, see pyproject's package-data)
+        assert path.stem in packaged_configs() and load_config(path.stem) == config

@@ -17,9 +17,16 @@ def _nav_pages(entries) -> list[str]:
     return pages
 
 
+class _MkdocsLoader(yaml.SafeLoader):
+    """A safe loader that reads mkdocs' own tags (``!relative $docs_dir``, ``!ENV``) as plain strings."""
+
+
+_MkdocsLoader.add_multi_constructor("!", lambda loader, suffix, node: f"!{suffix} {loader.construct_scalar(node)}"
+                                    if isinstance(node, yaml.ScalarNode) else None)
+
+
 def _config() -> dict:
-    # mkdocs.yml has no python-specific tags, so a plain YAML load reads it.
-    return yaml.safe_load((ROOT / "mkdocs.yml").read_text(encoding="utf-8"))
+    return yaml.load((ROOT / "mkdocs.yml").read_text(encoding="utf-8"), Loader=_MkdocsLoader)  # noqa: S506
 
 
 def test_strict_build_renders_every_nav_page(docs_site):
@@ -66,3 +73,48 @@ def test_page_python_examples_run(tmp_path):
                               timeout=600, stdin=subprocess.DEVNULL,
                               env={**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"})
         assert proc.returncode == 0, f"{page}:\n{proc.stdout[-2000:]}{proc.stderr[-2000:]}"
+
+
+def test_build_from_another_working_directory(tmp_path):
+    """`mkdocs build -f /path/to/mkdocs.yml` from elsewhere: every path in the config is relative to the file (the
+    snippets' base path once was relative to the working directory: SnippetMissingError)."""
+    import os
+    import subprocess
+    import sys
+
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    site = tmp_path / "site"
+    proc = subprocess.run([sys.executable, "-m", "mkdocs", "build", "--strict", "-f", str(ROOT / "mkdocs.yml"),
+                           "--site-dir", str(site)], cwd=elsewhere, capture_output=True, text=True, timeout=600,
+                          env={**os.environ, "NO_MKDOCS_2_WARNING": "1"})
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    # A tutorial page includes its script through a snippet: the code is really there.
+    page = (site / "tutorials" / "new_group" / "index.html").read_text(encoding="utf-8")
+    assert "class " in page and "Snippet" not in page
+    assert not any(elsewhere.iterdir())  # nothing was written into the working directory
+
+
+def test_math_is_typeset_when_arithmatex_is_on(docs_site):
+    """arithmatex only marks math up; the pages must load MathJax (and its settings) to render it."""
+    config = _config()
+    names = [next(iter(e)) if isinstance(e, dict) else e for e in config["markdown_extensions"]]
+    if "pymdownx.arithmatex" not in names:
+        return
+    scripts = config.get("extra_javascript", [])
+    assert any("mathjax" in str(s).lower() and str(s).startswith("https://") for s in scripts), scripts
+    html = (docs_site / "concepts" / "groups" / "index.html").read_text(encoding="utf-8")
+    assert "javascripts/mathjax.js" in html and "tex-mml-chtml.js" in html
+    assert (docs_site / "javascripts" / "mathjax.js").is_file()
+
+
+def test_mkdocs_loader_reads_tags():
+    # Negative control for _config(): a plain safe_load refuses mkdocs' tags, the loader here reads them.
+    text = "a: !relative $docs_dir\n"
+    try:
+        yaml.safe_load(text)
+    except yaml.YAMLError:
+        pass
+    else:
+        raise AssertionError("safe_load accepted an unknown tag")
+    assert yaml.load(text, Loader=_MkdocsLoader) == {"a": "!relative $docs_dir"}  # noqa: S506

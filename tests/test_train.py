@@ -19,7 +19,7 @@ from equican.train import CHECKPOINT, METRICS, SplitData, build, evaluate_checkp
 # A run of a second or so: 32 one-digit composites on a 24×24 canvas, 4 batches per epoch, 4 evaluation samples.
 COMMON = ("data.train_limit=32", "data.test_limit=8", "model.options.channels=[4, 8]", "optim.epochs=2",
           "optim.batch_size=8", "eval.limit=4", "eval.batch_size=4", "eval.rescalings=2", "progress=false",
-          "device=cpu")
+          "device=cpu", "eval.invariance_group=monotone")
 LOCAL_SCALE = ("data.options.digits=1", "data.options.cell=24", "data.options.canvas=24",
                "data.options.scale_range=[0.5, 1.0]")
 CANON = ("method.options.channels=[4, 8]",)
@@ -372,3 +372,26 @@ def test_load_split_shapes():
     data = load_split(tiny_config(Path(os.devnull)).data, "train")
     assert data.x.shape == (32, 1, 24, 24) and data.y.shape == (32,) and data.num_classes == 10
     assert data.x.dtype == torch.float32 and 0 <= float(data.x.min()) and float(data.x.max()) <= 1
+
+
+def test_plain_run_without_an_eval_group_has_no_invariance_error(tmp_path):
+    """The core names no group: with eval.invariance_group unset, a group-less method measures no invariance."""
+    config = tiny_config(tmp_path / "run", "optim.epochs=1", "eval.invariance_group=null")
+    assert config.eval.invariance_group is None and config.method.name == "plain"
+    ev = train(config)["eval"]
+    assert "invariance_error" not in ev and "invariance_group" not in ev and 0 <= ev["accuracy"] <= 1
+
+
+def test_limit_beyond_the_data_warns(tmp_path):
+    from equican.errors import EquicanWarning
+    from equican.train import load_split
+
+    with pytest.warns(EquicanWarning, match="data.test_limit is 6000, but the bundled MNIST subset holds only 200"):
+        split = load_split(apply_overrides(TrainConfig(), ["data.dataset=mnist", "data.test_limit=6000"]).data, "test")
+    assert split.x.shape[0] == 200
+    import warnings
+
+    with warnings.catch_warnings():  # negative control: a limit within the data does not warn
+        warnings.simplefilter("error", EquicanWarning)
+        assert load_split(apply_overrides(TrainConfig(), ["data.dataset=mnist", "data.test_limit=20"]).data,
+                          "test").x.shape[0] == 20
