@@ -41,8 +41,8 @@ def _lattice_points(height: int, width: int, *, device: torch.device, dtype: tor
     return identity_field(height, width, batch=1, device=device, dtype=dtype)[0].permute(1, 2, 0)
 
 
-def _bilinear_eval(field: torch.Tensor, batch: torch.Tensor, points: torch.Tensor, *,
-                   jacobian: bool = True) -> tuple[torch.Tensor, torch.Tensor | None]:
+def _bilinear_eval(field: torch.Tensor, batch: torch.Tensor, points: torch.Tensor, *, jacobian: bool = True,
+                   coef: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Value and Jacobian of the piecewise-bilinear maps ``field`` at scattered points, differentiable in both.
 
     Args:
@@ -50,6 +50,8 @@ def _bilinear_eval(field: torch.Tensor, batch: torch.Tensor, points: torch.Tenso
         batch: ``(K,)`` long, the element each point belongs to.
         points: ``(K, 2)`` normalized coordinates ``(x, y)``; outside ``[-1, 1]²`` the border cells are extended.
         jacobian: also return the Jacobian (None otherwise).
+        coef: the field's pieces (``_cell_pieces(field)[0]``) when already computed; they are then not
+            differentiable in ``field``.
 
     Returns:
         ``(value, jac)``: ``value: (K, 2)``; ``jac: (K, 2, 2)``, ``jac[:, a, b] = ∂value_a/∂u_b``, one-sided within
@@ -57,7 +59,7 @@ def _bilinear_eval(field: torch.Tensor, batch: torch.Tensor, points: torch.Tenso
     """
     n, m = field.shape[-2:]
     sx, sy = (m - 1) / 2, (n - 1) / 2  # normalized -> node-index units
-    coef = _cell_pieces(field)[0]
+    coef = _cell_pieces(field)[0] if coef is None else coef
     px, py = (points[:, 0] + 1) * sx, (points[:, 1] + 1) * sy
     vx, vy, *derivatives = _piece_eval(coef, *_locate(px, py, batch, n, m), jacobian=jacobian)
     value = torch.stack([vx / sx - 1, vy / sy - 1], dim=1)
@@ -175,21 +177,23 @@ def _poor_cells(coef: torch.Tensor, inv: torch.Tensor, height: int, width: int, 
     q = (inv + 1) * inv.new_tensor([(m - 1) / 2, (n - 1) / 2])[:, None, None]  # node-index units
     px_per_node = ((width - 1) / (m - 1), (height - 1) / (n - 1))
 
-    def miss(points: torch.Tensor, dx: float, dy: float) -> torch.Tensor:
-        # points: (B, 2, P, Q) interpolated preimages of the lattice points (j + dx, i + dy).
-        p, q_ = points.shape[-2:]
-        batch = torch.arange(b, device=inv.device).repeat_interleave(p * q_)
-        vx, vy = _piece_eval(coef, *_locate(points[:, 0].reshape(-1), points[:, 1].reshape(-1), batch, n, m),
-                             jacobian=False)
-        tx = torch.arange(q_, device=inv.device, dtype=inv.dtype) + dx
-        ty = torch.arange(p, device=inv.device, dtype=inv.dtype)[:, None] + dy
-        ex = (vx.view(b, p, q_) - tx).abs() * px_per_node[0]
-        ey = (vy.view(b, p, q_) - ty).abs() * px_per_node[1]
-        return torch.maximum(ex, ey)
-
-    across = miss((q[..., :, :-1] + q[..., :, 1:]) / 2, 0.5, 0.0)  # (B, N, M-1): midpoints of horizontal edges
-    down = miss((q[..., :-1, :] + q[..., 1:, :]) / 2, 0.0, 0.5)  # (B, N-1, M): midpoints of vertical edges
-    centre = miss((q[..., :-1, :-1] + q[..., :-1, 1:] + q[..., 1:, :-1] + q[..., 1:, 1:]) / 4, 0.5, 0.5)
+    # The interpolated preimages of the half-integer lattice points (j + dx, i + dy), dx, dy in {0, 1/2}: edge
+    # midpoints and cell centres, on one (2N-1) × (2M-1) lattice (the nodes ride along), so that one evaluation
+    # of the field serves all three kinds of point.
+    half = q.new_empty(b, 2, 2 * n - 1, 2 * m - 1)
+    half[..., ::2, ::2] = q
+    half[..., ::2, 1::2] = (q[..., :, :-1] + q[..., :, 1:]) / 2  # midpoints of horizontal edges
+    half[..., 1::2, ::2] = (q[..., :-1, :] + q[..., 1:, :]) / 2  # midpoints of vertical edges
+    half[..., 1::2, 1::2] = (q[..., :-1, :-1] + q[..., :-1, 1:] + q[..., 1:, :-1] + q[..., 1:, 1:]) / 4  # centres
+    rows, cols = 2 * n - 1, 2 * m - 1
+    batch = torch.arange(b, device=inv.device).repeat_interleave(rows * cols)
+    vx, vy = _piece_eval(coef, *_locate(half[:, 0].reshape(-1), half[:, 1].reshape(-1), batch, n, m),
+                         jacobian=False)
+    tx = torch.arange(cols, device=inv.device, dtype=inv.dtype) / 2
+    ty = torch.arange(rows, device=inv.device, dtype=inv.dtype)[:, None] / 2
+    miss = torch.maximum((vx.view(b, rows, cols) - tx).abs() * px_per_node[0],
+                         (vy.view(b, rows, cols) - ty).abs() * px_per_node[1])
+    across, down, centre = miss[:, ::2, 1::2], miss[:, 1::2, ::2], miss[:, 1::2, 1::2]
     worst = torch.maximum(torch.maximum(centre, torch.maximum(across[:, :-1], across[:, 1:])),
                           torch.maximum(down[:, :, :-1], down[:, :, 1:]))
     return worst >= tol
@@ -241,14 +245,16 @@ def _expand_boxes(lo_x: torch.Tensor, hi_x: torch.Tensor, lo_y: torch.Tensor,
     return box, lo_x.index_select(0, box) + (rank - row * width), lo_y.index_select(0, box) + row
 
 
-def _node_candidates(field: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Candidate (cell, node) pairs for inverting ``field: (B, 2, N, M)`` at its own lattice nodes.
+def _node_candidates(field: torch.Tensor, pieces: tuple[torch.Tensor, ...] | None = None
+                     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Candidate (cell, node) pairs for inverting ``field: (B, 2, N, M)`` at its own lattice nodes (``pieces``:
+    ``_cell_pieces(field)`` when already computed).
 
     Returns:
         ``(coef, cell, col, row)``: the cells' pieces (see ``_cell_pieces``) and, per candidate ``(T,)``, the
         cell and the target node's column and row.
     """
-    coef, lo, hi = _cell_pieces(field)
+    coef, lo, hi = _cell_pieces(field) if pieces is None else pieces
     n, m = field.shape[-2:]
     lo = torch.ceil(lo - _SLACK).clamp_(min=0).long()
     hi = torch.floor(hi + _SLACK).long().minimum(torch.tensor([[m - 1], [n - 1]], device=field.device))
@@ -364,22 +370,24 @@ def _pixel_candidates(coef: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor, sh
     return coef * scale, cell[inside], col[inside], row[inside], slot[inside]
 
 
-def _node_preimages(field: torch.Tensor, batch: torch.Tensor, target: torch.Tensor
+def _node_preimages(field: torch.Tensor, batch: torch.Tensor, target: torch.Tensor,
+                    pieces: tuple[torch.Tensor, ...] | None = None
                     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, float]:
-    """Preimages of the lattice nodes under ``field: (B, 2, N, N)``, with the field's value and Jacobian there.
+    """Preimages of the lattice nodes under ``field: (B, 2, N, N)``, with the field's value and Jacobian there
+    (``pieces``: ``_cell_pieces(field)`` when already computed).
 
     Returns:
         ``(p, value, jac, err)``: ``p (B·N·N, 2)`` (NaN for a node no cell claims), the field and its Jacobian at
         ``p`` (see ``_bilinear_eval``), and the largest node residual (inf when a node is unclaimed).
     """
     b, n = field.shape[0], field.shape[-1]
-    coef, cell, col, row = _node_candidates(field)
+    coef, cell, col, row = _node_candidates(field, pieces)
     slot = (torch.div(cell, (n - 1) ** 2, rounding_mode="floor") * n + row) * n + col
     index, cell, s, t = _preimages(coef, cell, col, row, slot, b * n * n)
     p = torch.full((b * n * n, 2), float("nan"), device=field.device, dtype=field.dtype)
     p[index] = _cell_point(cell, s, t, n, n)
     # A node no cell claimed (NaN) can only come from a field that is not onto the square.
-    value, jac = _bilinear_eval(field, batch, p.nan_to_num(0.0))
+    value, jac = _bilinear_eval(field, batch, p.nan_to_num(0.0), coef=coef)
     err = node_residual(p, value, target, jac, complete=index.numel() == p.shape[0])
     return p, value, jac, err
 

@@ -163,7 +163,12 @@ class MonotoneScaling(Group, name="monotone"):
         Returns:
             ``(B, C, H, W)``, differentiable in ``g`` (implicit-function gradient) and ``x``.
         """
-        return grid_sample(x, self.inverse_grid(g, x.shape[-2], x.shape[-1]))
+        # g was validated by this call's wrapper: inverse_grid's own check would repeat it. The cell pieces of g
+        # serve both the node inverse and the per-pixel refinement.
+        with torch.no_grad():
+            pieces = _cell_pieces(g.detach())
+        inv = self._invert(g, pieces)
+        return grid_sample(x, self._refine_grid(g, inv, x.shape[-2], x.shape[-1], 0.5, pieces))
 
     def inverse_grid(self, g: torch.Tensor, height: int, width: int, *, pixel_tol: float = 0.5) -> torch.Tensor:
         """The sampling grid of the inverse action on ``height × width`` images.
@@ -192,7 +197,9 @@ class MonotoneScaling(Group, name="monotone"):
                 raise ShapeError(f"{where}: expected {key} to be an int >= 2, got {value!r}")
         if isinstance(pixel_tol, bool) or not isinstance(pixel_tol, (int, float)) or not pixel_tol >= 0:
             raise ConfigError(f"{where}: expected pixel_tol to be a number >= 0, got {pixel_tol!r}")
-        return self._refine_grid(g, self._invert(g), height, width, float(pixel_tol))
+        with torch.no_grad():
+            pieces = _cell_pieces(g.detach())
+        return self._refine_grid(g, self._invert(g, pieces), height, width, float(pixel_tol), pieces)
 
     def distance(self, g, h):
         """Root-mean-square distance between the two sampling maps over the lattice nodes, shape ``(B,)``.
@@ -270,25 +277,27 @@ class MonotoneScaling(Group, name="monotone"):
         return logits - logits.mean(dim=-1, keepdim=True)
 
     # ------------------------------------------------------------------ inversion
-    def _invert(self, g: torch.Tensor) -> torch.Tensor:
+    def _invert(self, g: torch.Tensor, pieces: tuple[torch.Tensor, ...] | None = None) -> torch.Tensor:
         """The inverse fields ``(B, 2, N, N)`` of validated elements ``g: (B, 2, N, N)``.
 
         Exact at the nodes (closed-form preimages, see ``_preimages``), then one Newton step that is
         differentiable in ``g``: the residual is ~0, so the value does not move, but the step carries the
-        implicit-function gradient ``dp/dg = -J⁻¹ ∂g(p)/∂g`` to the solution.
+        implicit-function gradient ``dp/dg = -J⁻¹ ∂g(p)/∂g`` to the solution. ``pieces``: ``_cell_pieces`` of
+        ``g.detach()`` when the caller already has them (act_inverse shares them with ``_refine_grid``).
         """
         b, n = g.shape[0], self.nodes
         target = _lattice_points(n, n, device=g.device, dtype=g.dtype).expand(b, n, n, 2).reshape(-1, 2)
         batch = torch.arange(b, device=g.device).repeat_interleave(n * n)
         with torch.no_grad():
             field = g.detach()
-            p, value, jac, err = _node_preimages(field, batch, target)
+            p, value, jac, err = _node_preimages(field, batch, target, pieces)
             if err > self._solve_tol(g.dtype) and g.dtype == torch.float32:
                 # Strongly folded float32 fields can leave a node on a cell edge that rounding moves out of every
                 # candidate cell (seen once in 256 warps with |z| ~ 3 and 26% of the cells folded); float64
                 # resolves it, and costs nothing on the usual path.
                 p = _node_preimages(field.double(), batch, target.double())[0].float()
-                value, jac = _bilinear_eval(field, batch, p.nan_to_num(0.0))
+                coef = None if pieces is None else pieces[0]
+                value, jac = _bilinear_eval(field, batch, p.nan_to_num(0.0), coef=coef)
                 err = node_residual(p, value, target, jac, complete=True)
             if err > self._solve_tol(g.dtype):
                 raise ConvergenceError(
@@ -296,12 +305,15 @@ class MonotoneScaling(Group, name="monotone"):
                     f"residual of {err:.3g} at the nodes (tolerance {self._solve_tol(g.dtype):.3g}); the field may "
                     f"be degenerate or not onto the square"
                 )
-        value, _ = _bilinear_eval(g, batch, p, jacobian=False)
+        if g.requires_grad and torch.is_grad_enabled():
+            value, _ = _bilinear_eval(g, batch, p, jacobian=False)
+        # Without a gradient to carry, the value at p is the one the solve computed (the same numbers): the step
+        # only polishes p.
         p = p - _solve2x2(jac, value - target)
         return p.view(b, n, n, 2).permute(0, 3, 1, 2).contiguous()
 
-    def _refine_grid(self, g: torch.Tensor, inv: torch.Tensor, height: int, width: int,
-                     tol: float) -> torch.Tensor:
+    def _refine_grid(self, g: torch.Tensor, inv: torch.Tensor, height: int, width: int, tol: float,
+                     pieces: tuple[torch.Tensor, ...] | None = None) -> torch.Tensor:
         """The grid of [`inverse_grid`][equican_groups.monotone.MonotoneScaling.inverse_grid]: ``inv`` interpolated, re-solved
         in the cells where it misses by ``tol`` px.
 
@@ -318,7 +330,7 @@ class MonotoneScaling(Group, name="monotone"):
         grid = upsample_field(inv, height, width)
         with torch.no_grad():
             field = g.detach()
-            coef, lo, hi = _cell_pieces(field)
+            coef, lo, hi = _cell_pieces(field) if pieces is None else pieces
             flag = _poor_cells(coef, inv.detach(), height, width, tol=tol)
         if not bool(flag.any()):
             return grid.permute(0, 2, 3, 1)
