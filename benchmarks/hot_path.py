@@ -147,6 +147,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="small sizes, few repeats (seconds)")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--sections", nargs="+", choices=("calls", "deq_step", "resolution"),
+                        default=["calls", "deq_step", "resolution"])
     parser.add_argument("--out", type=Path, default=ROOT / "outputs" / "benchmarks")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -156,20 +158,26 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         step_shape, res_size, res_batch, resolutions = (2, 8, 14, 14), 48, 2, [None, 24]
     else:
         shapes = [("1x32", (1, 3, 32, 32), {}), ("64x224", (64, 3, 224, 224), {}),
+                  ("1x32,cells=8", (1, 3, 32, 32), {"groups": ["monotone"], "kwargs": {"cells": 8}}),
                   ("64x224,cells=8", (64, 3, 224, 224), {"groups": ["monotone"], "kwargs": {"cells": 8}})]
         calls, rounds = 200, 7
         step_shape, res_size, res_batch, resolutions = (8, 32, 14, 14), 210, 16, [None, 140, 105, 70, 52, 35]
-    payload = {"threads": args.threads, "quick": args.quick,
-               "calls": run_calls(shapes, calls=calls, rounds=rounds),
-               "deq_step": run_deq_step(step_shape, calls=max(calls // 4, 1), rounds=rounds),
-               "resolution": run_resolution(res_size, res_batch, resolutions, rounds=max(rounds // 2, 1))}
+    payload: dict[str, Any] = {"threads": args.threads, "quick": args.quick, "calls": [], "deq_step": None,
+                               "resolution": []}
+    if "calls" in args.sections:
+        payload["calls"] = run_calls(shapes, calls=calls, rounds=rounds)
+    if "deq_step" in args.sections:
+        payload["deq_step"] = run_deq_step(step_shape, calls=max(calls // 4, 1), rounds=rounds)
+    if "resolution" in args.sections:
+        payload["resolution"] = run_resolution(res_size, res_batch, resolutions, rounds=max(rounds // 2, 1))
     print("case            group      act  act_inv | unchecked: act  act_inv   (ratios to grid_sample)")
     for row in payload["calls"]:
         print(f"{row['case']:15s} {row['group']:9s} {row['ratio_act']:6.2f} {row['ratio_act_inverse']:8.2f} |"
               f"            {row['ratio_act_unchecked']:6.2f} {row['ratio_act_inverse_unchecked']:8.2f}")
     step = payload["deq_step"]
-    print(f"DEQ step {tuple(step['shape'])}: group calls {1e6 * step['group_seconds']:.0f} us, network "
-          f"{1e6 * step['seconds']['net']:.0f} us, ratio {step['ratio']:.3f}")
+    if step is not None:
+        print(f"DEQ step {tuple(step['shape'])}: group calls {1e6 * step['group_seconds']:.0f} us, network "
+              f"{1e6 * step['seconds']['net']:.0f} us, ratio {step['ratio']:.3f}")
     print("resolution  ms/batch  speedup  relative element deviation")
     for row in payload["resolution"]:
         print(f"{row['resolution']:10d} {1e3 * row['seconds']:9.1f} {row['speedup']:8.2f} "

@@ -290,7 +290,14 @@ def _validated(method: str, roles: tuple[str, ...], fn: Callable[..., Any]) -> C
         if len(bound) != len(roles):
             missing = [r for r in roles if r not in bound]
             raise TypeError(f"{where}() missing argument(s): {', '.join(missing)}")
-        if not _fast_accept(self, bound):
+        outer = _VALIDATED_ARGS.get()
+        if outer and outer[0] is self and all(any(v is t and _KIND[r] == k for k, t in outer[1])
+                                                  for r, v in bound.items()):
+            # A member called by a validated member of the same group with the very tensors that call validated, in
+            # the same roles (Affine2d.act inverting its own g): the checks would repeat exactly. Its result is
+            # still checked.
+            pass
+        elif not _fast_accept(self, bound):
             _check_arguments(self, roles, bound, where)
         elif _custom_invalid_reason(self):
             for role in ("g", "h"):
@@ -299,7 +306,11 @@ def _validated(method: str, roles: tuple[str, ...], fn: Callable[..., Any]) -> C
                     if reason is not None:
                         raise InvalidElementError(
                             f"{where}: expected {role} to be valid elements of {self!r}, got {reason}")
-        out = fn(self, *args, **kwargs)
+        token = _VALIDATED_ARGS.set((self, tuple((_KIND[r], v) for r, v in bound.items())))
+        try:
+            out = fn(self, *args, **kwargs)
+        finally:
+            _VALIDATED_ARGS.reset(token)
         if isinstance(out, torch.Tensor) and out.numel() and not math.isfinite(out.detach().sum().item()):
             # Finite inputs can still overflow (exp of a large log-scale, products of huge translations): say so
             # here, typed, rather than hand a silent NaN/inf to the caller. One sum, like the input check; a sum
@@ -367,6 +378,10 @@ def _fast_accept(self: Group, bound: dict[str, Any]) -> bool:
 
 
 _TRUSTED: contextvars.ContextVar[bool] = contextvars.ContextVar("equican_group_trusted", default=False)
+# The group and the (kind, argument) pairs of the validated call now running (empty outside one): see _validated.
+# g and h are both elements, checked alike.
+_KIND = {"g": "element", "h": "element", "x": "x", "z": "z"}
+_VALIDATED_ARGS: contextvars.ContextVar[tuple] = contextvars.ContextVar("equican_group_validated", default=())
 
 
 class _Unchecked:
