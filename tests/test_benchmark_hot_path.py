@@ -24,3 +24,14 @@ def test_quick_mode_writes_every_section(tmp_path, monkeypatch):
     # The full-resolution row is the reference of the others: no deviation from itself, speedup 1.
     assert saved["resolution"][0]["relative_deviation"] == 0 and saved["resolution"][0]["speedup"] == 1
     assert payload["deq_step"]["shape"] == saved["deq_step"]["shape"]
+    assert (tmp_path / "hot_path.md").read_text() == module.page(saved)
+
+
+def test_published_page_is_generated_from_its_json(tmp_path, monkeypatch):
+    from pathlib import Path
+
+    results = Path(__file__).resolve().parents[1] / "docs" / "results"
+    module = load_benchmark("hot_path", monkeypatch)
+    payload = json.loads((results / "hot_path.json").read_text(encoding="utf-8"))
+    assert not payload["quick"], "the published hot-path page must come from a full run"
+    assert module.page(payload) == (results / "hot_path.md").read_text(encoding="utf-8")

@@ -93,6 +93,8 @@ class Canonicalizer(nn.Module, abc.ABC):
             raise ConfigError(f"{type(self).__name__}: expected a discrete group with one score per element "
                               f"(unconstrained shape (n,)), got unconstrained shape {group.unconstrained_shape}")
         self.group = group
+        # chart_identity's per-(device, dtype) constant; made here so that calls add no attribute.
+        self._chart_identity: dict[tuple[torch.device, torch.dtype], torch.Tensor] = {}
 
     @abc.abstractmethod
     def solve(self, x: torch.Tensor) -> tuple[torch.Tensor, dict[str, Any]]:
@@ -173,7 +175,7 @@ class Canonicalizer(nn.Module, abc.ABC):
         Computed once per device and dtype and kept (a constant of the group, not a per-call state): every DEQ
         iteration needs it, and for monotone scaling building it costs a softmax and a lattice upsampling.
         """
-        cache = self.__dict__.setdefault("_chart_identity", {})
+        cache = self.__dict__.setdefault("_chart_identity", {})  # (setdefault: a subclass that skipped __init__)
         key = (z.device, z.dtype)
         h0 = cache.get(key)
         if h0 is None:
