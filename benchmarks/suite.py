@@ -138,7 +138,7 @@ class LatentSettings:
 
 @dataclass(frozen=True)
 class TrainingSettings:
-    methods: tuple[str, ...] = ("plain", "dec")
+    methods: tuple[str, ...] = ("plain", "dec", "dec@36")
     segments: int = 10  # per method, alternating
     steps_per_segment: int = 5
     warmup_steps: int = 2
@@ -309,6 +309,17 @@ def run_latent(device: torch.device, s: LatentSettings) -> dict[str, Any]:
 
 
 # ================================================================================================ training
+#: Variants measured beside benchmarks/training.py's methods, as (method, extra overrides): the DEC working at 36 px,
+#: half the 72×72 canvas (the trade-off is measured in benchmarks/hot_path.py).
+TRAINING_VARIANTS = {"dec@36": ("dec", ("method.options.resolution=36",))}
+
+
+def training_overrides(tr: Any, name: str) -> list[str]:
+    """The overrides of method or variant ``name`` on top of the training benchmark's ``BASE``."""
+    method, extra = TRAINING_VARIANTS.get(name, (name, ()))
+    return [*tr.METHODS[method], *extra]
+
+
 def run_training(device: torch.device, s: TrainingSettings) -> dict[str, Any]:
     """Images/s of plain and DEC training steps on the training benchmark's data, alternating segments."""
     from equican.config import TrainConfig, apply_overrides
@@ -316,7 +327,7 @@ def run_training(device: torch.device, s: TrainingSettings) -> dict[str, Any]:
     from equican.train import build, load_split
 
     from benchmarks import training as tr
-    overrides = {m: [*tr.BASE, *tr.METHODS[m], "progress=false", f"data.train_limit={s.train_limit}"]
+    overrides = {m: [*tr.BASE, *training_overrides(tr, m), "progress=false", f"data.train_limit={s.train_limit}"]
                  + ([o for o in tr.QUICK if not o.startswith("data.train_limit=")] if s.quick else [])
                  for m in s.methods}
     configs = {m: apply_overrides(TrainConfig(), o) for m, o in overrides.items()}
