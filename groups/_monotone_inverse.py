@@ -185,7 +185,8 @@ def _poor_cells(coef: torch.Tensor, inv: torch.Tensor, height: int, width: int, 
     sizes = [points[:, 0].numel() for points, _, _ in sets]
     px = torch.cat([points[:, 0].reshape(-1) for points, _, _ in sets])
     py = torch.cat([points[:, 1].reshape(-1) for points, _, _ in sets])
-    batch = torch.cat([torch.arange(b, device=inv.device).repeat_interleave(size // b) for size in sizes])
+    batch = torch.cat([torch.arange(b, device=inv.device).repeat_interleave(points.shape[-2] * points.shape[-1])
+                       for points, _, _ in sets])
     vx, vy = _piece_eval(coef, *_locate(px, py, batch, n, m), jacobian=False)
     misses = []
     for (points, dx, dy), vx_, vy_ in zip(sets, vx.split(sizes), vy.split(sizes)):
