@@ -28,7 +28,12 @@ group [`ENTRY_POINT_GROUP`][equican.group.ENTRY_POINT_GROUP] (``"equican.groups"
 
 Validation is written once, here: every ``compose``, ``inverse``, ``act``, ``distance``, ``to_unconstrained`` and
 ``from_unconstrained`` a subclass defines is wrapped so that its tensor arguments are checked (shape, dtype, device,
-finiteness, [`Group.invalid_reason`][equican.group.Group.invalid_reason]) before the subclass's code runs.
+finiteness, [`Group.invalid_reason`][equican.group.Group.invalid_reason]) before the subclass's code runs, and its
+result is checked to be finite. A call that passes costs one host synchronisation for the finiteness of all its
+arguments, one for a group's own ``invalid_reason`` (if it has one) and one for the result; a failing check is
+re-run in the documented order so that the error and its message are the same as ever. A member that a validated
+member of the same group calls with the very tensors it validated skips the repeated checks. Internal loops call
+[`Group.unchecked`][equican.group.Group.unchecked] members, which check nothing and never synchronise.
 """
 
 from __future__ import annotations
