@@ -25,8 +25,6 @@ Writes ``results.json`` (every run: config, history, metrics, seconds; the machi
 
 from __future__ import annotations
 
-import functools
-import importlib.util
 import json
 import os
 import statistics
@@ -44,6 +42,8 @@ from equican.report import describe_machine, machine_info, results_table
 from equican.train import CHECKPOINT, load_checkpoint, load_split
 
 ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:  # run as a script: the repository root makes ``benchmarks`` an importable package
+    sys.path.insert(0, str(ROOT))
 
 #: The documented configuration, as overrides of the defaults of :class:`equican.config.TrainConfig`.
 BASE: tuple[str, ...] = (
@@ -72,14 +72,11 @@ COLUMNS = (("accuracy", "accuracy (rotated test digits)"), ("invariance_error", 
            ("train_seconds", "seconds per run"))
 
 
-@functools.lru_cache(maxsize=None)
 def _training() -> Any:
-    """benchmarks/training.py, whose run loop and command line this benchmark shares."""
-    spec = importlib.util.spec_from_file_location("bench_training", Path(__file__).resolve().parent / "training.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules.setdefault(spec.name, module)
-    spec.loader.exec_module(module)
-    return module
+    """benchmarks/training.py, whose run loop and command line this benchmark shares (an ordinary import)."""
+    from benchmarks import training
+
+    return training
 
 
 def run_config(method: str, seed: int, *, out: Path, data: str | None, quick: bool) -> TrainConfig:

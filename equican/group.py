@@ -28,7 +28,12 @@ group [`ENTRY_POINT_GROUP`][equican.group.ENTRY_POINT_GROUP] (``"equican.groups"
 
 Validation is written once, here: every ``compose``, ``inverse``, ``act``, ``distance``, ``to_unconstrained`` and
 ``from_unconstrained`` a subclass defines is wrapped so that its tensor arguments are checked (shape, dtype, device,
-finiteness, [`Group.invalid_reason`][equican.group.Group.invalid_reason]) before the subclass's code runs.
+finiteness, [`Group.invalid_reason`][equican.group.Group.invalid_reason]) before the subclass's code runs, and its
+result is checked to be finite. A call that passes costs one host synchronisation for the finiteness of all its
+arguments, one for a group's own ``invalid_reason`` (if it has one) and one for the result; a failing check is
+re-run in the documented order so that the error and its message are the same as ever. A member that a validated
+member of the same group calls with the very tensors it validated skips the repeated checks. Internal loops call
+[`Group.unchecked`][equican.group.Group.unchecked] members, which check nothing and never synchronise.
 """
 
 from __future__ import annotations
@@ -39,6 +44,7 @@ import functools
 import importlib
 import importlib.metadata
 import inspect
+import math
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -266,17 +272,27 @@ class Group(abc.ABC):
 
 
 def _validated(method: str, roles: tuple[str, ...], fn: Callable[..., Any]) -> Callable[..., Any]:
-    """Wrap a group method so that its tensor arguments are validated before it runs."""
+    """Wrap a group method so that its tensor arguments are validated before it runs.
+
+    Two paths accept exactly the same arguments. The fast path makes the Python-level checks (types, shapes, dtypes,
+    devices, batch sizes) and one finiteness test over the sum of every tensor argument, a single host
+    synchronisation where the strict path makes one per argument. Whenever the fast path is not sure (any check
+    fails, or a sum of finite values overflows), the strict path (``_check_arguments``) runs the checks one by one
+    in their documented order and raises the typed error with its message, exactly as before.
+    """
 
     @functools.wraps(fn)
     def wrapper(self: Group, *args: Any, **kwargs: Any) -> Any:
         if _TRUSTED.get():  # inside a Group.unchecked call: the caller vouches for the arguments
             return fn(self, *args, **kwargs)
         where = f"{type(self).__name__}.{method}"
-        bound = dict(zip(roles, args))
-        bound.update({k: v for k, v in kwargs.items() if k in roles})
-        missing = [r for r in roles if r not in bound]
-        if missing:
+        if kwargs:
+            bound = dict(zip(roles, args))
+            bound.update({k: v for k, v in kwargs.items() if k in roles})
+        else:
+            bound = dict(zip(roles, args))
+        if len(bound) != len(roles):
+            missing = [r for r in roles if r not in bound]
             raise TypeError(f"{where}() missing argument(s): {', '.join(missing)}")
         x = bound.get("x")
         if isinstance(x, torch.Tensor) and x.dtype in V.REDUCED_FLOAT_DTYPES:
@@ -285,27 +301,38 @@ def _validated(method: str, roles: tuple[str, ...], fn: Callable[..., Any]) -> C
             g = bound["g"]
             wide = g.dtype if isinstance(g, torch.Tensor) and g.dtype in V.FLOAT_DTYPES else torch.float32
             return wrapper(self, g, x.to(wide)).to(x.dtype)
-        for role in roles:
-            value = bound[role]
-            if role in ("g", "h"):
-                self.check(value, name=role, where=where)
-            elif role == "z":
-                self._check_params(value, self.unconstrained_shape, where=where, name="z")
-            elif role == "x":
-                V.require_batch_images(value, where=where, name="x")
-                V.require_same_placement(bound["g"], value, where=where, names=("g", "x"))
-        if "h" in bound:
-            V.require_same_placement(bound["g"], bound["h"], where=where, names=("g", "h"))
+        outer = _VALIDATED_ARGS.get()
+        if outer and outer[0] is self and all(any(v is t and _KIND[r] == k for k, t in outer[1])
+                                                  for r, v in bound.items()):
+            # A member called by a validated member of the same group with the very tensors that call validated, in
+            # the same roles (Affine2d.act inverting its own g): the checks would repeat exactly. Its result is
+            # still checked.
+            pass
+        elif not _fast_accept(self, bound):
+            _check_arguments(self, roles, bound, where)
+        elif _custom_invalid_reason(self):
+            for role in ("g", "h"):
+                if role in bound:
+                    reason = self.invalid_reason(bound[role])
+                    if reason is not None:
+                        raise InvalidElementError(
+                            f"{where}: expected {role} to be valid elements of {self!r}, got {reason}")
+        token = _VALIDATED_ARGS.set((self, tuple((_KIND[r], v) for r, v in bound.items())))
         first = bound[roles[0]]
-        if V.autocast_enabled(first):
-            # Elements are computed in their own dtype: autocast would run their matrix products in reduced precision.
-            with torch.autocast(first.device.type, enabled=False):
+        try:
+            if V.autocast_enabled(first):
+                # Elements are computed in their own dtype: autocast would run their matrix products in reduced
+                # precision.
+                with torch.autocast(first.device.type, enabled=False):
+                    out = fn(self, *args, **kwargs)
+            else:
                 out = fn(self, *args, **kwargs)
-        else:
-            out = fn(self, *args, **kwargs)
-        if isinstance(out, torch.Tensor):
+        finally:
+            _VALIDATED_ARGS.reset(token)
+        if isinstance(out, torch.Tensor) and out.numel() and not math.isfinite(out.detach().sum().item()):
             # Finite inputs can still overflow (exp of a large log-scale, products of huge translations): say so
-            # here, typed, rather than hand a silent NaN/inf to the caller. One sum, like the input check.
+            # here, typed, rather than hand a silent NaN/inf to the caller. One sum, like the input check; a sum
+            # that overflows although every entry is finite is confirmed entry by entry (require_finite).
             V.require_finite(out.detach(), where=where,
                              name=f"the result (inputs beyond what {out.dtype} can represent for this group)")
         return out
@@ -314,7 +341,65 @@ def _validated(method: str, roles: tuple[str, ...], fn: Callable[..., Any]) -> C
     return wrapper
 
 
+def _check_arguments(self: Group, roles: tuple[str, ...], bound: dict[str, Any], where: str) -> None:
+    """The strict validation of ``_validated``: every check in its documented order, raising the first failure."""
+    for role in roles:
+        value = bound[role]
+        if role in ("g", "h"):
+            self.check(value, name=role, where=where)
+        elif role == "z":
+            self._check_params(value, self.unconstrained_shape, where=where, name="z")
+        elif role == "x":
+            V.require_batch_images(value, where=where, name="x")
+            V.require_same_placement(bound["g"], value, where=where, names=("g", "x"))
+    if "h" in bound:
+        V.require_same_placement(bound["g"], bound["h"], where=where, names=("g", "h"))
+
+
+def _custom_invalid_reason(group: Group) -> bool:
+    # The default invalid_reason accepts everything: skipping the call saves a Python frame per argument.
+    return type(group).invalid_reason is not Group.invalid_reason
+
+
+def _fast_accept(self: Group, bound: dict[str, Any]) -> bool:
+    """True when every argument passes the checks of ``_check_arguments`` other than ``invalid_reason``, decided
+    with one host synchronisation; False when any check fails or cannot be decided this way."""
+    cls = type(self)
+    if cls.check is not Group.check or cls._check_params is not Group._check_params:
+        return False  # a group with its own checks always gets them, in the strict order
+    tensors = []
+    first = None
+    for role, value in bound.items():
+        if type(value) is not torch.Tensor and not isinstance(value, torch.Tensor):
+            return False
+        if value.is_meta or value.dtype not in V.FLOAT_DTYPES:
+            return False
+        if role == "x":
+            if value.ndim != 4 or value.shape[-1] < 2 or value.shape[-2] < 2:
+                return False
+        else:
+            shape = self.unconstrained_shape if role == "z" else self.param_shape
+            if value.shape[1:] != shape or value.ndim != 1 + len(shape):
+                return False
+        if first is None:
+            first = value
+        elif value.device != first.device or value.dtype != first.dtype or value.shape[0] != first.shape[0]:
+            return False  # only g with x or h shares a call: all must agree
+        if value.numel():
+            tensors.append(value)
+    if not tensors:
+        return True
+    total = tensors[0].detach().sum()
+    for value in tensors[1:]:
+        total = total + value.detach().sum()
+    return math.isfinite(total.item())
+
+
 _TRUSTED: contextvars.ContextVar[bool] = contextvars.ContextVar("equican_group_trusted", default=False)
+# The group and the (kind, argument) pairs of the validated call now running (empty outside one): see _validated.
+# g and h are both elements, checked alike.
+_KIND = {"g": "element", "h": "element", "x": "x", "z": "z"}
+_VALIDATED_ARGS: contextvars.ContextVar[tuple] = contextvars.ContextVar("equican_group_validated", default=())
 
 
 class _Unchecked:

@@ -91,6 +91,8 @@ class Canonicalizer(nn.Module, abc.ABC):
             raise ConfigError(f"{type(self).__name__}: expected a discrete group with one score per element "
                               f"(unconstrained shape (n,)), got unconstrained shape {group.unconstrained_shape}")
         self.group = group
+        # chart_identity's per-(device, dtype) constant; made here so that calls add no attribute.
+        self._chart_identity: dict[tuple[torch.device, torch.dtype], torch.Tensor] = {}
 
     @abc.abstractmethod
     def solve(self, x: torch.Tensor) -> tuple[torch.Tensor, dict[str, Any]]:
@@ -146,7 +148,7 @@ class Canonicalizer(nn.Module, abc.ABC):
         # scale underflowed to det 0) shows as a non-finite canonical input: that input too gets the identity.
         ok = torch.isfinite(canonical).flatten(1).all(dim=1)
         canonical = torch.where(_rows(ok, canonical), canonical, x)
-        h = torch.where(_rows(ok, h), h, self.group.unchecked.from_unconstrained(torch.zeros_like(z)))
+        h = torch.where(_rows(ok, h), h, self.chart_identity(z))
         fallback = ~(finite & ok)
         info["fallback"] = info["fallback"] | fallback if "fallback" in info else fallback
         return CanonResult(x=canonical, info=info, h=h, group=self.group)
@@ -173,8 +175,25 @@ class Canonicalizer(nn.Module, abc.ABC):
         h = u.from_unconstrained(z)
         ok = finite & torch.isfinite(h).flatten(1).all(dim=1)
         z = torch.where(_rows(ok, z), z, torch.zeros_like(z))
-        h = torch.where(_rows(ok, h), h, u.from_unconstrained(torch.zeros_like(z)))
+        h = torch.where(_rows(ok, h), h, self.chart_identity(z))
         return z, h, ok
+
+    def chart_identity(self, z: torch.Tensor) -> torch.Tensor:
+        """``from_unconstrained(0)``, the identity as the chart gives it, shape ``(1, *param_shape)`` on ``z``'s device
+        and dtype: broadcast by ``torch.where`` where an input falls back.
+
+        Computed once per device and dtype and kept (a constant of the group, not a per-call state): every DEQ
+        iteration needs it, and for monotone scaling building it costs a softmax and a lattice upsampling.
+        """
+        cache = self.__dict__.setdefault("_chart_identity", {})  # (setdefault: a subclass that skipped __init__)
+        key = (z.device, z.dtype)
+        h0 = cache.get(key)
+        if h0 is None:
+            # Outside inference mode and without gradient: a plain constant tensor, usable by any later call.
+            with torch.inference_mode(False), torch.no_grad():
+                zero = torch.zeros((1, *self.group.unconstrained_shape), device=z.device, dtype=z.dtype)
+                h0 = cache[key] = self.group.unchecked.from_unconstrained(zero)
+        return h0
 
     def uncanonicalize(self, result: CanonResult, y: torch.Tensor) -> torch.Tensor:
         """Map a dense output computed on the canonical input back to the input's frame: ``act(g, y)``.
