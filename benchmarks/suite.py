@@ -323,8 +323,7 @@ def training_overrides(tr: Any, name: str) -> list[str]:
 def run_training(device: torch.device, s: TrainingSettings) -> dict[str, Any]:
     """Images/s of plain and DEC training steps on the training benchmark's data, alternating segments."""
     from equican.config import TrainConfig, apply_overrides
-    from equican.errors import ConvergenceWarning
-    from equican.train import build, load_split
+    from equican.train import build, load_split, train_step
 
     from benchmarks import training as tr
     overrides = {m: [*tr.BASE, *training_overrides(tr, m), "progress=false", f"data.train_limit={s.train_limit}"]
@@ -353,30 +352,24 @@ def run_training(device: torch.device, s: TrainingSettings) -> dict[str, Any]:
             if index.shape[0] < batch:  # wrap around the data
                 index = torch.cat([index, order[:batch - index.shape[0]]])
             cursor[method] += batch
-            loss, stats = objective(x_all[index], y_all[index], index, 0)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if first.optim.grad_clip is not None:
-                torch.nn.utils.clip_grad_norm_(objective.parameters(), first.optim.grad_clip)
-            optimizer.step()
+            stats = train_step(objective, optimizer, x_all[index], y_all[index], index, 0,
+                               grad_clip=first.optim.grad_clip)
             if record:
                 for key, value in stats.items():
                     stats_sum[method][key] = stats_sum[method].get(key, 0.0) + float(value)
 
     segments: dict[str, list[float]] = {m: [] for m in s.methods}
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ConvergenceWarning)  # a DEQ trained with few iterations rarely converges
+    for m in s.methods:
+        steps(m, s.warmup_steps, record=False)
+    for i in range(s.segments):
         for m in s.methods:
-            steps(m, s.warmup_steps, record=False)
-        for i in range(s.segments):
-            for m in s.methods:
-                sync()
-                start = time.perf_counter()
-                steps(m, s.steps_per_segment, record=True)
-                sync()
-                segments[m].append(time.perf_counter() - start)
-            log(f"  training: segment {i + 1}/{s.segments}: "
-                + ", ".join(f"{m} {s.steps_per_segment * batch / segments[m][-1]:.0f} img/s" for m in s.methods))
+            sync()
+            start = time.perf_counter()
+            steps(m, s.steps_per_segment, record=True)
+            sync()
+            segments[m].append(time.perf_counter() - start)
+        log(f"  training: segment {i + 1}/{s.segments}: "
+            + ", ".join(f"{m} {s.steps_per_segment * batch / segments[m][-1]:.0f} img/s" for m in s.methods))
     timed_steps = s.segments * s.steps_per_segment
     rows = {}
     for m in s.methods:

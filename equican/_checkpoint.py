@@ -1,4 +1,4 @@
-"""Checks of a checkpoint's contents and of its directory, for [`equican.train`][equican.train].
+"""Checkpoint files of [`equican.train`][equican.train]: written atomically, read back with every field checked.
 
 A checkpoint with the right format tag can still be wrong inside (edited by hand, written by another version, or
 forged): every field is checked for its type and range before anything is built from it, and a state that does not
@@ -18,7 +18,10 @@ import torch
 
 from .errors import DataError
 
-__all__ = ["check_fields", "load_states", "remove_stale_temporaries"]
+__all__ = ["FORMAT", "save_atomic", "read_checkpoint", "check_fields", "load_states", "remove_stale_temporaries"]
+
+FORMAT = "equican-checkpoint-1"
+"""The format tag every checkpoint written by [`equican.train`][equican.train] carries."""
 
 
 def _positive_int(value: Any) -> bool:
@@ -85,3 +88,38 @@ def remove_stale_temporaries(path: Path) -> list[Path]:
             candidate.unlink(missing_ok=True)
             removed.append(candidate)
     return removed
+
+
+def save_atomic(payload: dict[str, Any], path: Path) -> None:
+    """Write ``payload`` with ``torch.save`` to a temporary file beside ``path``, then rename it over ``path``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        torch.save(payload, tmp)
+        os.replace(tmp, path)  # atomic on POSIX: readers see the old file or the new one, never half of one
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def read_checkpoint(path: Path) -> dict[str, Any]:
+    """The checkpoint at ``path``, its format tag and fields checked (``check_fields``).
+
+    Raises:
+        DataError: a missing, unreadable or foreign file, or a field of the wrong type (the message names it).
+    """
+    if not path.is_file():
+        raise DataError(f"checkpoint {path}: expected a checkpoint file, got none ({path} does not exist)")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises many types for a torn or foreign file
+        # Only the first line: torch's own message goes on to suggest weights_only=False, wrong for a torn file.
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        raise DataError(f"checkpoint {path}: expected a file written by torch.save, got one that cannot be read "
+                        f"({type(exc).__name__}: {first[:160]})") from None
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        raise DataError(f"checkpoint {path} is not an equican checkpoint: expected format {FORMAT!r}, got "
+                        f"{payload.get('format') if isinstance(payload, dict) else type(payload).__name__!r}")
+    check_fields(payload, path)
+    return payload

@@ -25,14 +25,12 @@ Files in ``config.out``: ``checkpoint.pt`` (config, epoch, objective, optimizer 
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
 import os
 import sys
 import time
 import warnings
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -49,15 +47,16 @@ from .canon import Canonicalizer, IdentityCanonicalizer
 from .config import DataConfig, TrainConfig, apply_overrides, from_options
 from .data import LocalScaleConfig, LocalScaleMNIST, TransformedConfig, TransformedMNIST, load_mnist
 from .data.seeding import index_generator
-from ._checkpoint import check_fields, load_states, remove_stale_temporaries
+from ._distributed import Distributed, device_for, distributed_env, process_group
+from ._checkpoint import FORMAT, load_states, read_checkpoint, remove_stale_temporaries, save_atomic
 from ._paths import require_writable_dir
 from .errors import ConfigError, ConvergenceWarning, DataError, EquicanWarning, NonFiniteError, UnknownNameError
 from .group import make_group
 from .methods import Objective, build_objective
 from .models import build_model
 
-__all__ = ["SplitData", "load_split", "build", "train", "evaluate", "evaluate_checkpoint", "load_checkpoint",
-           "CHECKPOINT", "METRICS"]
+__all__ = ["SplitData", "load_split", "build", "train", "train_step", "evaluate", "evaluate_checkpoint",
+           "load_checkpoint", "CHECKPOINT", "METRICS"]
 
 CHECKPOINT = "checkpoint.pt"
 """File name of the checkpoint [`train`][equican.train.train] writes in ``config.out`` after every epoch (and resumes
@@ -65,13 +64,11 @@ from)."""
 METRICS = "metrics.json"
 """File name of the JSON [`train`][equican.train.train] writes in ``config.out`` at the end: config, history and
 evaluation."""
-_FORMAT = "equican-checkpoint-1"
 # Fields that may differ between a run and the checkpoint it resumes: they change where and how it runs, not what
 # it computes.
 _RUNTIME_FIELDS = ("out", "device", "threads", "workers", "progress", "eval")
 # Stream of index_generator for the per-epoch reseeding of torch's global RNG (dropout and the like).
 _TORCH_RNG_STREAM = 7
-
 
 # ---------------------------------------------------------------------------------------------- data
 @dataclass
@@ -141,32 +138,6 @@ class _Indexed(Dataset):
 
 
 # ---------------------------------------------------------------------------------------------- building
-@dataclass
-class _Distributed:
-    rank: int = 0
-    world: int = 1
-    local_rank: int = 0
-
-    @property
-    def main(self) -> bool:
-        return self.rank == 0
-
-
-def _distributed_env() -> _Distributed:
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world <= 1:
-        return _Distributed()
-    return _Distributed(int(os.environ["RANK"]), world, int(os.environ.get("LOCAL_RANK", "0")))
-
-
-def _device(config: TrainConfig, env: _Distributed) -> torch.device:
-    if config.device == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("device: expected a CUDA device for 'cuda', got none (torch sees no CUDA device)")
-    if config.device == "cpu" or not torch.cuda.is_available():
-        return torch.device("cpu")
-    return torch.device("cuda", env.local_rank)
-
-
 def build(config: TrainConfig, train_data: SplitData) -> Objective:
     """The objective (model and loss) of ``config`` for the shapes of ``train_data``, initialized from the seed.
 
@@ -198,35 +169,6 @@ def _schedule(config: TrainConfig, total_steps: int) -> Any:
 
 
 # ---------------------------------------------------------------------------------------------- checkpoints
-def _save_atomic(payload: dict[str, Any], path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    remove_stale_temporaries(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        torch.save(payload, tmp)
-        os.replace(tmp, path)  # atomic on POSIX: readers see the old file or the new one, never half of one
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
-def _read_checkpoint(path: Path) -> dict[str, Any]:
-    if not path.is_file():
-        raise DataError(f"checkpoint {path}: expected a checkpoint file, got none ({path} does not exist)")
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises many types for a torn or foreign file
-        # Only the first line: torch's own message goes on to suggest weights_only=False, wrong for a torn file.
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-        raise DataError(f"checkpoint {path}: expected a file written by torch.save, got one that cannot be read "
-                        f"({type(exc).__name__}: {first[:160]})") from None
-    if not isinstance(payload, dict) or payload.get("format") != _FORMAT:
-        raise DataError(f"checkpoint {path} is not an equican checkpoint: expected format {_FORMAT!r}, got "
-                        f"{payload.get('format') if isinstance(payload, dict) else type(payload).__name__!r}")
-    check_fields(payload, path)
-    return payload
-
-
 def evaluation_overrides(overrides: Any) -> list[str]:
     """``overrides`` checked to be ``data.*`` / ``eval.*`` override strings: evaluation takes the model, method and
     optimizer from the checkpoint, so an override of anything else would be dropped without a word.
@@ -258,7 +200,7 @@ def load_checkpoint(path: str | os.PathLike[str]) -> tuple[TrainConfig, Objectiv
     if not isinstance(path, (str, os.PathLike)):
         raise DataError(f"load_checkpoint: expected a checkpoint path, got {type(path).__name__}")
     path = Path(path)
-    payload = _read_checkpoint(path)
+    payload = read_checkpoint(path)
     config = TrainConfig.from_dict(payload["config"], source=f"checkpoint {path}")
     with torch.random.fork_rng(devices=[]):  # building seeds torch's RNG; loading must not change the caller's
         objective = build(config, _shape_stub(payload))
@@ -276,7 +218,7 @@ def _resume_payload(config: TrainConfig, resume: bool | str | os.PathLike[str]) 
     if resume is False or resume is None:
         return None
     path = Path(config.out) / CHECKPOINT if resume is True else Path(resume)
-    payload = _read_checkpoint(path)
+    payload = read_checkpoint(path)
     saved = TrainConfig.from_dict(payload["config"], source=f"checkpoint {path}").to_dict()
     now = config.to_dict()
     differ = [k for k in now if k not in _RUNTIME_FIELDS and now[k] != saved[k]]
@@ -287,19 +229,6 @@ def _resume_payload(config: TrainConfig, resume: bool | str | os.PathLike[str]) 
 
 
 # ---------------------------------------------------------------------------------------------- training
-@contextlib.contextmanager
-def _distributed(env: _Distributed, device: torch.device) -> Iterator[None]:
-    if env.world == 1:
-        yield
-        return
-    if not dist.is_initialized():
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
-    try:
-        yield
-    finally:
-        dist.destroy_process_group()
-
-
 def train(config: TrainConfig, *, resume: bool | str | os.PathLike[str] = False,
           until_epoch: int | None = None) -> dict[str, Any]:
     """Train (and then evaluate) one run; see the module docstring.
@@ -321,8 +250,8 @@ def train(config: TrainConfig, *, resume: bool | str | os.PathLike[str] = False,
     if until_epoch is not None and (isinstance(until_epoch, bool) or not isinstance(until_epoch, int)
                                     or until_epoch < 1):
         raise ConfigError(f"train: expected until_epoch to be None or an int >= 1, got {until_epoch!r}")
-    env = _distributed_env()
-    device = _device(config, env)
+    env = distributed_env()
+    device = device_for(config.device, env)
     if config.optim.batch_size % env.world:
         raise ConfigError(f"optim.batch_size: expected batch_size divisible by the {env.world} processes, "
                           f"got {config.optim.batch_size}")
@@ -347,7 +276,7 @@ def train(config: TrainConfig, *, resume: bool | str | os.PathLike[str] = False,
     eval_group = _eval_group(config) if config.eval.enabled else None
     objective = build(config, train_data).to(device)
 
-    with _distributed(env, device):
+    with process_group(env, device):
         return _fit(config, env, device, objective, train_data, test_data, eval_group, payload, until_epoch)
 
 
@@ -377,7 +306,7 @@ def _check_method_tables(config: TrainConfig) -> None:
                                    f"({', '.join(known)}), got {name!r}{hint}")
 
 
-def _fit(config: TrainConfig, env: _Distributed, device: torch.device, objective: Objective,
+def _fit(config: TrainConfig, env: Distributed, device: torch.device, objective: Objective,
          train_data: SplitData, test_data: SplitData | None, eval_group: Any, payload: dict[str, Any] | None,
          until_epoch: int | None) -> dict[str, Any]:
     optim = config.optim
@@ -408,7 +337,7 @@ def _fit(config: TrainConfig, env: _Distributed, device: torch.device, objective
     for epoch in range(start, stop):
         history.append(_epoch(config, env, device, net, objective, loader, sampler, optimizer, scheduler, epoch))
         if env.main:
-            _save_atomic({"format": _FORMAT, "config": config.to_dict(), "epoch": epoch + 1,
+            save_atomic({"format": FORMAT, "config": config.to_dict(), "epoch": epoch + 1,
                           "objective": objective.state_dict(), "optimizer": optimizer.state_dict(),
                           "scheduler": scheduler.state_dict(), "history": history,
                           "input_shape": list(train_data.x.shape[1:]), "num_classes": train_data.num_classes},
@@ -427,7 +356,40 @@ def _fit(config: TrainConfig, env: _Distributed, device: torch.device, objective
     return result
 
 
-def _epoch(config: TrainConfig, env: _Distributed, device: torch.device, net: torch.nn.Module,
+def train_step(net: torch.nn.Module, optimizer: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor,
+               index: torch.Tensor, epoch: int, *, grad_clip: float | None = None, where: str = "") -> dict[str, float]:
+    """One optimizer step of an objective (a method from [`build`][equican.train.build], or its DDP wrapper).
+
+    Args:
+        net: the objective, called as ``net(x, y, index, epoch) -> (loss, stats)``.
+        optimizer: steps ``net``'s parameters.
+        x: images ``(B, C, H, W)``; y: labels ``(B,)``; index: the samples' dataset indices ``(B,)`` (they seed the
+            methods' random elements); epoch: 0-based (staged methods switch on it).
+        grad_clip: the largest gradient norm (None: no clipping).
+        where: where the step is, for the error message.
+
+    Returns:
+        The step's statistics (``loss`` and the method's own, e.g. the DEQ's ``converged`` fraction).
+
+    Raises:
+        NonFiniteError: the loss is NaN or infinite (nothing is stepped).
+    """
+    with warnings.catch_warnings():
+        # A DEQ trained with few iterations rarely meets its tolerance; its converged fraction is in stats.
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        loss, stats = net(x, y, index, epoch)
+    if not torch.isfinite(loss):
+        raise NonFiniteError(f"train: expected a finite loss, got {float(loss)}{' at ' + where if where else ''}; "
+                             "lower optim.lr or set optim.grad_clip")
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    if grad_clip is not None:
+        torch.nn.utils.clip_grad_norm_(net.parameters(), grad_clip)
+    optimizer.step()
+    return stats
+
+
+def _epoch(config: TrainConfig, env: Distributed, device: torch.device, net: torch.nn.Module,
            objective: Objective, loader: DataLoader, sampler: DistributedSampler, optimizer: Any,
            scheduler: Any, epoch: int) -> dict[str, float]:
     sampler.set_epoch(epoch)
@@ -443,18 +405,8 @@ def _epoch(config: TrainConfig, env: _Distributed, device: torch.device, net: to
                disable=None if config.progress and env.main else True, dynamic_ncols=True)
     for step, (x, y, index) in enumerate(bar, start=1):
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-        with warnings.catch_warnings():
-            # A DEQ trained with few iterations rarely meets its tolerance; its converged fraction is in stats.
-            warnings.simplefilter("ignore", ConvergenceWarning)
-            loss, stats = net(x, y, index, epoch)
-        if not torch.isfinite(loss):
-            raise NonFiniteError(f"train: expected a finite loss, got {float(loss)} at epoch {epoch + 1}, "
-                                 f"step {step}; lower optim.lr or set optim.grad_clip")
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        if config.optim.grad_clip is not None:
-            torch.nn.utils.clip_grad_norm_(objective.parameters(), config.optim.grad_clip)
-        optimizer.step()
+        stats = train_step(net, optimizer, x, y, index, epoch, grad_clip=config.optim.grad_clip,
+                           where=f"epoch {epoch + 1}, step {step}")
         scheduler.step()
         n = x.shape[0] * (dist.get_world_size() if dist.is_initialized() else 1)
         seen += n
@@ -541,7 +493,7 @@ def evaluate_checkpoint(path: str | os.PathLike[str], *,
         overrides = apply_overrides(config, evaluation_overrides(overrides))
     if overrides is not None:
         config = config.replace(data=overrides.data, eval=overrides.eval)
-    device = _device(config, _Distributed())
+    device = device_for(config.device, Distributed())
     objective.to(device)
     result = evaluate(objective.model, config, load_split(config.data, "test"))
     return {"checkpoint": str(path), "epoch": int(payload["epoch"]), **result}

@@ -4,6 +4,16 @@ a group or canonicalizer written outside this repository can reject bad input th
 Each helper raises a typed error from [`equican.errors`][equican.errors] whose message names the caller (``where``), the
 argument, what was expected and what was received. Helpers never modify or copy their input; the scalar checks
 return the value they accepted.
+
+A group written outside this package needs none of them for its six members: [`Group`][equican.group.Group] already
+checks every element and image argument. They serve its constructor (``require_int``, ``require_number``), a
+canonicalizer's ``forward`` (``require_batch_images``) and error messages (``did_you_mean``)::
+
+    from equican import validation as V
+
+    class Shear(Group, name="shear"):
+        def __init__(self, max_shear: float = 0.3):
+            self.max_shear = V.require_number(max_shear, low=0.0, high=1.0, where="Shear", name="max_shear")
 """
 
 from __future__ import annotations
@@ -19,7 +29,13 @@ from .errors import ConfigError, DeviceError, DTypeError, NonFiniteError, ShapeE
 if TYPE_CHECKING:  # equican.group imports this module; require_group imports the class when it runs
     from .group import Group
 
+__all__ = ["FLOAT_DTYPES", "REDUCED_FLOAT_DTYPES", "SEED_MAX", "autocast_enabled", "fmt_shape", "require_tensor",
+           "require_device", "require_float", "require_finite", "require_batch_images", "require_same_placement",
+           "require_batch_size", "require_positive", "require_number", "require_int", "require_widths",
+           "did_you_mean", "require_group"]
+
 FLOAT_DTYPES = (torch.float32, torch.float64)
+"""The dtypes of group elements, solver state and full-precision images."""
 
 REDUCED_FLOAT_DTYPES = (torch.float16, torch.bfloat16)
 """Image dtypes accepted by group actions and canonicalizers but computed in float32 (mixed precision): elements and
@@ -27,7 +43,8 @@ solver state stay in ``FLOAT_DTYPES``; a reduced-precision image is upcast, and 
 
 
 def autocast_enabled(x: torch.Tensor) -> bool:
-    """Whether ``torch.autocast`` is on for ``x``'s device type (False on devices autocast does not know)."""
+    """Whether ``torch.autocast`` is on for the device type of ``x`` (a tensor of any shape; False on devices autocast
+    does not know)."""
     kind = x.device.type
     return kind in ("cpu", "cuda", "xpu", "mps") and torch.is_autocast_enabled(kind)
 
@@ -39,6 +56,7 @@ def fmt_shape(shape: Sequence[int | str]) -> str:
 
 
 def require_tensor(value: object, *, where: str, name: str) -> torch.Tensor:
+    """``value`` if it is a tensor (of any shape) on a device that holds data; DTypeError or DeviceError otherwise."""
     if not isinstance(value, torch.Tensor):
         raise DTypeError(f"{where}: expected {name} to be a torch.Tensor, got {type(value).__name__}")
     if value.is_meta:  # no data to check or compute with: every later check would fail inside torch
@@ -66,12 +84,16 @@ def require_device(device: object, *, where: str) -> torch.device:
 
 
 def require_float(x: torch.Tensor, *, where: str, name: str) -> None:
-    """Floating dtypes only: float32 or float64 (half precision is not supported by the group laws' tolerances)."""
+    """``x`` (a tensor of any shape) is float32 or float64, else DTypeError. Half precision is refused here: the
+    group laws' tolerances do not hold in it (images in half precision are upcast instead, see
+    ``REDUCED_FLOAT_DTYPES``)."""
     if x.dtype not in FLOAT_DTYPES:
         raise DTypeError(f"{where}: expected {name} of dtype float32 or float64, got {x.dtype}")
 
 
 def require_finite(x: torch.Tensor, *, where: str, name: str) -> None:
+    """No NaN or infinite entry in ``x`` (a tensor of any shape), else NonFiniteError with the count and the index of
+    the first. One host synchronisation when ``x`` is finite."""
     # A sum propagates NaN/inf and costs about 2% of a grid_sample over the same tensor, where
     # torch.isfinite(x).all() costs 60-150% (measured on this CPU). A non-finite sum is confirmed elementwise,
     # so finite values large enough to overflow the sum are never reported as non-finite.
@@ -98,7 +120,8 @@ def require_batch_images(x: torch.Tensor, *, where: str, name: str = "x") -> Non
 
 
 def require_same_placement(a: torch.Tensor, b: torch.Tensor, *, where: str, names: tuple[str, str]) -> None:
-    """``a`` and ``b`` share device and dtype, and their leading (batch) sizes agree."""
+    """``a`` ``(B, ...)`` and ``b`` ``(B, ...)`` share device and dtype, and their leading (batch) sizes agree;
+    DeviceError, DTypeError or ShapeError otherwise."""
     if a.device != b.device:
         raise DeviceError(f"{where}: expected {names[0]} and {names[1]} on one device, got {a.device} and {b.device}")
     if a.dtype != b.dtype:
@@ -111,6 +134,7 @@ def require_same_placement(a: torch.Tensor, b: torch.Tensor, *, where: str, name
 
 
 def require_batch_size(batch: object, *, where: str) -> int:
+    """``batch`` if it is an int ``>= 0`` (bools are rejected); ShapeError otherwise."""
     if isinstance(batch, bool) or not isinstance(batch, int) or batch < 0:
         raise ShapeError(f"{where}: expected batch to be a non-negative int, got {batch!r}")
     return batch

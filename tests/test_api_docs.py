@@ -64,7 +64,7 @@ AUDITED: tuple[str, ...] = (
     "equican.data.transformed",
     "equican.config", "equican.methods", "equican.objectives", "equican.models", "equican.train", "equican.metrics",
     "equican.compare", "equican.report", "equican.demo", "equican.cli", "equican.show", "equican.sampling",
-    "equican.interop", "equican.augmentation", "equican.pretrained",
+    "equican.interop", "equican.augmentation", "equican.pretrained", "equican.validation",
 )
 #: Public modules of the package with no API of their own: the packaged config files.
 NOT_AUDITED = frozenset({"equican.configs"})

@@ -8,7 +8,7 @@ import warnings
 import pytest
 import torch
 
-import equican.group as group_module
+import equican._member_checks as checks_module
 from equican import make_group
 from equican.canon import DEQCanonicalizer
 from equican.canon.nets import UpdateNet
@@ -48,7 +48,7 @@ def _outcome(fn, args):
 def _outcomes(group, monkeypatch, fast):
     with monkeypatch.context() as m:
         if fast is not None:
-            m.setattr(group_module, "_fast_accept", fast)
+            m.setattr(checks_module, "_fast_accept", fast)
         return {label: _outcome(getattr(group, method), args) for label, method, args in _cases(group)}
 
 
@@ -86,8 +86,8 @@ def test_the_solver_loop_validates_nothing_and_g_stays_lazy(monkeypatch):
     canon = DEQCanonicalizer(group, UpdateNet(2, group.unconstrained_shape, channels=(4,))).eval()
     x = torch.rand(2, 2, 12, 12)
     calls = []
-    real = group_module._fast_accept
-    monkeypatch.setattr(group_module, "_fast_accept", lambda *a: calls.append(1) or real(*a))
+    real = checks_module._fast_accept
+    monkeypatch.setattr(checks_module, "_fast_accept", lambda *a: calls.append(1) or real(*a))
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore", ConvergenceWarning)
         result = canon(x)
