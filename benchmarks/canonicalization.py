@@ -28,6 +28,7 @@ import sys
 import time
 import warnings
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -67,6 +68,18 @@ def measure(group, canon, held_out: torch.Tensor) -> dict[str, float]:
     return row
 
 
+def self_supervised_step(canon: Any, optimizer: torch.optim.Optimizer, train: torch.Tensor, batch: int,
+                         gen: torch.Generator) -> None:
+    """One optimizer step of ``canon`` on the canonicalization loss alone, for a batch of ``batch`` images drawn from
+    ``train (N, C, H, W)`` with elements of its group, both from ``gen``."""
+    x = train[torch.randint(len(train), (batch,), generator=gen)]
+    terms = canonicalization_loss(canon, x, canon.group.sample(batch, generator=gen))
+    loss = terms.loss.mean() + canon.regularizer(terms.result.info)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+
+
 def run(kind: str, group_name: str, train: torch.Tensor, held_out: torch.Tensor, checkpoints: list[int], lr: float,
         batch: int, seed: int) -> list[dict[str, float]]:
     group, canon = build(kind, group_name, seed)
@@ -75,12 +88,7 @@ def run(kind: str, group_name: str, train: torch.Tensor, held_out: torch.Tensor,
     rows, started = [], time.perf_counter()
     for step in range(1, max(checkpoints) + 1):
         canon.train()
-        x = train[torch.randint(len(train), (batch,), generator=gen)]
-        terms = canonicalization_loss(canon, x, group.sample(batch, generator=gen))
-        loss = terms.loss.mean() + canon.regularizer(terms.result.info)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+        self_supervised_step(canon, optimizer, train, batch, gen)
         if step in checkpoints:
             canon.eval()
             rows.append({"steps": step, "seconds": time.perf_counter() - started,

@@ -284,8 +284,9 @@ def _page_latent(payload: dict) -> list[str]:
 
 def _page_training(payload: dict) -> list[str]:
     out = ["Optimizer steps (forward, backward, AdamW) of the `plain` and `dec` methods of "
-           "`benchmarks/training.py` (its `BASE` and `METHODS`), in alternating segments; `dec@36` (where "
-           "measured) is the DEC with a working resolution of 36 px (`method.options.resolution=36`)."]
+           "`benchmarks/training.py` (its `BASE` and `METHODS`), in alternating segments. `dec` is the method as "
+           "built by name (working resolution 64 px, the default); `dec@full` (where measured) solves at the "
+           "input's own resolution, `dec@36` on a 36 px copy (`method.options.resolution`)."]
     for device, run, result, absolute in _measured(payload, "training"):
         s = result["settings"]
         ref = result["reference"]

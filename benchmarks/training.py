@@ -52,6 +52,9 @@ BASE: tuple[str, ...] = (
     "model.name=cnn", "model.options.channels=[16, 32, 64]",
     "optim.epochs=3", "optim.batch_size=32", "optim.lr=2e-3", "optim.warmup_steps=50",
     "eval.limit=500", "eval.batch_size=50", "eval.rescalings=3",
+    # The paper's invariance error for every method, plain included (its default is the method's own group).
+    "eval.invariance_group=monotone", "eval.invariance_options.monotone.cells=8",
+    "eval.invariance_options.monotone.strength=0.25",
 )
 #: Per-method settings on top of BASE. The three canonicalizers share one update network size.
 METHODS: dict[str, tuple[str, ...]] = {

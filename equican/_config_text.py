@@ -1,13 +1,55 @@
-"""The text of configurations (private to ``equican.config``): YAML read safely and strictly, parser messages on one
-line, and ``dotted.key=value`` overrides applied to the nested dicts of ``TrainConfig.to_dict()``."""
+"""The text of configurations (private to ``equican.config``): files and packaged configs read, YAML parsed safely and
+strictly, parser messages on one line, and ``dotted.key=value`` overrides applied to the nested dicts of
+``TrainConfig.to_dict()``."""
 
 from __future__ import annotations
 
+import tomllib
+from collections.abc import Sequence
+from importlib import resources
+from pathlib import Path
 from typing import Any
 
 import yaml
 
-from .errors import ConfigError
+from .errors import ConfigError, DataError
+
+CONFIG_PACKAGE = "equican.configs"
+PACKAGED_SUFFIXES = (".toml", ".yaml")
+
+
+def read_source(source: str | Path, packaged: Sequence[str]) -> tuple[Any, str]:
+    """``(data, where)``: the parsed mapping of a config file or of a packaged config (a name in ``packaged``; a file
+    of that name takes precedence, a directory does not), and how to name it in messages.
+
+    Raises:
+        DataError: a missing, unreadable or unparsable file. ConfigError: neither a known file type nor a packaged
+            name.
+    """
+    path = Path(source)
+    if not path.is_file() and isinstance(source, str) and source in packaged:
+        for suffix in PACKAGED_SUFFIXES:
+            entry = resources.files(CONFIG_PACKAGE).joinpath(f"{source}{suffix}")
+            if entry.is_file():
+                text = entry.read_text(encoding="utf-8")
+                return (tomllib.loads(text) if suffix == ".toml" else load_yaml(text)), f"packaged config {source!r}"
+    where = f"config file {str(source)!r}"
+    suffix = path.suffix.lower()
+    if suffix not in (".toml", ".yaml", ".yml"):
+        hint = f"; packaged configurations: {list(packaged)}" if not path.exists() else ""
+        raise ConfigError(f"--config {str(source)!r}: expected a .toml, .yaml or .yml file or a packaged "
+                          f"configuration name{hint}")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise DataError(f"{where}: does not exist") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise DataError(f"{where}: cannot be read ({exc})") from None
+    try:
+        data = tomllib.loads(text) if suffix == ".toml" else load_yaml(text)
+    except (tomllib.TOMLDecodeError, yaml.YAMLError) as exc:
+        raise DataError(f"{where}: not valid {suffix[1:].upper()}: {one_line(exc)}") from None
+    return data, where
 
 
 class _UniqueKeyLoader(yaml.SafeLoader):

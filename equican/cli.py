@@ -123,6 +123,8 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--until-epoch", type=int, default=None, metavar="N",
                     help="stop after N epochs in total (resume later); the schedule still spans all epochs")
     tr.add_argument("--no-progress", action="store_true", help="no progress bars")
+    tr.add_argument("--amp", nargs="?", const="auto", default=None, choices=("auto", "bf16", "fp16", "off"),
+                    help="mixed precision: bf16 on the CPU, bf16 or fp16 on CUDA (bare --amp: the device's best)")
 
     ev = commands.add_parser("evaluate", help="evaluate a trained checkpoint",
                              description="Compute the metrics of a checkpoint on its run's test split (or other "
@@ -278,7 +280,7 @@ def _train_config(args: argparse.Namespace) -> Any:
     from .config import TrainConfig, apply_overrides, load_config
 
     config = load_config(args.config) if args.config is not None else TrainConfig()
-    flags = _flag_overrides(args, ("seed", "out", "device", "threads"))
+    flags = _flag_overrides(args, ("seed", "out", "device", "threads", "amp"))
     config = apply_overrides(config, [*flags, *args.overrides])
     if args.no_progress:
         config = config.replace(progress=False)

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import tomllib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
@@ -36,11 +35,10 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
-import yaml
-
 from . import validation as V
-from ._config_text import apply_one, load_yaml, one_line
-from .errors import ConfigError, DataError
+from ._config_text import CONFIG_PACKAGE, PACKAGED_SUFFIXES, apply_one, read_source
+from ._runtime import AMP_MODES
+from .errors import ConfigError
 
 __all__ = ["DataConfig", "ModelConfig", "MethodConfig", "OptimConfig", "EvalConfig", "TrainConfig", "DATASETS",
            "SCHEDULES", "load_config", "apply_overrides", "packaged_configs", "from_options"]
@@ -306,6 +304,10 @@ class TrainConfig:
         threads: torch's intra-op threads (None: torch's default).
         workers: DataLoader worker processes (0: load in the main process).
         progress: show progress bars (on rank 0).
+        amp: mixed-precision training: ``"off"``, ``"auto"`` (bfloat16 on the CPU and on GPUs that have it, else
+            float16), ``"bf16"`` or ``"fp16"`` (CUDA only, with a gradient scaler). The forward pass runs under
+            ``torch.autocast``; weights, optimizer state and the evaluation stay float32. ``true``/``false`` mean
+            ``"auto"``/``"off"``.
     """
 
     data: DataConfig = field(default_factory=DataConfig)
@@ -319,6 +321,7 @@ class TrainConfig:
     threads: int | None = None
     workers: int = 0
     progress: bool = True
+    amp: str = "off"
 
     def __post_init__(self) -> None:
         where = "config"
@@ -334,6 +337,10 @@ class TrainConfig:
         V.require_int(self.workers, low=0, where=where, name="workers")
         if not isinstance(self.progress, bool):
             raise ConfigError(f"{where}: expected progress to be true or false, got {self.progress!r}")
+        if isinstance(self.amp, bool):  # YAML 1.1 reads a bare off/on as a bool
+            object.__setattr__(self, "amp", "auto" if self.amp else "off")
+        if self.amp not in AMP_MODES:
+            raise ConfigError(f"{where}: expected amp to be one of {list(AMP_MODES)}, got {self.amp!r}")
 
     # ------------------------------------------------------------------ conversion
     def to_dict(self) -> dict[str, Any]:
@@ -408,18 +415,12 @@ def from_options(cls: type, options: Mapping[str, Any], *, where: str) -> Any:
 
 
 # ---------------------------------------------------------------------------------------------- files
-_CONFIG_PACKAGE = "equican.configs"
-
-
-_PACKAGED_SUFFIXES = (".toml", ".yaml")
-
-
 def packaged_configs() -> list[str]:
     """Names of the configurations shipped with the package (``equican train --config demo``): the ``.toml`` and
     ``.yaml`` files of ``equican/configs`` (``demo``, ``compare``, ``paper``, and the example
     ``local_scale_dec``), installed with the wheel."""
-    return sorted(p.name.rsplit(".", 1)[0] for p in resources.files(_CONFIG_PACKAGE).iterdir()
-                  if p.name.endswith(_PACKAGED_SUFFIXES))
+    return sorted(p.name.rsplit(".", 1)[0] for p in resources.files(CONFIG_PACKAGE).iterdir()
+                  if p.name.endswith(PACKAGED_SUFFIXES))
 
 
 def load_config(source: str | Path) -> TrainConfig:
@@ -433,30 +434,7 @@ def load_config(source: str | Path) -> TrainConfig:
         DataError: the file is missing, unreadable or not valid TOML/YAML (the message names it).
         ConfigError: an unknown file type, section or field, or an invalid value.
     """
-    path = Path(source)
-    if not path.exists() and isinstance(source, str) and source in packaged_configs():
-        for suffix in _PACKAGED_SUFFIXES:
-            entry = resources.files(_CONFIG_PACKAGE).joinpath(f"{source}{suffix}")
-            if entry.is_file():
-                text = entry.read_text(encoding="utf-8")
-                data = tomllib.loads(text) if suffix == ".toml" else load_yaml(text)
-                return TrainConfig.from_dict(data, source=f"packaged config {source!r}")
-    where = f"config file {str(source)!r}"
-    suffix = path.suffix.lower()
-    if suffix not in (".toml", ".yaml", ".yml"):
-        hint = f"; packaged configurations: {packaged_configs()}" if not path.exists() else ""
-        raise ConfigError(f"--config {str(source)!r}: expected a .toml, .yaml or .yml file or a packaged "
-                          f"configuration name{hint}")
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise DataError(f"{where}: does not exist") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise DataError(f"{where}: cannot be read ({exc})") from None
-    try:
-        data = tomllib.loads(text) if suffix == ".toml" else load_yaml(text)
-    except (tomllib.TOMLDecodeError, yaml.YAMLError) as exc:
-        raise DataError(f"{where}: not valid {suffix[1:].upper()}: {one_line(exc)}") from None
+    data, where = read_source(source, packaged_configs())
     return TrainConfig.from_dict({} if data is None else data, source=where)
 
 

@@ -61,8 +61,8 @@ from .latent import LatentCanonicalized
 from .objectives import (Augmented, CanonicalizationSchedule, CanonicalizedObjective, InvarianceRegularized,
                          LatentObjective, Objective)
 
-__all__ = ["METHODS", "list_methods", "build_objective", "method_group", "method_options", "CanonicalizationOptions",
-           "InvarianceOptions", "LatentOptions", "MethodSpec"]
+__all__ = ["METHODS", "list_methods", "build_objective", "method_group", "method_options", "check_method_tables",
+           "invariance_group", "CanonicalizationOptions", "InvarianceOptions", "LatentOptions", "MethodSpec"]
 
 
 # ---------------------------------------------------------------------------------------------- options
@@ -280,3 +280,26 @@ def build_objective(config: MethodConfig, backbone: nn.Module, *, in_channels: i
     spec = _spec(config.name)
     group = method_group(config)
     return spec.build(backbone, group, dict(config.options), in_channels, seed, f"method {config.name!r}")
+
+
+def check_method_tables(config: MethodConfig) -> None:
+    """Every ``method.options.<name>`` table of ``config`` names a method: a typo there would otherwise be ignored.
+
+    Raises:
+        UnknownNameError: a table named after no method (the message suggests the closest name).
+    """
+    known = list_methods()
+    for name in config.tables:
+        if name not in known:
+            raise UnknownNameError(f"method.options.{name}: expected a table named after a method "
+                                   f"({', '.join(known)}), got {name!r}{V.did_you_mean(name, known)}")
+
+
+def invariance_group(config: Any) -> Group | None:
+    """The group of a run's invariance error (``config`` a [`TrainConfig`][equican.config.TrainConfig]):
+    ``eval.invariance_group`` with its own options table, or (None there) the method's group; None for a method that
+    uses no group (then no invariance error is computed)."""
+    name = config.eval.invariance_group
+    if name is None:
+        return method_group(config.method)
+    return make_group(name, **config.eval.group_options(name))

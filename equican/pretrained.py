@@ -46,6 +46,7 @@ import torch
 from torch import nn
 
 from .errors import CheckpointError, ConfigError, DataError
+from .modes import training
 
 __all__ = ["CONFIG_NAME", "WEIGHTS_NAME", "FORMAT_VERSION", "canonicalizer_config", "save_canonicalizer",
            "load_canonicalizer", "save_latent", "load_latent", "to_json"]
@@ -105,13 +106,8 @@ def _write(directory: str | os.PathLike, config: dict[str, Any], module: nn.Modu
     # safetensors requires; the files are small next to the cost of a training run.
     # The state of training mode: escnn's convolutions add cached filters to the state in evaluation mode only, and
     # a rebuilt module starts in training mode. Every module's own mode is restored afterwards.
-    modes = [(m, m.training) for m in module.modules()]
-    module.train()
-    try:
+    with training(module):
         state = {k: v.detach().to("cpu").contiguous().clone() for k, v in module.state_dict().items()}
-    finally:
-        for m, training in modes:  # parents first, so each module ends in its own mode (escnn rebuilds its caches)
-            m.train(training)
     text = json.dumps({"format_version": FORMAT_VERSION, **config}, indent=2, sort_keys=False)
     for name, write in ((CONFIG_NAME, lambda tmp: tmp.write_text(text + "\n")),
                         (WEIGHTS_NAME, lambda tmp: save_file(state, str(tmp), metadata={"format": "pt"}))):

@@ -17,6 +17,7 @@ from typing import Any
 import torch
 
 from .errors import ConfigError, ConvergenceWarning, ShapeError
+from .modes import evaluating
 
 __all__ = ["METRIC_COLUMNS", "results_table", "canonicalize", "image_grid", "canonical_forms_figure", "cpu_model",
            "machine_info", "describe_machine"]
@@ -72,14 +73,9 @@ def canonicalize(canonicalizer: torch.nn.Module, images: torch.Tensor) -> torch.
     """
     param = next(canonicalizer.parameters(), None)
     x = images if param is None else images.to(device=param.device, dtype=param.dtype)
-    was_training = canonicalizer.training
-    canonicalizer.eval()
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", ConvergenceWarning)
-            return canonicalizer(x).x.cpu()
-    finally:
-        canonicalizer.train(was_training)
+    with evaluating(canonicalizer), warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        return canonicalizer(x).x.cpu()
 
 
 def image_grid(rows: Sequence[tuple[str, torch.Tensor]], *, title: str = "") -> Any:

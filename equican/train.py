@@ -25,6 +25,7 @@ Files in ``config.out``: ``checkpoint.pt`` (config, epoch, objective, optimizer 
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
@@ -47,12 +48,11 @@ from .canon import Canonicalizer, IdentityCanonicalizer
 from .config import DataConfig, TrainConfig, apply_overrides, from_options
 from .data import LocalScaleConfig, LocalScaleMNIST, TransformedConfig, TransformedMNIST, load_mnist
 from .data.seeding import index_generator
-from ._distributed import Distributed, device_for, distributed_env, process_group
+from ._runtime import Distributed, amp_dtype, device_for, distributed_env, grad_scaler, process_group
 from ._checkpoint import FORMAT, load_states, read_checkpoint, remove_stale_temporaries, save_atomic
 from ._paths import require_writable_dir
-from .errors import ConfigError, ConvergenceWarning, DataError, EquicanWarning, NonFiniteError, UnknownNameError
-from .group import make_group
-from .methods import Objective, build_objective
+from .errors import ConfigError, ConvergenceWarning, DataError, EquicanWarning, NonFiniteError
+from .methods import Objective, build_objective, check_method_tables, invariance_group
 from .models import build_model
 
 __all__ = ["SplitData", "load_split", "build", "train", "train_step", "evaluate", "evaluate_checkpoint",
@@ -272,38 +272,12 @@ def train(config: TrainConfig, *, resume: bool | str | os.PathLike[str] = False,
     if test_data is not None and test_data.num_classes != train_data.num_classes:
         raise ConfigError(f"data: the test split has {test_data.num_classes} classes, the train split "
                           f"{train_data.num_classes}")
-    _check_method_tables(config)
-    eval_group = _eval_group(config) if config.eval.enabled else None
+    check_method_tables(config.method)
+    eval_group = invariance_group(config) if config.eval.enabled else None
     objective = build(config, train_data).to(device)
 
     with process_group(env, device):
         return _fit(config, env, device, objective, train_data, test_data, eval_group, payload, until_epoch)
-
-
-def _eval_group(config: TrainConfig) -> Any:
-    """The group of the invariance error: ``eval.invariance_group`` with its own options table, or (None) the
-    method's group; None for a method that uses no group (then no invariance error is computed)."""
-    name = config.eval.invariance_group
-    if name is None:
-        from .methods import method_group
-
-        return method_group(config.method)
-    return make_group(name, **config.eval.group_options(name))
-
-
-def _check_method_tables(config: TrainConfig) -> None:
-    """Every ``method.options.<name>`` table names a method: a typo there would otherwise be ignored silently."""
-    from .methods import list_methods
-
-    known = list_methods()
-    for name in config.method.tables:
-        if name not in known:
-            import difflib
-
-            close = difflib.get_close_matches(name, known, n=1)
-            hint = f"; did you mean {close[0]!r}?" if close else ""
-            raise UnknownNameError(f"method.options.{name}: expected a table named after a method "
-                                   f"({', '.join(known)}), got {name!r}{hint}")
 
 
 def _fit(config: TrainConfig, env: Distributed, device: torch.device, objective: Objective,
@@ -326,25 +300,30 @@ def _fit(config: TrainConfig, env: Distributed, device: torch.device, objective:
     optimizer = torch.optim.AdamW(objective.parameters(), lr=optim.lr, weight_decay=optim.weight_decay,
                                   betas=optim.betas)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _schedule(config, optim.epochs * len(loader)))
+    amp = amp_dtype(config.amp, device)
+    scaler = grad_scaler(amp, device)
+    step = functools.partial(train_step, net, optimizer, grad_clip=optim.grad_clip, amp=amp, scaler=scaler)
     start, history = 0, []
     if payload is not None:
+        states = {"scaler": (scaler, payload["scaler"])} if scaler is not None and "scaler" in payload else {}
         load_states(Path(config.out) / CHECKPOINT, objective=(objective, payload["objective"]),
-                    optimizer=(optimizer, payload["optimizer"]), scheduler=(scheduler, payload["scheduler"]))
+                    optimizer=(optimizer, payload["optimizer"]), scheduler=(scheduler, payload["scheduler"]), **states)
         start, history = int(payload["epoch"]), list(payload["history"])
     stop = optim.epochs if until_epoch is None else min(until_epoch, optim.epochs)
     out = Path(config.out)
 
     for epoch in range(start, stop):
-        history.append(_epoch(config, env, device, net, objective, loader, sampler, optimizer, scheduler, epoch))
+        history.append(_epoch(config, env, device, objective, loader, sampler, step, scheduler, epoch))
         if env.main:
             save_atomic({"format": FORMAT, "config": config.to_dict(), "epoch": epoch + 1,
-                          "objective": objective.state_dict(), "optimizer": optimizer.state_dict(),
-                          "scheduler": scheduler.state_dict(), "history": history,
-                          "input_shape": list(train_data.x.shape[1:]), "num_classes": train_data.num_classes},
-                         out / CHECKPOINT)
+                         "objective": objective.state_dict(), "optimizer": optimizer.state_dict(),
+                         "scheduler": scheduler.state_dict(), "history": history,
+                         "input_shape": list(train_data.x.shape[1:]), "num_classes": train_data.num_classes,
+                         **({"scaler": scaler.state_dict()} if scaler is not None else {})}, out / CHECKPOINT)
     complete = stop == optim.epochs
     result: dict[str, Any] = {"config": config.to_dict(), "complete": complete, "epochs_done": stop,
                               "world_size": env.world, "device": str(device), "threads": torch.get_num_threads(),
+                              "autocast": str(amp).removeprefix("torch.") if amp is not None else None,
                               "history": history}
     if complete and test_data is not None and env.main:
         result["eval"] = evaluate(objective.model, config, test_data, group=eval_group)
@@ -357,7 +336,8 @@ def _fit(config: TrainConfig, env: Distributed, device: torch.device, objective:
 
 
 def train_step(net: torch.nn.Module, optimizer: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor,
-               index: torch.Tensor, epoch: int, *, grad_clip: float | None = None, where: str = "") -> dict[str, float]:
+               index: torch.Tensor, epoch: int, *, grad_clip: float | None = None, where: str = "",
+               amp: torch.dtype | None = None, scaler: torch.amp.GradScaler | None = None) -> dict[str, float]:
     """One optimizer step of an objective (a method from [`build`][equican.train.build], or its DDP wrapper).
 
     Args:
@@ -367,6 +347,9 @@ def train_step(net: torch.nn.Module, optimizer: torch.optim.Optimizer, x: torch.
             methods' random elements); epoch: 0-based (staged methods switch on it).
         grad_clip: the largest gradient norm (None: no clipping).
         where: where the step is, for the error message.
+        amp: the autocast dtype of the forward pass (None: full precision). Parameters, optimizer state and
+            gradients stay float32; canonicalizers solve in float32 inside autocast (see docs/concepts/amp.md).
+        scaler: scales the loss for float16 (None: unscaled).
 
     Returns:
         The step's statistics (``loss`` and the method's own, e.g. the DEQ's ``converged`` fraction).
@@ -377,21 +360,30 @@ def train_step(net: torch.nn.Module, optimizer: torch.optim.Optimizer, x: torch.
     with warnings.catch_warnings():
         # A DEQ trained with few iterations rarely meets its tolerance; its converged fraction is in stats.
         warnings.simplefilter("ignore", ConvergenceWarning)
-        loss, stats = net(x, y, index, epoch)
+        with torch.autocast(x.device.type, dtype=amp, enabled=amp is not None):
+            loss, stats = net(x, y, index, epoch)
     if not torch.isfinite(loss):
         raise NonFiniteError(f"train: expected a finite loss, got {float(loss)}{' at ' + where if where else ''}; "
                              "lower optim.lr or set optim.grad_clip")
     optimizer.zero_grad(set_to_none=True)
-    loss.backward()
+    if scaler is None:
+        loss.backward()
+    else:
+        scaler.scale(loss).backward()
+        scaler.unscale_(optimizer)  # clip the true gradients
     if grad_clip is not None:
         torch.nn.utils.clip_grad_norm_(net.parameters(), grad_clip)
-    optimizer.step()
+    if scaler is None:
+        optimizer.step()
+    else:
+        scaler.step(optimizer)
+        scaler.update()
     return stats
 
 
-def _epoch(config: TrainConfig, env: Distributed, device: torch.device, net: torch.nn.Module,
-           objective: Objective, loader: DataLoader, sampler: DistributedSampler, optimizer: Any,
-           scheduler: Any, epoch: int) -> dict[str, float]:
+def _epoch(config: TrainConfig, env: Distributed, device: torch.device, objective: Objective, loader: DataLoader,
+           sampler: DistributedSampler, step: Any, scheduler: Any, epoch: int) -> dict[str, float]:
+    """One epoch; ``step(x, y, index, epoch, where=...)`` is ``train_step`` bound to the run's net and optimizer."""
     sampler.set_epoch(epoch)
     # torch's global RNG (dropout, stochastic depth) is reseeded from (seed, epoch, rank): resuming at an epoch
     # boundary then replays exactly what an uninterrupted run would have drawn.
@@ -403,10 +395,9 @@ def _epoch(config: TrainConfig, env: Distributed, device: torch.device, net: tor
     # file has no carriage returns; the per-epoch line below is written either way.
     bar = tqdm(loader, desc=f"epoch {epoch + 1}/{config.optim.epochs}", unit="batch", leave=False,
                disable=None if config.progress and env.main else True, dynamic_ncols=True)
-    for step, (x, y, index) in enumerate(bar, start=1):
+    for i, (x, y, index) in enumerate(bar, start=1):
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-        stats = train_step(net, optimizer, x, y, index, epoch, grad_clip=config.optim.grad_clip,
-                           where=f"epoch {epoch + 1}, step {step}")
+        stats = step(x, y, index, epoch, where=f"epoch {epoch + 1}, step {i}")
         scheduler.step()
         n = x.shape[0] * (dist.get_world_size() if dist.is_initialized() else 1)
         seen += n
@@ -440,7 +431,7 @@ def evaluate(model: torch.nn.Module, config: TrainConfig, test_data: SplitData, 
         [`ConvergenceWarning`][equican.errors.ConvergenceWarning].
     """
     ev = config.eval
-    group = _eval_group(config) if group is None else group  # still None for a group-less method
+    group = invariance_group(config) if group is None else group  # still None for a group-less method
     n = test_data.x.shape[0] if ev.limit is None else min(ev.limit, test_data.x.shape[0])
     x, y = test_data.x[:n], test_data.y[:n]
     out: dict[str, Any] = {"samples": n}

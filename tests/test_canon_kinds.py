@@ -225,3 +225,22 @@ def test_channel_reduction_before_the_solve_equals_a_first_layer():
         a = first.step(z, first.update_input(x))
         b = layered.step(z, layered.update_input(x))
         assert torch.allclose(a, b, atol=1e-10) == same
+
+
+@pytest.mark.parametrize("group_name", ["monotone", "affine", "scale"])
+def test_canonicalize_applies_the_element_of_x_to_another_target(group_name):
+    # The latent wrapper's image input: the element is found on the image and acts on features of another size.
+    group = make_group(group_name)
+    canon = make_kind("direct", group, channels=1).eval()
+    x = smooth_images(3, 1, SIZE, seed=0)
+    features = torch.rand(3, 5, 8, 8, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        own = canon(x)
+        result = canon.canonicalize(x, features)
+    assert result.x.shape == features.shape
+    assert torch.equal(result.h, own.h)  # the element depends on x alone
+    torch.testing.assert_close(result.x, group.act(result.h, features))
+    # Negative control: the same element applied to x is not the features' canonical form.
+    assert not torch.allclose(result.x, group.act(result.h, torch.rand_like(features)))
+    with pytest.raises(ShapeError, match="target"):
+        canon.canonicalize(x, features[:2])

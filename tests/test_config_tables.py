@@ -54,12 +54,12 @@ def test_method_tables_round_trip_through_to_dict():
 
 
 def test_a_misspelt_method_table_is_refused_before_training(tmp_path):
-    from equican.train import _check_method_tables
+    from equican.methods import check_method_tables
 
     config = apply_overrides(load_config("demo"), ["method.options.dex.tol=0.1"])
     with pytest.raises(UnknownNameError, match="did you mean 'dec'"):
-        _check_method_tables(config)
-    _check_method_tables(load_config("demo"))  # the packaged tables all name methods
+        check_method_tables(config.method)
+    check_method_tables(load_config("demo").method)  # the packaged tables all name methods
 
 
 def test_eval_options_are_per_group():
@@ -77,10 +77,10 @@ def test_flat_eval_options_need_a_group():
 def test_every_registered_group_can_be_the_invariance_group(name):
     """`eval.invariance_group=<any registered group>` builds and measures (the monotone options do not leak)."""
     from equican.metrics import invariance_error
-    from equican.train import _eval_group
+    from equican.methods import invariance_group
 
     config = apply_overrides(load_config("demo"), [f"eval.invariance_group={name}"])
-    group = _eval_group(config)
+    group = invariance_group(config)
     assert group.name == name
     x = torch.rand(4, 1, 16, 16, generator=torch.Generator().manual_seed(0))
     constant = lambda batch: torch.zeros(batch.shape[0], 3)  # noqa: E731 - invariant to anything
@@ -92,20 +92,20 @@ def test_every_registered_group_can_be_the_invariance_group(name):
 def test_monotone_options_do_not_leak_into_rotation():
     # Negative control of the leak the tables prevent: the monotone options given to rotation fail.
     from equican import make_group
-    from equican.train import _eval_group
+    from equican.methods import invariance_group
 
     config = load_config("demo")
     with pytest.raises(ConfigError, match="cells"):
         make_group("rotation", **config.eval.group_options("monotone"))
-    assert _eval_group(apply_overrides(config, ["eval.invariance_group=rotation"])).name == "rotation"
+    assert invariance_group(apply_overrides(config, ["eval.invariance_group=rotation"])).name == "rotation"
 
 
 def test_default_eval_group_is_the_methods():
-    from equican.train import _eval_group
+    from equican.methods import invariance_group
 
-    assert _eval_group(TrainConfig()) is None  # plain uses no group: no invariance error
+    assert invariance_group(TrainConfig()) is None  # plain uses no group: no invariance error
     dec = apply_overrides(TrainConfig(), ["method.name=augment", "method.group=rotation"])
-    assert _eval_group(dec).name == "rotation"
+    assert invariance_group(dec).name == "rotation"
 
 
 def test_errors_name_the_users_input(tmp_path):

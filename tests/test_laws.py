@@ -45,3 +45,20 @@ def test_check_group_laws_reports_every_law(group, device, dtype):
     gradchecks = ["gradcheck_x"] if group.discrete else ["gradcheck_x", "gradcheck_g"]
     assert [r.law for r in report.results] == EXPECTED_RESULTS + gradchecks
     assert report.group is group and report.dtype == dtype
+
+
+@pytest.mark.parametrize("size", [28, 96])
+def test_an_image_is_acted_on_alike_in_any_batch(group, device, size):
+    # A batch must not change an item's result (datasets render per item and per batch and must agree): fast paths
+    # are chosen by the image size, never by the batch size. 5 × 28² points crosses the small-call threshold of the
+    # affine grid, which 28² alone does not.
+    gen = torch.Generator().manual_seed(0)
+    g = group.sample(5, generator=gen, device=device)
+    x = torch.rand(5, 2, size, size, generator=gen).to(device)
+    for op in (group.act, group.act_inverse):
+        batched = op(g, x)
+        single = torch.cat([op(g[i:i + 1], x[i:i + 1]) for i in range(5)])
+        assert torch.allclose(batched, single, rtol=0, atol=1e-6)
+        # Negative control: the comparison sees a change of one item's element.
+        other = torch.cat([op(g[(i + 1) % 5:(i + 1) % 5 + 1], x[i:i + 1]) for i in range(5)])
+        assert not torch.allclose(batched, other, rtol=0, atol=1e-6)

@@ -107,7 +107,7 @@ class Canonicalizer(nn.Module, abc.ABC):
         """
 
     def forward(self, x: torch.Tensor) -> CanonResult:
-        """Canonicalize a batch.
+        """Canonicalize a batch: [`canonicalize`][equican.canon.base.Canonicalizer.canonicalize] of ``x`` itself.
 
         Args:
             x: inputs of shape ``(B, C, H, W)``, float32 or float64, finite, of the parameters' dtype.
@@ -123,31 +123,61 @@ class Canonicalizer(nn.Module, abc.ABC):
         parameters' dtype (float32) with autocast off (the solver and the elements need the precision), and the
         canonical input comes back in ``x``'s dtype; ``g``/``h`` stay in the parameters' dtype.
         """
-        if isinstance(x, torch.Tensor) and x.is_floating_point() and (
-                x.dtype in V.REDUCED_FLOAT_DTYPES or V.autocast_enabled(x)):
+        return self.canonicalize(x)
+
+    def canonicalize(self, x: torch.Tensor, target: torch.Tensor | None = None, *,
+                     where: str | None = None) -> CanonResult:
+        """Find the canonicalizing elements from ``x`` and apply them to ``target``.
+
+        Args:
+            x: the inputs the elements are predicted from, ``(B, C, H, W)`` (checked as in ``forward``).
+            target: what the elements act on, ``(B, C', H', W')`` (None: ``x``): e.g. a network's features at the
+                points where ``x`` is its input image. Elements act in normalized coordinates, so one element means
+                the same transformation at every resolution.
+            where: the caller named in error messages (default ``"<Kind>.forward"``).
+
+        Returns:
+            [`CanonResult`][equican.canon.base.CanonResult] whose ``x`` is the canonical ``target``, of its shape
+            and dtype. An input whose element is not finite, or makes a non-finite canonical form, gets the identity
+            (``info["fallback"]``).
+
+        Mixed precision as in ``forward``: solved and applied in the parameters' dtype with autocast off, the
+        result cast back to ``target``'s dtype.
+        """
+        where = where or f"{type(self).__name__}.forward"
+        y = x if target is None else target
+        if any(isinstance(t, torch.Tensor) and t.is_floating_point()
+               and (t.dtype in V.REDUCED_FLOAT_DTYPES or V.autocast_enabled(t)) for t in (x, y)):
             p = next(self.parameters(), None)
             wide = p.dtype if p is not None and p.dtype in V.FLOAT_DTYPES else torch.float32
+
+            def widen(t: torch.Tensor) -> torch.Tensor:
+                return t.to(wide) if t.dtype in V.REDUCED_FLOAT_DTYPES else t
+
             with torch.autocast(x.device.type, enabled=False):
-                result = self.forward(x.to(wide) if x.dtype in V.REDUCED_FLOAT_DTYPES else x)
-            result.x = result.x.to(x.dtype)
+                result = self.canonicalize(widen(x), None if target is None else widen(target), where=where)
+            result.x = result.x.to(y.dtype)
             return result
-        self.check_input(x, where=f"{type(self).__name__}.forward")
+        self.check_input(x, where=where)
+        if target is not None:
+            V.require_batch_images(target, where=where, name="target")
+            V.require_same_placement(x, target, where=where, names=("x", "target"))
         z, info = self.solve(x)
         # A non-finite prediction (a diverged network) falls back to the identity for that input alone, and is
         # reported in info["fallback"]: one bad input must not make the batch raise or return NaN. torch.where keeps
         # this free of host synchronisation.
         z, h, finite = self.elements(z)
         try:
-            canonical = self.canonical_input(z, h, x)
+            canonical = self.canonical_input(z, h, y)
         except torch.linalg.LinAlgError:
             # A singular element (an affine map whose scale underflowed) fails the whole batch's inversion: redo it
             # input by input (a rare path), giving the failing ones a non-finite form, which falls back below.
-            canonical = torch.cat([self._canonical_or_nan(z[i:i + 1], h[i:i + 1], x[i:i + 1])
-                                   for i in range(x.shape[0])])
+            canonical = torch.cat([self._canonical_or_nan(z[i:i + 1], h[i:i + 1], y[i:i + 1])
+                                   for i in range(y.shape[0])])
         # An element that is finite but outside the group's valid range (a log-scale of 1e5, an affine map whose
         # scale underflowed to det 0) shows as a non-finite canonical input: that input too gets the identity.
         ok = torch.isfinite(canonical).flatten(1).all(dim=1)
-        canonical = torch.where(_rows(ok, canonical), canonical, x)
+        canonical = torch.where(_rows(ok, canonical), canonical, y)
         h = torch.where(_rows(ok, h), h, self.chart_identity(z))
         fallback = ~(finite & ok)
         info["fallback"] = info["fallback"] | fallback if "fallback" in info else fallback

@@ -16,11 +16,10 @@ from .base import Canonicalizer
 __all__ = ["UpdateCanonicalizer", "DirectCanonicalizer", "RECOMMENDED_RESOLUTION"]
 
 RECOMMENDED_RESOLUTION = 64
-"""The working resolution (pixels, shorter side) recommended for update canonicalizers whose group's elements are
-resolution-independent: inputs larger than this are canonicalized on an antialiased copy of this size. Chosen from
-``benchmarks/hot_path.py``'s trade-off (docs/results/hot_path.md): trained at 64 px on 96×96 inputs, the DEC's
-canonical-form error is that of full resolution (ratio 0.995) at a 37× faster evaluation; smaller sizes were as
-good on those digits (24 px: 0.93), and 64 keeps a margin for content finer than Locally Scaled MNIST's."""
+"""The working resolution (pixels, shorter side) of the ``dec`` and ``direct`` kinds built by name: inputs larger than
+this are canonicalized on an antialiased copy of this size. Chosen from ``benchmarks/hot_path.py``'s trade-off
+(docs/results/hot_path.md): scale DECs trained on 96×96 inputs at 64 px reach a canonical-form error within 7% of
+the full-resolution one (0.122 against 0.114 of the identity's), at 48, 32 and 24 px 39-107% above it."""
 
 
 class UpdateCanonicalizer(Canonicalizer):
@@ -60,12 +59,11 @@ class UpdateCanonicalizer(Canonicalizer):
             antialiasing, keeping the aspect ratio). Elements act in normalized coordinates, so the element found on
             the small copy is applied to the full-resolution input. Every iteration then costs the update network at
             the working size: for 48×48 digits and ``resolution=24``, a quarter of the work. The measured
-            trade-off (``benchmarks/hot_path.py``, docs/results/hot_path.md): DECs trained at working resolutions
-            64 down to 24 on 96×96 inputs are as invariant as the one trained at full resolution (canonical-form
-            error within 1% / 7% better), and evaluate 30-100× faster; at 210×210 the paper's MNIST configuration
-            runs 17× faster at 70 px. [`RECOMMENDED_RESOLUTION`][equican.canon.direct.RECOMMENDED_RESOLUTION] is
-            the value to use; None stays the default here so that a canonicalizer computes what it was built to
-            (the paper preset reproduces the reference at full resolution).
+            trade-off (``benchmarks/hot_path.py``, docs/results/hot_path.md): scale DECs trained on 96×96 inputs
+            lose 7% of their canonical-form invariance at 64 px and 39-107% at 48-24 px; at 210×210 the paper's
+            MNIST configuration runs 15× faster at 70 px. The kinds built by name use
+            [`RECOMMENDED_RESOLUTION`][equican.canon.direct.RECOMMENDED_RESOLUTION] (64); None stays the default
+            of the class, so that a canonicalizer built directly computes at the input's own resolution.
     """
 
     def __init__(self, group: Group, net: nn.Module, reduce: nn.Module | None = None,

@@ -24,6 +24,7 @@ from .. import validation as V
 from ..errors import ConfigError
 from ..group import Group
 from .base import Canonicalizer, IdentityCanonicalizer
+from .direct import RECOMMENDED_RESOLUTION
 from .registry import register_canonicalizer
 
 __all__ = ["UpdateOptions", "DECOptions", "OptimizationOptions", "EscnnOptions", "REDUCE_CHANNELS"]
@@ -48,8 +49,12 @@ class UpdateOptions:
         reduce: channels a bias-free 1×1 convolution reduces the input to once, before the solve: ``"auto"``
             ([`REDUCE_CHANNELS`][equican.canon.kinds.REDUCE_CHANNELS] for wider inputs, else none), an int, or
             None (off).
-        resolution: the working resolution of the update map (None: the input's own; see
-            [`UpdateCanonicalizer`][equican.canon.direct.UpdateCanonicalizer]).
+        resolution: the working resolution of the update map: inputs whose shorter side is larger are canonicalized on
+            an antialiased copy of this size, and the element found there acts on the full input (None: always the
+            input's own; see [`UpdateCanonicalizer`][equican.canon.direct.UpdateCanonicalizer]). Default
+            [`RECOMMENDED_RESOLUTION`][equican.canon.direct.RECOMMENDED_RESOLUTION], 64: the measured trade-off keeps
+            the canonical-form invariance of full resolution (ratio 0.995) at a 15× faster evaluation of 210×210
+            inputs; inputs of 64 px or less (MNIST digits, ViT token grids) are not resized.
     """
 
     channels: tuple[int, ...] = (32, 64)
@@ -57,7 +62,7 @@ class UpdateOptions:
     activation: str = "relu"
     out_scale: float = 1.0
     reduce: int | str | None = "auto"
-    resolution: int | None = None
+    resolution: int | None = RECOMMENDED_RESOLUTION
 
 
 def _update_parts(group: Group, in_channels: int, opts: UpdateOptions,
@@ -139,6 +144,7 @@ class OptimizationOptions(UpdateOptions):
     """Gradient steps of ``optimization`` (see [`OptimizationConfig`][equican.canon.optimize.OptimizationConfig]).
     The energy is evaluated on the canonical input itself: ``resolution`` and an explicit ``reduce`` are refused."""
 
+    resolution: int | None = None
     steps: int = 5
     eval_steps: int | None = None
     lr: float = 0.1

@@ -413,16 +413,4 @@ class LatentCanonicalized(nn.Module):
         if call.image is None:
             raise ConfigError(f"{where}: canonicalizer_input='image' needs the input image; call the wrapper "
                               f"(forward, forward_features, forward_canon) or wrapper.model(x)")
-        image = call.image
-        if image.dtype in V.REDUCED_FLOAT_DTYPES or V.autocast_enabled(image):
-            # Mixed precision, as Canonicalizer.forward: solve and act in the element's dtype with autocast off.
-            wide = next((p.dtype for p in canon.parameters()), torch.float32)
-            with torch.autocast(image.device.type, enabled=False):
-                result = self._from_image(canon, _Call(owner=call.owner, image=image.to(wide)), features.to(wide),
-                                          where)
-            result.x = result.x.to(features.dtype)
-            return result
-        canon.check_input(image, where=where)
-        z, info = canon.solve(image)
-        h = canon.group.from_unconstrained(z)
-        return CanonResult(x=canon.canonical_input(z, h, features), info=info, h=h, group=canon.group)
+        return canon.canonicalize(call.image, features, where=where)
