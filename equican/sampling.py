@@ -89,13 +89,6 @@ def identity_field(height: int, width: int, *, batch: int, device: torch.device,
 # made outside inference mode (an inference tensor cannot be saved for a later backward) and never written to.
 _CACHE: dict[tuple, torch.Tensor] = {}
 _CACHE_LIMIT = 64
-# Up to this many output points per image (H·W) the affine grid is one matrix product with a cached (x, y, 1)
-# lattice; beyond it the separable outer sum is faster (measured on this CPU: 32 vs 52 µs at 1×32×32, 66 vs 84 ms at
-# 64×224×224 for the separable form). The two round differently (by ~4e-6 of a pixel value), so the choice depends on
-# the image size alone: an image gives the same result in any batch.
-_MATMUL_POINTS = 4096
-
-
 def _cached(kind: str, height: int, width: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
     key = (kind, height, width, device, dtype)
     value = _CACHE.get(key)
@@ -103,14 +96,8 @@ def _cached(kind: str, height: int, width: int, device: torch.device, dtype: tor
         if len(_CACHE) >= _CACHE_LIMIT:
             _CACHE.clear()
         with torch.inference_mode(False):
-            if kind == "lattice":  # (1, H·W, 3): the homogeneous coordinates (x, y, 1) of every pixel, row-major
-                xs = linspace_grid(width, device=device, dtype=dtype)
-                ys = linspace_grid(height, device=device, dtype=dtype)
-                ones = torch.ones(height, width, device=device, dtype=dtype)
-                value = torch.stack([xs.expand(height, width), ys[:, None].expand(height, width), ones], -1)
-                value = value.view(1, height * width, 3)
-            else:  # "axis": the pixel-centre coordinates along one axis of length ``width``
-                value = linspace_grid(width, device=device, dtype=dtype)
+            # "axis": the pixel-centre coordinates along one axis of length ``width``
+            value = linspace_grid(width, device=device, dtype=dtype)
         _CACHE[key] = value
     return value
 
@@ -118,14 +105,12 @@ def _cached(kind: str, height: int, width: int, device: torch.device, dtype: tor
 def affine_sample(x: torch.Tensor, matrix: torch.Tensor) -> torch.Tensor:
     """Sample ``x: (B, C, H, W)`` at ``matrix @ (u, 1)`` for every output point ``u``; ``matrix: (B, 2, 3)``.
 
-    Small calls build the grid as one matrix product with a cached lattice of homogeneous coordinates. Large ones
-    build it separably (an outer sum of a per-column and a per-row term), which costs a small fraction of
-    ``F.affine_grid``'s batched matrix product at 224×224 (measured in benchmarks/group_actions.py).
+    The grid is built separably, an outer sum of a per-column and a per-row term: a fraction of the cost of
+    ``F.affine_grid``'s batched matrix product, and elementwise, so an image gets the same result in any batch. (A
+    matrix product with a cached homogeneous lattice was faster only for one image of 32×32, 33 against 42 µs, and
+    2-2.3× slower from 8×32×32 up; measured on this CPU, one thread.)
     """
-    b, _, h, w = x.shape
-    if h * w <= _MATMUL_POINTS:
-        lattice = _cached("lattice", h, w, x.device, x.dtype)
-        return grid_sample(x, torch.matmul(lattice, matrix.transpose(1, 2)).view(b, h, w, 2))
+    _, _, h, w = x.shape
     xs = _cached("axis", 1, w, x.device, x.dtype)
     ys = _cached("axis", 1, h, x.device, x.dtype)
     # grid[b, i, j, c] = m[c, 0] * xs[j] + m[c, 1] * ys[i] + m[c, 2]
