@@ -234,7 +234,7 @@ def time_interleaved(work: dict, repeats: int, *, sync: Callable[[], None] | Non
         first = time.perf_counter() - start
         number[key] = max(1, math.ceil(min_seconds / max(first, 1e-9))) if min_seconds > 0 else 1
     times: dict = {key: [] for key in work}
-    for _ in tqdm(range(repeats), desc=desc, unit="round", leave=False):
+    for _ in tqdm(range(repeats), desc=desc, unit="round", leave=False, disable=None):  # bars on a terminal only
         for key, fn in work.items():
             n = number[key]
             sync()
