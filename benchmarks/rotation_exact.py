@@ -133,7 +133,7 @@ def report(table: str, lines: list[str], payload: dict[str, Any]) -> str:
             f"Machine: {describe_machine(payload['machine'])}\n\n"
             + (f"{payload['note']}\n\n" if payload.get("note") else "") + f"{table}\n\n"
             + "\n".join(f"- {line}" for line in lines) + "\n\n"
-            f"![accuracy, invariance error and time per method](rotation_exact.png)\n\n"
+            "![accuracy, invariance error and time per method](rotation_exact.png)\n\n"
             + _training().configuration_section(payload))
 
 

@@ -146,7 +146,7 @@ def report(table: str, lines: list[str], payload: dict[str, Any]) -> str:
             f"torch {machine['torch']}, Python {machine['python']}; load average at the end "
             f"{', '.join(f'{v:.2f}' for v in machine['load_average'])}.\n\n"
             f"{table}\n\n" + "\n".join(f"- {line}" for line in lines) + "\n\n"
-            f"![accuracy and errors per method](training.png)\n\n" + configuration_section(payload))
+            "![accuracy and errors per method](training.png)\n\n" + configuration_section(payload))
 
 
 def write_outputs(payload: dict[str, Any], out: Path) -> None:

@@ -16,8 +16,8 @@ import gzip
 
 import pytest
 import torch
-from _oracle import check_cli_rejects, check_typed, outcome, run_cli
-from hypothesis import assume, given
+from _oracle import check_cli_rejects, outcome, run_cli
+from hypothesis import given
 from hypothesis import strategies as st
 
 import equican

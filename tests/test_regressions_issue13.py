@@ -9,11 +9,10 @@ import math
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import torch
-from _oracle import check_cli_rejects, check_typed, outcome, run_cli
+from _oracle import check_cli_rejects, check_typed, run_cli
 
 import equican
 from equican import make_group
