@@ -251,7 +251,8 @@ def page(payload: dict[str, Any]) -> str:
     if payload["tradeoff"]:
         lines += ["## Trained canonicalizers against working resolution", "",
                   "One DEC per working resolution, trained on the self-supervised canonicalization loss on Locally "
-                  "Scaled MNIST digits upsampled to twice their size, measured on held-out digits. A row says "
+                  "Scaled MNIST digits (48×48) upsampled to the full resolution of its first row, measured on held-out "
+                  "digits. A row says "
                   "something only where the canonicalizer learns, i.e. where its ratio at full resolution is well "
                   "below 1: the 'vs full resolution' column is then the invariance a working resolution gives up.",
                   ""]
@@ -277,6 +278,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--tradeoff-steps", type=int, default=150, help="training steps per working resolution")
     parser.add_argument("--tradeoff-groups", nargs="+", default=["monotone"], metavar="GROUP",
                         help="the groups whose DECs the trade-off trains (default: monotone)")
+    parser.add_argument("--tradeoff-upscale", type=int, default=2, metavar="K",
+                        help="the trade-off's inputs: 48x48 digits upsampled K-fold (default 2: 96x96)")
+    parser.add_argument("--tradeoff-resolutions", nargs="+", default=None, metavar="PX",
+                        help="working resolutions of the trade-off, 'full' for the input's own (default: full 64 48 "
+                             "32 24)")
     parser.add_argument("--out", type=Path, default=ROOT / "outputs" / "benchmarks")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -291,7 +297,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                   ("64x224,cells=8", (64, 3, 224, 224), {"groups": ["monotone"], "kwargs": {"cells": 8}})]
         calls, rounds = 200, 7
         step_shape, res_size, res_batch, resolutions = (8, 32, 14, 14), 210, 16, [None, 140, 105, 70, 52, 35]
-        tradeoff = dict(upscale=2, resolutions=[None, 64, 48, 32, 24], steps=args.tradeoff_steps, batch=16,
+        resolutions = [None if r == "full" else int(r) for r in (args.tradeoff_resolutions or
+                                                                  ["full", "64", "48", "32", "24"])]
+        tradeoff = dict(upscale=args.tradeoff_upscale, resolutions=resolutions, steps=args.tradeoff_steps, batch=16,
                         limits=(1000, 200))
     if args.from_json is not None:
         payload = json.loads(args.from_json.read_text(encoding="utf-8"))

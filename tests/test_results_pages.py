@@ -80,3 +80,10 @@ def test_canonicalization_page_is_generated_from_its_json():
     payload = json.loads((RESULTS / "canonicalization.json").read_text(encoding="utf-8"))
     assert not payload["settings"]["quick"] and payload["settings"]["checkpoints"][-1] >= 100
     assert bench.page(payload) == (RESULTS / "canonicalization.md").read_text(encoding="utf-8")
+
+
+def test_paper_reference_page_is_generated_from_its_json():
+    bench = _load("paper_reference")
+    payload = json.loads((RESULTS / "paper_reference.json").read_text(encoding="utf-8"))
+    assert not payload["quick"]
+    assert bench.page(payload) == (RESULTS / "paper_reference.md").read_text(encoding="utf-8")
