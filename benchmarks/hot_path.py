@@ -44,6 +44,8 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:  # run as a script: the repository root makes the siblings the package ``benchmarks``
     sys.path.insert(0, str(ROOT))
 
+from benchmarks import write_result  # noqa: E402
+
 
 def interleaved(work: dict[str, Callable[[], Any]], *, calls: int, rounds: int) -> dict[str, float]:
     """Seconds per call of every entry of ``work``: the minimum over ``rounds`` of the mean of ``calls`` calls, the
@@ -303,7 +305,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                         limits=(1000, 200))
     if args.from_json is not None:
         payload = json.loads(args.from_json.read_text(encoding="utf-8"))
-        write_outputs(payload, [args.out] + ([args.page] if args.page is not None else []))
+        write_result("hot_path", payload, page(payload), args.out, args.page)
         return payload
     shown = sys.argv[1:] if argv is None else argv
     payload: dict[str, Any] = {"command": " ".join(["python benchmarks/hot_path.py", *shown]),
@@ -335,16 +337,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     for row in payload["tradeoff"]:
         print(f"{row['group']:9s} {row['resolution']:10d} {row['ratio']:14.3f} {row['ratio_vs_full']:22.3f} {row['eval_speedup']:15.2f}")
     payload["machine"]["load_average_after"] = list(os.getloadavg())
-    write_outputs(payload, [args.out] + ([args.page] if args.page is not None else []))
+    write_result("hot_path", payload, page(payload), args.out, args.page)
     return payload
-
-
-def write_outputs(payload: dict[str, Any], directories: list[Path]) -> None:
-    """``hot_path.json`` and its page ``hot_path.md`` in every directory."""
-    for directory in directories:
-        directory.mkdir(parents=True, exist_ok=True)
-        (directory / "hot_path.json").write_text(json.dumps(payload, indent=1) + "\n", encoding="utf-8")
-        (directory / "hot_path.md").write_text(page(payload), encoding="utf-8")
 
 
 if __name__ == "__main__":

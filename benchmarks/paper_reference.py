@@ -44,6 +44,7 @@ if str(ROOT) not in sys.path:  # run as a script: the repository root makes the 
     sys.path.insert(0, str(ROOT))
 
 from equican.report import machine_info  # noqa: E402
+from benchmarks import write_result  # noqa: E402
 
 #: The files of the reference this script imports, relative to its folder.
 REFERENCE_FILES = ("utils/sampling_utils.py", "models/surrogate_model.py")
@@ -163,7 +164,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parser.parse_args(argv)
     if args.from_json is not None:
         payload = json.loads(args.from_json.read_text(encoding="utf-8"))
-        write_outputs(payload, [args.out] + ([args.page] if args.page is not None else []))
+        write_result("paper_reference", payload, page(payload), args.out, args.page)
         return payload
     if args.reference is None:  # `make bench` runs every script: without the reference there is nothing to compare
         print("paper_reference: skipped (no --reference DIR and no EQUICAN_REFERENCE: fetch "
@@ -189,16 +190,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         speedup = payload["dec"]["speedup"].get(key)
         print(f"DEC at {large}x{large}, {key}: {value:.1f} ms per image"
               + (f", {speedup:.2f}x the reference's speed" if speedup else ""))
-    write_outputs(payload, [args.out] + ([args.page] if args.page is not None else []))
+    write_result("paper_reference", payload, page(payload), args.out, args.page)
     return payload
-
-
-def write_outputs(payload: dict[str, Any], directories: list[Path]) -> None:
-    """``paper_reference.json`` and its page ``paper_reference.md`` in every directory."""
-    for directory in directories:
-        directory.mkdir(parents=True, exist_ok=True)
-        (directory / "paper_reference.json").write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
-        (directory / "paper_reference.md").write_text(page(payload), encoding="utf-8")
 
 
 if __name__ == "__main__":

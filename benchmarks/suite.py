@@ -138,7 +138,7 @@ class LatentSettings:
 
 @dataclass(frozen=True)
 class TrainingSettings:
-    methods: tuple[str, ...] = ("plain", "dec@full", "dec", "dec@36", "dec@full,ce", "dec,ce")
+    methods: tuple[str, ...] = ("plain", "dec", "dec@64", "dec@36", "dec,ce", "dec@64,ce")
     segments: int = 10  # per method, alternating
     steps_per_segment: int = 5
     warmup_steps: int = 2
@@ -311,13 +311,13 @@ def run_latent(device: torch.device, s: LatentSettings) -> dict[str, Any]:
 # ================================================================================================ training
 #: Variants measured beside benchmarks/training.py's methods, as (method, extra overrides): the DEC working at 36 px,
 #: half the 72×72 canvas (the trade-off is measured in benchmarks/hot_path.py).
-# ``dec`` is the method as built by name (working resolution 64, below the benchmark's 72 px); ``dec@full`` solves at
-# the input's own resolution, ``dec@36`` on a 36 px copy. ``,ce``: the cross-entropy alone (canon_weight 0), the
-# DEC's work per step before issue 12 added the canonicalization loss (its extra solves on transformed inputs).
-TRAINING_VARIANTS = {"dec@full": ("dec", ("method.options.resolution=null",)),
+# ``dec`` is the method as built by name (at the input's own resolution); ``dec@64`` and ``dec@36`` solve on a 64 / 36 px
+# copy. ``,ce``: the cross-entropy alone (canon_weight 0), the DEC's work per step before issue 12 added the
+# canonicalization loss (its extra solves on transformed inputs).
+TRAINING_VARIANTS = {"dec@64": ("dec", ("method.options.resolution=64",)),
                      "dec@36": ("dec", ("method.options.resolution=36",)),
-                     "dec@full,ce": ("dec", ("method.options.resolution=null", "method.options.canon_weight=0")),
-                     "dec,ce": ("dec", ("method.options.canon_weight=0",))}
+                     "dec,ce": ("dec", ("method.options.canon_weight=0",)),
+                     "dec@64,ce": ("dec", ("method.options.resolution=64", "method.options.canon_weight=0"))}
 
 
 def training_overrides(tr: Any, name: str) -> list[str]:

@@ -285,8 +285,8 @@ def _page_latent(payload: dict) -> list[str]:
 def _page_training(payload: dict) -> list[str]:
     out = ["Optimizer steps (forward, backward, AdamW) of the `plain` and `dec` methods of "
            "`benchmarks/training.py` (its `BASE` and `METHODS`), in alternating segments. `dec` is the method as "
-           "built by name (working resolution 64 px, the default); `dec@full` (where measured) solves at the "
-           "input's own resolution, `dec@36` on a 36 px copy (`method.options.resolution`). `,ce`: the "
+           "built by name (at the input's own resolution, the default); `dec@64` (where measured) solves on a 64 px "
+           "copy, `dec@36` on a 36 px copy (`method.options.resolution`). `,ce`: the "
            "cross-entropy alone (`canon_weight=0`), without the canonicalization loss's extra solves on "
            "transformed inputs (the DEC's training step before issue 12)."]
     for device, run, result, absolute in _measured(payload, "training"):

@@ -16,10 +16,10 @@ from .base import Canonicalizer
 __all__ = ["UpdateCanonicalizer", "DirectCanonicalizer", "RECOMMENDED_RESOLUTION"]
 
 RECOMMENDED_RESOLUTION = 64
-"""The working resolution (pixels, shorter side) of the ``dec`` and ``direct`` kinds built by name: inputs larger than
-this are canonicalized on an antialiased copy of this size. Chosen from ``benchmarks/hot_path.py``'s trade-off
-(docs/results/hot_path.md): scale DECs trained on 96×96 inputs at 64 px reach a canonical-form error within 7% of
-the full-resolution one (0.122 against 0.114 of the identity's), at 48, 32 and 24 px 39-107% above it."""
+"""A working resolution (pixels, shorter side) for speed, opt-in (``resolution=RECOMMENDED_RESOLUTION``): inputs larger
+than this are canonicalized on an antialiased copy of this size. From ``benchmarks/hot_path.py``'s trade-off
+(docs/results/hot_path.md): scale DECs trained at 64 px keep their canonical-form error within 7% of full resolution
+on 96×96 inputs, but lose 217% on 192×192 ones (40% at 128 px), so no working resolution is the default."""
 
 
 class UpdateCanonicalizer(Canonicalizer):
@@ -60,10 +60,9 @@ class UpdateCanonicalizer(Canonicalizer):
             the small copy is applied to the full-resolution input. Every iteration then costs the update network at
             the working size: for 48×48 digits and ``resolution=24``, a quarter of the work. The measured
             trade-off (``benchmarks/hot_path.py``, docs/results/hot_path.md): scale DECs trained on 96×96 inputs
-            lose 7% of their canonical-form invariance at 64 px and 39-107% at 48-24 px; at 210×210 the paper's
-            MNIST configuration runs 15× faster at 70 px. The kinds built by name use
-            [`RECOMMENDED_RESOLUTION`][equican.canon.direct.RECOMMENDED_RESOLUTION] (64); None stays the default
-            of the class, so that a canonicalizer built directly computes at the input's own resolution.
+            lose 7% of their canonical-form invariance at 64 px on 96 px inputs, 217% on 192 px ones; at 210×210 the paper's
+            MNIST configuration runs 15× faster at 70 px. Default None (the input's own);
+            [`RECOMMENDED_RESOLUTION`][equican.canon.direct.RECOMMENDED_RESOLUTION] (64) when speed matters more.
     """
 
     def __init__(self, group: Group, net: nn.Module, reduce: nn.Module | None = None,

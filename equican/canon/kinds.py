@@ -24,7 +24,6 @@ from .. import validation as V
 from ..errors import ConfigError
 from ..group import Group
 from .base import Canonicalizer, IdentityCanonicalizer
-from .direct import RECOMMENDED_RESOLUTION
 from .registry import register_canonicalizer
 
 __all__ = ["UpdateOptions", "DECOptions", "OptimizationOptions", "EscnnOptions", "REDUCE_CHANNELS"]
@@ -50,11 +49,11 @@ class UpdateOptions:
             ([`REDUCE_CHANNELS`][equican.canon.kinds.REDUCE_CHANNELS] for wider inputs, else none), an int, or
             None (off).
         resolution: the working resolution of the update map: inputs whose shorter side is larger are canonicalized on
-            an antialiased copy of this size, and the element found there acts on the full input (None: always the
-            input's own; see [`UpdateCanonicalizer`][equican.canon.direct.UpdateCanonicalizer]). Default
-            [`RECOMMENDED_RESOLUTION`][equican.canon.direct.RECOMMENDED_RESOLUTION], 64: the measured trade-off keeps
-            the canonical-form invariance of full resolution (ratio 0.995) at a 15× faster evaluation of 210×210
-            inputs; inputs of 64 px or less (MNIST digits, ViT token grids) are not resized.
+            an antialiased copy of this size, and the element found there acts on the full input. Default None: the
+            input's own. Measured (docs/results/hot_path.md): scale DECs lose 7% of their canonical-form invariance at
+            64 px on 96 px inputs, but 40%, 97% and 217% at 128, 96 and 64 px on 192 px inputs, for 4-18× faster
+            evaluation; [`RECOMMENDED_RESOLUTION`][equican.canon.direct.RECOMMENDED_RESOLUTION] (64) is the setting
+            for speed.
     """
 
     channels: tuple[int, ...] = (32, 64)
@@ -62,7 +61,7 @@ class UpdateOptions:
     activation: str = "relu"
     out_scale: float = 1.0
     reduce: int | str | None = "auto"
-    resolution: int | None = RECOMMENDED_RESOLUTION
+    resolution: int | None = None
 
 
 def _update_parts(group: Group, in_channels: int, opts: UpdateOptions,
