@@ -59,9 +59,9 @@ class UpdateCanonicalizer(Canonicalizer):
             antialiasing, keeping the aspect ratio). Elements act in normalized coordinates, so the element found on
             the small copy is applied to the full-resolution input. Every iteration then costs the update network at
             the working size: for 48×48 digits and ``resolution=24``, a quarter of the work. The measured
-            trade-off (``benchmarks/hot_path.py``, docs/results/hot_path.md): scale DECs trained on 96×96 inputs
-            lose 7% of their canonical-form invariance at 64 px on 96 px inputs, 217% on 192 px ones; at 210×210 the paper's
-            MNIST configuration runs 15× faster at 70 px. Default None (the input's own);
+            trade-off (``benchmarks/hot_path.py``, docs/results/hot_path.md): scale DECs lose 7% of
+            their canonical-form invariance at 64 px on 96×96 inputs, 217% on 192×192 ones; at 210×210
+            the paper's MNIST configuration runs 15× faster at 70 px. Default None (the input's own);
             [`RECOMMENDED_RESOLUTION`][equican.canon.direct.RECOMMENDED_RESOLUTION] (64) when speed matters more.
     """
 
