@@ -1,21 +1,33 @@
-"""How far self-supervised training brings a canonicalizer toward invariance: DEC vs direct, per group, per step count.
+"""How far self-supervised training brings a canonicalizer toward invariance, per group, kind, training signal and
+number of digits per image, with the collapse checks beside every number.
 
-Issue 12's frontier. Each (group, kind) trains a fresh canonicalizer alone, with no labels and no classifier, on the
-canonicalization loss (``equican.canon.objective.canonicalization_loss``: element target, round-trip guard, centre
-term) over Locally Scaled MNIST digits (one digit per 48×48 image, the compare task's inputs), Adam at ``--lr``,
-batch 32, the update network 1→16→32 working at 24×24 (``resolution=24``). At each step count in ``--checkpoints``
-it measures, on held-out test digits, under the group's own sampler:
+Each run trains a fresh canonicalizer alone, with no labels and no classifier, on the canonicalization loss
+(``equican.canon.objective.canonicalization_loss``: input target, round-trip guard, ink term, by default) over
+Locally Scaled MNIST composites, Adam at ``--lr``, batch ``--batch``, the update network 1→16→32 working at half the
+input's side (24 px for the one-digit 48×48 images). The second view of each training image is either ``act(k, x)``
+with ``k`` from the group's sampler rescaled in its chart by ``--strength`` (``--train-on sampler``; several values
+are an equal mixture), or the same digits rendered at other scales (``--train-on pairs``: the data's own nuisance).
+At each step count in ``--checkpoints`` it measures, on held-out composites:
 
-* ``ratio``: ``canonicalization_error / identity's`` (the mean interior ``|canon(act(k, x)) − canon(x)|`` divided by
-  ``|act(k, x) − x|``): 1 is no better than not canonicalizing, 0 is exactly invariant;
-* ``spread``: ``canonical_spread / identity's``: near 1 means the canonical forms of different digits stay apart
-  (no collapse); near 0 is a collapse, whatever the ratio says;
+* ``ratio``: canonical-form error over the identity's under the group's own (unscaled) sampler: 1 is no better
+  than not canonicalizing, 0 is exactly invariant;
+* ``pair_ratio``: the same on the data's own nuisance (two renderings of each held-out composite at independent
+  per-digit scales), which needs no group sampler and so compares groups on equal terms;
+* the collapse checks: ``spread`` (canonical forms of distinct inputs apart, over the identity's; ``oracle_spread``,
+  the same for every digit rendered at scale 1, is what a perfect size normalizer scores), and ``ink`` and
+  ``radius`` (the canonical forms' ink mass and ink radius over the inputs'; a shrink by ``s`` gives ``s²`` and
+  ``s``);
 * for the DEC, the converged fraction at the evaluation settings (10 Anderson iterations, relative tolerance 0.01)
   and the mean residual.
 
-Writes ``canonicalization.json`` and ``canonicalization.md`` (the table) to ``--out`` and prints the table.
+Results go to ``canonicalization.json`` under ``results["<kind>[<group>]<tag>"]`` (``<tag>``: ``@2digits`` for
+composites of two digits, ``/pairs`` for pair training, ``/s4`` for strength 4, ...), one entry per seed and
+checkpoint; ``canonicalization.md`` has the table (mean ± spread over seeds) and ``canonicalization.png`` the
+frontier. ``--merge`` joins the JSON files of separate runs (e.g. one process per core) into one page.
 
-    python benchmarks/canonicalization.py            # full: 4 groups x 2 kinds, 300 steps (about 20 min, 1 thread)
+    python benchmarks/canonicalization.py --groups monotone --kinds dec --strength 4 --checkpoints 250 1000
+    python benchmarks/canonicalization.py --digits 2 --train-on pairs --groups monotone scale
+    python benchmarks/canonicalization.py --merge out1/canonicalization.json out2/canonicalization.json --out docs/results
     python benchmarks/canonicalization.py --quick    # seconds (exercised by a test)
 """
 
@@ -23,6 +35,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
 import time
@@ -35,145 +48,443 @@ import torch
 from equican import make_group, metrics
 from equican.canon import DEQCanonicalizer, DEQConfig, DirectCanonicalizer, IdentityCanonicalizer, SolverSettings
 from equican.canon.nets import UpdateNet
-from equican.canon.objective import canonicalization_loss
-from equican.config import apply_overrides, load_config
+from equican.canon.objective import CanonicalizationLoss, ElementDistribution, canonicalization_loss
+from equican.data.local_scale import LocalScaleConfig, LocalScaleMNIST
+from equican.data.mnist import load_mnist
+from equican.data.seeding import keyed_elements
 from equican.errors import ConvergenceWarning
-from equican.report import machine_info, results_table
-from equican.train import load_split
+from equican.metrics import _interior
+from equican.report import canonicalize, image_grid, machine_info
 
 GROUPS = ("monotone", "scale", "affine", "rotation")
 KINDS = ("dec", "direct")
+SIGNALS = ("sampler", "pairs")
+METRICS = ("ratio", "pair_ratio", "spread", "ink", "radius", "converged", "residual", "seconds")
 
 
-def build(kind: str, group_name: str, seed: int) -> tuple[object, object]:
-    """A fresh canonicalizer of ``kind`` over ``group_name`` (seeded)."""
+def data_config(digits: int, seed: int = 0) -> LocalScaleConfig:
+    """The composites: one digit on 48×48 in [0.4, 1.7] (the compare task's), or ``digits`` 28 px cells in a
+    row, column or diagonal, each digit scaled in [0.5, 1.25] independently (the MNIST digit's ink, about 20 px,
+    stays inside its cell)."""
+    if digits == 1:
+        return LocalScaleConfig(digits=1, cell=48, canvas=48, scale_range=(0.4, 1.7), seed=seed)
+    return LocalScaleConfig(digits=digits, cell=28, canvas=28 * digits, scale_range=(0.5, 1.25), seed=seed)
+
+
+def load(split: str, digits: int, limit: int, root: str | None) -> LocalScaleMNIST:
+    images, labels = load_mnist(split, root, limit)
+    return LocalScaleMNIST.from_tensors(images, labels, data_config(digits))
+
+
+def views(dataset: LocalScaleMNIST) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(x, a, b, reference)``, each ``(N, 1, S, S)``: the composites, two independent rescalings of each (the
+    pairs) and every digit at scale 1 (the oracle's canonical forms)."""
+    x = dataset.tensors()[0]
+    pairs = torch.stack([dataset.rescalings(i, 2) for i in range(len(dataset))])
+    reference = torch.stack([dataset.reference(i) for i in range(len(dataset))])
+    return x, pairs[:, 0], pairs[:, 1], reference
+
+
+def build(kind: str, group_name: str, seed: int, resolution: int | None, eval_iter: int = 10,
+          train_iter: int = 5) -> tuple[Any, Any]:
+    """A fresh canonicalizer of ``kind`` over ``group_name`` (seeded), working at ``resolution`` px; a DEC trains
+    with ``train_iter`` and evaluates with ``eval_iter`` Anderson iterations."""
     group = make_group(group_name)
     torch.manual_seed(seed)
-    net = UpdateNet(1, group.unconstrained_shape, channels=(16, 32))
+    net = UpdateNet.for_group(group, 1, channels=(16, 32))
     if kind == "dec":
-        config = DEQConfig(train=SolverSettings(max_iter=5),
-                           eval=SolverSettings(max_iter=10, tol=0.01, stop_mode="rel"), residual_weight=1.0)
-        return group, DEQCanonicalizer(group, net, config, resolution=24)
-    return group, DirectCanonicalizer(group, net, resolution=24)
+        config = DEQConfig(train=SolverSettings(max_iter=train_iter),
+                           eval=SolverSettings(max_iter=eval_iter, tol=0.01, stop_mode="rel"), residual_weight=1.0)
+        return group, DEQCanonicalizer(group, net, config, resolution=resolution)
+    return group, DirectCanonicalizer(group, net, resolution=resolution)
 
 
-def measure(group, canon, held_out: torch.Tensor) -> dict[str, float]:
-    """The ratio, spread and (DEC) convergence numbers of the module docstring on ``held_out``."""
-    identity = IdentityCanonicalizer(group)
+def measure(canon: Any, held: tuple[torch.Tensor, ...]) -> dict[str, float]:
+    """The numbers of the module docstring on the held-out ``(x, a, b, reference)``."""
+    x, a, b, _ = held
     with metrics.solver_statistics(canon) as record:
-        error = metrics.canonicalization_error(canon, (held_out,), seed=1)
-    row = {"error": error, "ratio": error / metrics.canonicalization_error(identity, (held_out,), seed=1),
-           "spread": metrics.canonical_spread(canon, (held_out,)) / metrics.canonical_spread(identity, (held_out,))}
+        report = metrics.canonicalization_report(canon, (x,), pairs=(a, b), seed=1)
+    row = {"ratio": report["invariance"] / report["invariance_identity"], "pair_ratio": report["pair_ratio"],
+           "spread": report["spread"] / report["spread_identity"], "ink": report["ink"], "radius": report["radius"]}
     row.update(metrics.summarize_solver_statistics(record))
     return row
 
 
+def oracle(held: tuple[torch.Tensor, ...]) -> dict[str, float]:
+    """What a perfect size normalizer scores: the spread, ink and radius of the scale-1 renderings over the
+    inputs' (ratios of sums, as [`canonical_ink`][equican.metrics.canonical_ink] computes them)."""
+    x, reference = held[0], held[3]
+    identity = IdentityCanonicalizer(make_group("scale"))
+    (mr, rr), (mx, rx) = metrics.ink_moments(reference), metrics.ink_moments(x)
+    return {"spread": metrics.canonical_spread(identity, (reference,)) / metrics.canonical_spread(identity, (x,)),
+            "ink": float(mr.sum() / mx.sum()), "radius": float(rr.sum() / rx.sum())}
+
+
+def resampling_floor(group_name: str, x: torch.Tensor) -> float:
+    """The ratio of a canonicalizer that is exactly equivariant and leaves ``x`` itself as its canonical form:
+    ``|act(k⁻¹, act(k, x)) − x|`` over ``|act(k, x) − x|``, with ``k`` drawn as the ratio draws them. What is left is
+    the blur of resampling twice, which for the small elements of a group's default sampler is a sizeable part of the
+    difference the ratio divides by: no canonicalizer that resamples can go far below it."""
+    group = make_group(group_name)
+    u = group.unchecked
+    # The ratio's own elements (measure() draws them with seed 1).
+    k = keyed_elements(group, 1, [(n,) for n in range(x.shape[0])], device=x.device, dtype=x.dtype)
+    kx = u.act(k, x)
+    return float(_interior(u.act_inverse(k, kx) - x, 4).abs().mean() / _interior(kx - x, 4).abs().mean())
+
+
+def scale_oracle(dataset: LocalScaleMNIST, held: tuple[torch.Tensor, ...]) -> dict[str, float]:
+    """One digit per image: the size normalizer that knows each digit's scale ``s`` and applies ``1/s`` by the scale
+    group, exactly equivariant. Its ratio (the scale group's sampler) and pair ratio are the floors of a global
+    size normalizer on this data."""
+    group = make_group("scale")
+    u = group.unchecked
+    x, a, b, _ = held
+    n = x.shape[0]
+    k = keyed_elements(group, 1, [(i,) for i in range(n)], device=x.device, dtype=x.dtype)
+    h = -torch.stack([dataset.scales(i) for i in range(n)]).float().log()
+    ha, hb = (-torch.stack([dataset.rescaling_scales(i, 2)[j] for i in range(n)]).float().log() for j in (0, 1))
+
+    def mean_abs(t: torch.Tensor) -> torch.Tensor:
+        return _interior(t, 4).abs().mean()
+
+    ratio = mean_abs(u.act(h - k, u.act(k, x)) - u.act(h, x)) / mean_abs(u.act(k, x) - x)
+    pair = mean_abs(u.act(ha, a) - u.act(hb, b)) / mean_abs(a - b)
+    return {"ratio": float(ratio), "pair_ratio": float(pair)}
+
+
 def self_supervised_step(canon: Any, optimizer: torch.optim.Optimizer, train: torch.Tensor, batch: int,
-                         gen: torch.Generator) -> None:
-    """One optimizer step of ``canon`` on the canonicalization loss alone, for a batch of ``batch`` images drawn from
-    ``train (N, C, H, W)`` with elements of its group, both from ``gen``."""
-    x = train[torch.randint(len(train), (batch,), generator=gen)]
-    terms = canonicalization_loss(canon, x, canon.group.sample(batch, generator=gen))
-    loss = terms.loss.mean() + canon.regularizer(terms.result.info)
+                         gen: torch.Generator, *, loss: CanonicalizationLoss | None = None,
+                         elements: ElementDistribution = ElementDistribution(),
+                         pairs: tuple[torch.Tensor, torch.Tensor] | None = None) -> None:
+    """One optimizer step of ``canon`` on the canonicalization loss alone, for ``batch`` images drawn (from ``gen``)
+    from ``train (N, C, H, W)`` with second views ``act(k, x)``, ``k`` from ``elements``; or, with ``pairs``
+    (two ``(N, C, H, W)`` renderings of the same composites), the pairs' first and second renderings."""
+    i = torch.randint(len(train), (batch,), generator=gen)
+    if pairs is not None:
+        terms = canonicalization_loss(canon, pairs[0][i], config=loss, pair=pairs[1][i])
+    else:
+        terms = canonicalization_loss(canon, train[i], elements.sample(canon.group, batch, generator=gen), loss)
+    total = terms.loss.mean() + canon.regularizer(terms.result.info)
     optimizer.zero_grad(set_to_none=True)
-    loss.backward()
+    total.backward()
     optimizer.step()
 
 
-def run(kind: str, group_name: str, train: torch.Tensor, held_out: torch.Tensor, checkpoints: list[int], lr: float,
-        batch: int, seed: int) -> list[dict[str, float]]:
-    group, canon = build(kind, group_name, seed)
-    optimizer = torch.optim.Adam(canon.parameters(), lr=lr)
+def run(kind: str, group_name: str, train: tuple[torch.Tensor, ...], held: tuple[torch.Tensor, ...],
+        args: argparse.Namespace, seed: int) -> list[dict[str, float]]:
+    """Train one canonicalizer and measure it at every checkpoint."""
+    resolution = args.resolution or train[0].shape[-1] // 2
+    group, canon = build(kind, group_name, seed, resolution, args.eval_iter, args.train_iter)
+    loss = CanonicalizationLoss(target=args.target, ink=args.ink, centre=args.centre, blur=args.blur)
+    elements = ElementDistribution(strengths=tuple(args.strength))
+    optimizer = torch.optim.Adam(canon.parameters(), lr=args.lr)
     gen = torch.Generator().manual_seed(seed)
     rows, started = [], time.perf_counter()
-    for step in range(1, max(checkpoints) + 1):
+    for step in range(1, max(args.checkpoints) + 1):
         canon.train()
-        self_supervised_step(canon, optimizer, train, batch, gen)
-        if step in checkpoints:
+        self_supervised_step(canon, optimizer, train[0], args.batch, gen, loss=loss, elements=elements,
+                             pairs=train[1:3] if args.train_on == "pairs" else None)
+        if step in args.checkpoints:
             canon.eval()
-            rows.append({"steps": step, "seconds": time.perf_counter() - started,
-                         **measure(group, canon, held_out)})
+            rows.append({"seed": seed, "steps": step, "seconds": time.perf_counter() - started,
+                         **measure(canon, held)})
+    stem = run_name(kind, group_name, args).replace("/", "~")
+    if not args.quick:
+        (args.out / "models").mkdir(parents=True, exist_ok=True)
+        torch.save(canon.state_dict(), args.out / "models" / f"{stem}~seed{seed}.pt")
+    if seed == min(args.seeds) and not args.quick:
+        save_forms(canon, held, args.out / "forms" / f"{stem}.pt")
+    return rows
+
+
+FIGURE_COUNT = 6
+
+
+def save_forms(canon: Any, held: tuple[torch.Tensor, ...], path: Path) -> None:
+    """The first held-out pairs ``a``, ``b`` and their canonical forms, for the figure."""
+    a, b = held[1][:FIGURE_COUNT], held[2][:FIGURE_COUNT]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"a": a, "b": b, "ca": canonicalize(canon, a), "cb": canonicalize(canon, b)}, path)
+
+
+FIGURE_TAGS = {"pairs", "train10"}
+"""Runs whose tags are all in here are drawn; the other settings are ablations, read in the table."""
+
+
+def shown(name: str, names: Any) -> bool:
+    """Whether run ``name`` is drawn: only the main settings' runs, and of a DEC the one trained with 10 iterations
+    where there is one."""
+    tags = set(name.split("/")[1:])
+    return tags <= FIGURE_TAGS and f"{name}/train10" not in names
+
+
+def forms_figures(directories: list[Path], out: Path) -> list[Path]:
+    """One figure per digit count: two renderings of each held-out composite (columns), then each run's canonical
+    forms of both (a canonicalizer that works makes its two rows look alike)."""
+    found: dict[str, dict[str, Any]] = {}
+    for directory in directories:
+        for path in sorted((directory / "forms").glob("*.pt")):
+            found[path.stem.replace("~", "/")] = torch.load(path, weights_only=True)
+    written = []
+    for digits in ("1", "2", "3"):
+        names = [n for n in found if (n.split("@")[1][0] if "@" in n else "1") == digits and shown(n, found)]
+        if not names:
+            continue
+        first = found[names[0]]
+        rows = [("rendering 1", first["a"]), ("rendering 2", first["b"])]
+        for name in names:
+            short = name.split("/")[0].replace(f"@{digits}digits", "")
+            tags = name[len(name.split("/")[0]):]
+            rows += [(f"{short}{tags}: 1", found[name]["ca"]), (f"{short}{tags}: 2", found[name]["cb"])]
+        fig = image_grid(rows, title=f"{digits}-digit composites: two renderings and their canonical forms")
+        path = out / f"canonical_forms_{digits}digit{'s' if digits != '1' else ''}.png"
+        fig.savefig(path, dpi=70)
+        written.append(path)
+    return written
+
+
+def run_name(kind: str, group: str, args: argparse.Namespace) -> str:
+    """``kind[group]`` with the tags of every setting that differs from the defaults."""
+    tags = f"@{args.digits}digits" if args.digits > 1 else ""
+    if args.train_on == "pairs":
+        tags += "/pairs"
+    elif tuple(args.strength) != (1.0,):
+        tags += "/s" + "+".join(f"{s:g}" for s in args.strength)
+    if args.target != "input":
+        tags += f"/{args.target}"
+    if args.ink != 1.0:
+        tags += f"/ink{args.ink:g}"
+    if args.blur:
+        tags += f"/blur{args.blur:g}"
+    if args.resolution:
+        tags += f"/res{args.resolution}"
+    if args.train_iter != 5 and kind == "dec":
+        tags += f"/train{args.train_iter}"
+    if args.eval_iter != 10 and kind == "dec":
+        tags += f"/eval{args.eval_iter}"
+    if args.lr != 1e-3:
+        tags += f"/lr{args.lr:g}"
+    if args.tag:
+        tags += f"/{args.tag}"
+    return f"{kind}[{group}]{tags}"
+
+
+def summarize(results: dict[str, list[dict[str, float]]]) -> list[tuple[str, dict[str, Any]]]:
+    """One row per (run, step count): the mean of each metric over seeds, and its spread (half the range)."""
+    def order(name: str) -> tuple[str, bool, str]:
+        return (name.split("@")[1][0] if "@" in name else "1", "/pairs" in name, name)
+
+    rows = []
+    for name, entries in sorted(results.items(), key=lambda item: order(item[0])):
+        for steps in sorted({e["steps"] for e in entries}):
+            group = [e for e in entries if e["steps"] == steps]
+            row: dict[str, Any] = {"seeds": len(group)}
+            for key in METRICS:
+                values = [e[key] for e in group if key in e and math.isfinite(e[key])]
+                if values:
+                    row[key] = sum(values) / len(values)
+                    row[f"{key}_pm"] = (max(values) - min(values)) / 2
+            rows.append((f"{name} @ {steps} steps", row))
     return rows
 
 
 def table(results: dict[str, list[dict[str, float]]]) -> str:
-    """One markdown row per (run, step count)."""
-    columns = [("ratio", "canonical-form error / identity's"), ("spread", "spread / identity's"),
-               ("converged", "DEQ converged"), ("residual", "DEQ residual"), ("seconds", "training seconds")]
-    rows = [(f"{name} @ {r['steps']} steps", r) for name, rs in results.items() for r in rs]
-    return results_table(rows, columns, label="run")
+    """The markdown table: mean (± half the range over seeds, when there are several)."""
+    def cell(row: dict[str, Any], key: str) -> str:
+        if key not in row:
+            return "-"
+        pm = f" ± {row[key + '_pm']:.3f}" if row["seeds"] > 1 and key != "seconds" else ""
+        return f"{row[key]:.{0 if key == 'seconds' else 3}f}{pm}"
+
+    header = ["run", "seeds", "ratio", "pair ratio", "spread", "ink", "radius", "DEQ converged", "DEQ residual",
+              "seconds"]
+    lines = ["| " + " | ".join(header) + " |", "|---|" + "---:|" * (len(header) - 1)]
+    for label, row in summarize(results):
+        lines.append("| " + " | ".join([label, str(row["seeds"])] + [cell(row, k) for k in METRICS]) + " |")
+    return "\n".join(lines)
 
 
-def page(payload: dict[str, object]) -> str:
-    """The markdown page, from the JSON alone: command, settings, machine and the table."""
-    machine = payload["machine"]
-    settings = payload["settings"]
-    return (f"# Self-supervised canonicalization: the frontier\n\nCommand: `{payload['command']}` "
-            f"({settings['threads']} thread, seed {settings['seed']}, Adam lr {settings['lr']:g}, batch "
-            f"{settings['batch']}; load average {machine['load_average_before'][0]:.1f} before, "
-            f"{machine['load_average_after'][0]:.1f} after, on a machine shared with other work).\n\n"
-            f"Each canonicalizer trains alone on the canonicalization loss (no labels), on one-digit 48×48 Locally "
-            f"Scaled MNIST composites, and is measured on held-out test digits under its own group's sampler. The "
-            f"ratio is the canonical-form error over the identity's (1: no better than not canonicalizing); the "
-            f"spread near 1 shows the canonical forms did not collapse (near 0: a collapse).\n\n"
-            f"{table(payload['results'])}\n")
+def page(payload: dict[str, Any]) -> str:
+    """The markdown page, from the JSON alone."""
+    commands = "\n".join(f"    {c}" for c in payload["commands"])
+    reference = ", ".join(f"{d} digit{'s' if d != '1' else ''}: spread {v['spread']:.3f}, ink {v['ink']:.3f}, "
+                          f"radius {v['radius']:.3f}" for d, v in sorted(payload["oracle"].items()))
+    return (f"# Self-supervised canonicalization: the frontier\n\nCommands (each 1 thread; run side by side on a "
+            f"2-core machine shared with other work, so the seconds are indicative only):\n\n{commands}\n\n"
+            f"Each canonicalizer trains alone on the canonicalization loss (no labels) and is measured on held-out "
+            f"composites. **ratio**: canonical-form error over the identity's under the group's own sampler (1: no "
+            f"better than not canonicalizing). **pair ratio**: the same on the data's own nuisance, two renderings of "
+            f"each composite at independent per-digit scales. **spread**: canonical forms of distinct inputs apart, "
+            f"over the identity's. **ink**, **radius**: ink mass and radius of the canonical forms over the inputs' "
+            f"(a shrink by s gives s² and s). An oracle that renders every digit at scale 1 scores {reference}: "
+            f"numbers near the oracle's are what normalizing size looks like (large digits shrink, small ones "
+            f"grow), numbers far below them are a collapse. Run names: `@2digits` two-digit composites, `/pairs` trained on the data's own pairs, `/s4` "
+            f"the group's sampler at 4x its chart strength, `/element` the element target, `/blur1.5` the input "
+            f"target on canonical forms blurred by a Gaussian of 1.5 px, `/res48` a 48 px working resolution, "
+            f"`/train10` a DEC trained with 10 Anderson iterations (5 otherwise), `/eval5` one evaluated with 5 "
+            f"(10 otherwise), `/lr0.0003` Adam at 3e-4, `/long` a separate longer run. The oracles are of each "
+            f"data setting: two- and three-digit composites draw scales in [0.5, 1.25], so their scale-1 "
+            f"renderings are larger than the inputs on average.\n\n"
+            f"{table(payload['results'])}\n{floors_text(payload.get('floors', {}))}")
 
 
-def _save(args: argparse.Namespace, argv: list[str] | None, load_before: list[float],
-          results: dict[str, list[dict[str, float]]]) -> dict[str, object]:
-    shown = sys.argv[1:] if argv is None else argv
-    payload = {"command": " ".join(["python benchmarks/canonicalization.py", *shown]),
-               "machine": {**machine_info(), "load_average_before": load_before,
-                           "load_average_after": list(os.getloadavg())},
-               "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
-               "results": results}
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "canonicalization.json").write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
-    (args.out / "canonicalization.md").write_text(page(payload), encoding="utf-8")
+def floors_text(found: dict[str, dict[str, Any]]) -> str:
+    """The floors section of the page (empty without floors)."""
+    if not found:
+        return ""
+    lines = ["", "## What limits the numbers", "",
+             "**Resampling floor** (the ratio of a canonicalizer that is exactly equivariant and leaves each input "
+             "as its own canonical form: `|act(k⁻¹, act(k, x)) − x|` over `|act(k, x) − x|` with the ratio's own "
+             "elements). The default samplers draw small elements, so the blur of resampling twice is a sizeable "
+             "part of the difference the ratio divides by:", ""]
+    for digits, entry in sorted(found.items()):
+        values = ", ".join(f"{g} {v:.3f}" for g, v in sorted(entry["resampling"].items()))
+        lines.append(f"* {digits} digit{'s' if digits != '1' else ''}: {values}")
+    for digits, entry in sorted(found.items()):
+        if "scale_oracle" in entry:
+            oracle = entry["scale_oracle"]
+            lines += ["", f"**Scale oracle** (one digit: the size normalizer that knows every digit's scale and undoes "
+                          f"it exactly with the scale group): ratio {oracle['ratio']:.3f} under the scale group's "
+                          f"sampler, pair ratio {oracle['pair_ratio']:.3f}. A learned canonicalizer of one global "
+                          f"scale cannot beat these on this data.", ""]
+    return "\n".join(lines) + "\n"
+
+
+def plot(payload: dict[str, Any], path: Path) -> None:
+    """Ratio and pair ratio against training steps, one line per run (seed means)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5), sharey=True)
+    for name, entries in payload["results"].items():
+        steps = sorted({e["steps"] for e in entries})
+        for ax, key in zip(axes, ("ratio", "pair_ratio")):
+            means = [sum(e[key] for e in entries if e["steps"] == s) / sum(e["steps"] == s for e in entries)
+                     for s in steps]
+            ax.plot(steps, means, marker="o", label=name)
+    for ax, title in zip(axes, ("group sampler: ratio", "data's own rescalings: pair ratio")):
+        ax.set_xscale("log")
+        ax.set_xlabel("training steps")
+        ax.set_title(title)
+        ax.axhline(1.0, color="grey", lw=0.5)
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("canonical-form error / identity's")
+    axes[1].legend(fontsize=6, loc="upper right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def save(payload: dict[str, Any], out: Path, figure: bool = True) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "canonicalization.json").write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
+    (out / "canonicalization.md").write_text(page(payload), encoding="utf-8")
+    if figure:
+        plot(payload, out / "canonicalization.png")
+
+
+def merge(paths: list[Path], out: Path, data: str | None | bool = None) -> dict[str, Any]:
+    """Join the payloads of separate runs: their commands, oracle spreads and results (a run name present in two
+    files must hold different seeds)."""
+    payload: dict[str, Any] = {"commands": [], "machine": None, "oracle": {}, "results": {}}
+    for path in paths:
+        part = json.loads(path.read_text(encoding="utf-8"))
+        payload["commands"] += part["commands"]
+        payload["machine"] = payload["machine"] or part["machine"]
+        payload["oracle"].update(part["oracle"])
+        for name, entries in part["results"].items():
+            have = {(e["seed"], e["steps"]) for e in payload["results"].get(name, [])}
+            clash = have & {(e["seed"], e["steps"]) for e in entries}
+            if clash:
+                raise SystemExit(f"canonicalization --merge: {name} has seed/steps {sorted(clash)} in two files")
+            payload["results"].setdefault(name, []).extend(entries)
+    if data is not False:
+        payload["floors"] = floors(payload, data)
+    save(payload, out)
+    forms_figures([path.parent for path in paths], out)
     return payload
 
 
-def main(argv: list[str] | None = None) -> dict[str, object]:
+def floors(payload: dict[str, Any], root: str | None, limit: int = 200) -> dict[str, dict[str, Any]]:
+    """The floors of every (digit count, group) in the results, on the held-out composites: each group's
+    ``resampling_floor`` and, for one digit, the ``scale_oracle``."""
+    found: dict[str, set[str]] = {}
+    for name in payload["results"]:
+        digits = name.split("@")[1][0] if "@" in name else "1"
+        found.setdefault(digits, set()).add(name.split("[")[1].split("]")[0])
+    result: dict[str, dict[str, Any]] = {}
+    for digits, groups in sorted(found.items()):
+        dataset = load("test", int(digits), limit, root)
+        held = views(dataset)
+        result[digits] = {"resampling": {g: resampling_floor(g, held[0]) for g in sorted(groups)}}
+        if digits == "1":
+            result[digits]["scale_oracle"] = scale_oracle(dataset, held)
+    return result
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("outputs/benchmarks"))
     parser.add_argument("--data", default=None, help="MNIST IDX directory (default: the bundled subset)")
     parser.add_argument("--groups", nargs="+", default=list(GROUPS))
-    parser.add_argument("--kinds", nargs="+", default=list(KINDS))
-    parser.add_argument("--checkpoints", nargs="+", type=int, default=[100, 300])
+    parser.add_argument("--kinds", nargs="+", default=list(KINDS), choices=KINDS)
+    parser.add_argument("--digits", type=int, default=1, choices=(1, 2, 3))
+    parser.add_argument("--train-on", default="sampler", choices=SIGNALS)
+    parser.add_argument("--strength", nargs="+", type=float, default=[1.0])
+    parser.add_argument("--target", default="input", choices=("input", "element"))
+    parser.add_argument("--ink", type=float, default=1.0)
+    parser.add_argument("--centre", type=float, default=0.0)
+    parser.add_argument("--blur", type=float, default=0.0, help="input target's Gaussian blur, pixels")
+    parser.add_argument("--train-iter", type=int, default=5, help="the DEC's Anderson iterations in training")
+    parser.add_argument("--eval-iter", type=int, default=10, help="the DEC's Anderson iterations in evaluation")
+    parser.add_argument("--resolution", type=int, default=None, help="working resolution (default: half the side)")
+    parser.add_argument("--checkpoints", nargs="+", type=int, default=[250, 1000])
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--batch", type=int, default=32)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0])
+    parser.add_argument("--train-limit", type=int, default=1000)
+    parser.add_argument("--test-limit", type=int, default=200)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--tag", default="", help="a tag appended to the run names (to tell runs apart)")
     parser.add_argument("--quick", action="store_true", help="tiny run for tests")
+    parser.add_argument("--merge", nargs="+", type=Path, help="join these canonicalization.json files into --out")
     args = parser.parse_args(argv)
-    overrides = ["data.train_limit=1000", "data.test_limit=200"]
-    if args.data:
-        overrides.append(f"data.root={json.dumps(args.data)}")
+    if args.merge:
+        return merge(args.merge, args.out, args.data)
     if args.quick:
-        args.groups, args.kinds, args.checkpoints = ["scale"], list(KINDS), [2, 3]
-        overrides = ["data.train_limit=16", "data.test_limit=8"]
-    base = apply_overrides(load_config("compare"), overrides)
-    train, held_out = load_split(base.data, "train").x, load_split(base.data, "test").x
+        args.groups = ["scale"] if args.groups == list(GROUPS) else args.groups[:1]
+        args.checkpoints, args.batch = [2, 3], 4
+        args.train_limit, args.test_limit = 16, 8
+    args.checkpoints = sorted(set(args.checkpoints))
+    train = views(load("train", args.digits, args.train_limit, args.data))
+    held = views(load("test", args.digits, args.test_limit, args.data))
+    shown = sys.argv[1:] if argv is None else argv
+    payload: dict[str, Any] = {"commands": [" ".join(["python benchmarks/canonicalization.py", *shown])],
+                               "machine": {**machine_info(), "load_average_before": list(os.getloadavg())},
+                               "oracle": {str(args.digits): oracle(held)},
+                               "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+                               "results": {}}
     threads = torch.get_num_threads()
     torch.set_num_threads(args.threads)
-    results: dict[str, list[dict[str, float]]] = {}
-    load_before = list(os.getloadavg())
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", ConvergenceWarning)  # counted per input in the table
             for group_name in args.groups:
                 for kind in args.kinds:
-                    name = f"{kind}[{group_name}]"
-                    results[name] = run(kind, group_name, train, held_out, sorted(args.checkpoints), args.lr,
-                                        args.batch if not args.quick else 4, args.seed)
-                    print(table({name: results[name]}).splitlines()[-1], flush=True)
-                    # Written after every run, so that a failure later keeps what was measured.
-                    _save(args, argv, load_before, results)
+                    name = run_name(kind, group_name, args)
+                    for seed in args.seeds:
+                        payload["results"].setdefault(name, []).extend(run(kind, group_name, train, held, args, seed))
+                        print(table({name: payload["results"][name]}).splitlines()[-1], flush=True)
+                        # Written after every run, so that a failure later keeps what was measured.
+                        save(payload, args.out, figure=False)
     finally:
         torch.set_num_threads(threads)
-    payload = _save(args, argv, load_before, results)
-    text = table(results)
-    print(text)
+    payload["machine"]["load_average_after"] = list(os.getloadavg())
+    save(payload, args.out, figure=not args.quick)
+    print(table(payload["results"]))
     return payload
 
 

@@ -298,7 +298,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     group = make_group("monotone", cells=s.cells)
     base = patterns(s.patterns, s.size, s.channels, seed=0)
-    net = UpdateNet(s.channels, group.unconstrained_shape, channels=s.widths)
+    net = UpdateNet.for_group(group, s.channels, channels=s.widths)
     solver = SolverSettings(solver="anderson", max_iter=s.anderson_iterations, tol=1e-3)
     deq = DEQCanonicalizer(group, net, DEQConfig(train=solver, eval=solver))
     print(f"training the DEC for {s.train_steps} steps ({most} threads)")

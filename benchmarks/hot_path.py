@@ -99,7 +99,7 @@ def run_deq_step(shape: tuple[int, int, int, int], *, calls: int, rounds: int) -
     from equican.canon.nets import UpdateNet
 
     group = make_group("monotone")
-    canon = DEQCanonicalizer(group, UpdateNet(shape[1], group.unconstrained_shape)).eval()
+    canon = DEQCanonicalizer(group, UpdateNet.for_group(group, shape[1])).eval()
     gen = torch.Generator().manual_seed(0)
     x = torch.rand(shape, generator=gen)
     z = 0.3 * torch.randn((shape[0], *group.unconstrained_shape), generator=gen)
@@ -129,7 +129,7 @@ def run_resolution(size: int, batch: int, resolutions: list[int | None], *, roun
 
     group = make_group("monotone", cells=3)
     torch.manual_seed(0)
-    net = UpdateNet(3, group.unconstrained_shape, channels=(32, 64), out_scale=20.0)
+    net = UpdateNet.for_group(group, 3, channels=(32, 64), out_scale=20.0)
     # A random head predicts visible warps (the zero-initialized head would predict the identity everywhere).
     for p in net.parameters():
         if p.abs().sum() == 0:
@@ -185,7 +185,7 @@ def run_tradeoff(upscale: int, resolutions: list[int | None], *, steps: int, bat
         torch.manual_seed(0)
         config = DEQConfig(train=SolverSettings(max_iter=5),
                            eval=SolverSettings(max_iter=10, tol=0.01, stop_mode="rel"), residual_weight=1.0)
-        canon = DEQCanonicalizer(group, UpdateNet(1, group.unconstrained_shape, channels=(16, 32)), config,
+        canon = DEQCanonicalizer(group, UpdateNet.for_group(group, 1, channels=(16, 32)), config,
                                  resolution=r)
         optimizer = torch.optim.Adam(canon.parameters(), lr=1e-3)
         gen = torch.Generator().manual_seed(0)

@@ -111,7 +111,7 @@ def run_dec(dem_adapter: type, *, batch: int, size: int, resolutions: list[int |
     reference = dem_adapter(params).eval()
     group = make_group("monotone", cells=3, min_width=0.0)
     config = DEQConfig(eval=SolverSettings(solver="anderson", max_iter=5, tol=1e-6))
-    net = UpdateNet(3, group.unconstrained_shape, channels=(32, 64))
+    net = UpdateNet.for_group(group, 3, channels=(32, 64))
     canons = {r: DEQCanonicalizer(group, net, config, resolution=r).eval() for r in resolutions}
     x = torch.rand(batch, 3, size, size, generator=torch.Generator().manual_seed(0))
     start = torch.ones(batch, 4, 3)  # the reference's initial φ, as its backbones pass it

@@ -226,7 +226,7 @@ def run_canonicalizers(device: torch.device, s: CanonSettings, *, quick: bool) -
     torch.manual_seed(0)
     group = make_group("monotone", cells=s.cells)
     base = cb.patterns(bench.patterns, s.size, s.channels, seed=0).to(device)
-    net = UpdateNet(s.channels, group.unconstrained_shape, channels=s.widths).to(device)
+    net = UpdateNet.for_group(group, s.channels, channels=s.widths).to(device)
     trained = SolverSettings(solver="anderson", max_iter=bench.anderson_iterations, tol=1e-3)
     deq = DEQCanonicalizer(group, net, DEQConfig(train=trained, eval=trained))
     log(f"  canonicalizers: training the DEC for {s.train_steps} steps at {s.size}x{s.size}")

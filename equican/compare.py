@@ -131,7 +131,8 @@ def _evaluate_run(model: torch.nn.Module, config: TrainConfig, data: SplitData, 
 
 
 _COPIED = ("accuracy", "local_scale_error", "solver_converged", "solver_residual", "canon_invariance",
-           "canon_invariance_identity", "canon_spread", "canon_spread_identity")
+           "canon_invariance_identity", "canon_spread", "canon_spread_identity", "canon_ink", "canon_radius",
+           "canon_pair_ratio")
 
 
 def _kind_options(run: Run, base: TrainConfig) -> tuple[str, ...]:
@@ -296,7 +297,9 @@ _COLOURS = {"dec": "tab:blue", "direct": "tab:orange"}
 _MAIN_COLUMNS = (("accuracy_clean", "accuracy (clean)"), ("accuracy", "accuracy (transformed)"),
                  ("local_scale_error", "local-scale error"), ("train_seconds", "seconds per run"))
 _CANON_COLUMNS = (("canon_ratio", "canonical-form error / identity's"), ("canon_invariance", "canonical-form error"),
-                  ("spread_ratio", "spread / identity's"), ("solver_converged", "DEQ converged (eval)"),
+                  ("canon_pair_ratio", "pair ratio (own rescalings)"), ("spread_ratio", "spread / identity's"),
+                  ("canon_ink", "ink / input's"), ("canon_radius", "ink radius / input's"),
+                  ("solver_converged", "DEQ converged (eval)"),
                   ("solver_residual", "DEQ residual (eval)"))
 
 

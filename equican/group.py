@@ -155,6 +155,14 @@ class Group(abc.ABC):
         [`from_unconstrained`][equican.group.Group.from_unconstrained] (per element)."""
         return self.param_shape
 
+    @property
+    def chart_transposed(self) -> tuple[int, ...]:
+        """For a grid chart (``unconstrained_shape == (C, h, w)``): the channels whose logits sit transposed on the
+        image, ``z[c, i, j]`` describing image column ``i`` at row-band ``j`` (e.g. monotone scaling's y-warps, one
+        row of logits per coarse *column*). A network that predicts ``z`` from image features reads those channels
+        from features pooled onto a ``w × h`` grid and transposes them. Default: none."""
+        return ()
+
     def from_unconstrained(self, z: torch.Tensor) -> torch.Tensor:
         """Map unconstrained parameters ``z: (B, *unconstrained_shape)`` to valid elements ``(B, *param_shape)``.
 

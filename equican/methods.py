@@ -52,7 +52,7 @@ from typing import Any
 from torch import nn
 
 from . import validation as V
-from .canon.objective import TARGETS, CanonicalizationLoss
+from .canon.objective import TARGETS, CanonicalizationLoss, ElementDistribution
 from .canon.registry import canonicalizer_kind, list_canonicalizers, make_canonicalizer
 from .config import MethodConfig, from_options
 from .errors import ConfigError, UnknownNameError
@@ -84,12 +84,18 @@ class CanonicalizationOptions:
     [`CanonicalizationSchedule`][equican.objectives.CanonicalizationSchedule] and
     [`canonicalization_loss`][equican.canon.objective.canonicalization_loss]): ``canon_weight`` (joint weight of the
     canonicalization loss; None: 1, or 0 for a kind exact by construction), ``canon_target`` (``element`` or
-    ``input``), ``canon_guard`` (weight of the round-trip collapse guard), ``backbone_epochs`` and ``canon_epochs``
-    (the leading stages), and ``prior_weight``."""
+    ``input``), ``canon_guard`` (weight of the round-trip collapse guard), ``canon_ink`` (weight of the ink term, the
+    guard against shrinking), ``canon_strength`` (chart scale of the loss's elements, a number or a mixture of them:
+    an [`ElementDistribution`][equican.canon.objective.ElementDistribution]), ``canon_pairs`` (take the loss's second
+    view from the data's own nuisance instead of ``act(k, x)``: on Locally Scaled MNIST, the same digits at other
+    scales), ``backbone_epochs`` and ``canon_epochs`` (the leading stages), and ``prior_weight``."""
 
     canon_weight: float | None = None
-    canon_target: str = "element"
+    canon_target: str = "input"
     canon_guard: float = 1.0
+    canon_ink: float = 1.0
+    canon_strength: float | tuple[float, ...] = 1.0
+    canon_pairs: bool = False
     backbone_epochs: int = 0
     canon_epochs: int = 0
     prior_weight: float = 0.0
@@ -99,7 +105,10 @@ class CanonicalizationOptions:
         weight = (0.0 if exact else 1.0) if self.canon_weight is None else float(self.canon_weight)
         return CanonicalizationSchedule(canon_weight=weight,
                                         loss=CanonicalizationLoss(target=self.canon_target,
-                                                                  guard=float(self.canon_guard)),
+                                                                  guard=float(self.canon_guard),
+                                                                  ink=float(self.canon_ink)),
+                                        elements=ElementDistribution(strengths=self.canon_strength),
+                                        pairs=bool(self.canon_pairs),
                                         backbone_epochs=self.backbone_epochs, canon_epochs=self.canon_epochs)
 
 
@@ -117,7 +126,7 @@ class LatentOptions(CanonicalizationOptions):
     canonicalizer_options: Mapping[str, Any] | None = None
 
 
-_NUMBERS = ("prior_weight", "weight", "canon_weight", "canon_guard", "jacobian_weight", "residual_weight")
+_NUMBERS = ("prior_weight", "weight", "canon_weight", "canon_guard", "canon_ink", "jacobian_weight", "residual_weight")
 
 
 def _check(opts: Any, where: str) -> Any:
@@ -131,7 +140,7 @@ def _check(opts: Any, where: str) -> Any:
     for key in ("backbone_epochs", "canon_epochs"):
         if hasattr(opts, key):
             V.require_int(getattr(opts, key), low=0, where=where, name=f"option {key}")
-    if getattr(opts, "canon_target", "element") not in TARGETS:
+    if getattr(opts, "canon_target", "input") not in TARGETS:
         raise ConfigError(f"{where}: expected option canon_target in {TARGETS}, got {opts.canon_target!r}")
     return opts
 

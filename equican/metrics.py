@@ -21,24 +21,23 @@ metric's value does not depend on the batch size, only on the order of the sampl
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterable, Iterator
-from typing import Any, Union
+from collections.abc import Iterator
+from typing import Any
 
 import torch
 from torch import nn
 
 from . import validation as V
+from ._metric_data import (Data, Model, Result, _batches, _entries, _finish, _interior, _model_device, _move,
+                           _transformed_pairs)
 from .modes import evaluating
-from .data.seeding import keyed_elements
 from .errors import ConfigError, DTypeError, ShapeError
 from .group import Group, make_group
 
 __all__ = ["accuracy", "invariance_error", "local_scale_error", "equivariance_error", "paper_invariance_group",
-           "canonicalization_error", "canonical_spread", "solver_statistics", "summarize_solver_statistics"]
-
-Model = Callable[[torch.Tensor], torch.Tensor]
-Data = Union[torch.Tensor, tuple[torch.Tensor, ...], Iterable[Any]]
-Result = Union[float, tuple[float, torch.Tensor]]
+           "canonicalization_error", "canonical_spread", "ink_moments", "canonical_ink", "pair_ratio",
+           "canonicalization_report",
+           "solver_statistics", "summarize_solver_statistics"]
 
 
 def paper_invariance_group() -> Group:
@@ -56,55 +55,6 @@ def paper_invariance_group() -> Group:
 
 
 # ---------------------------------------------------------------------------------------------- plumbing
-def _require_group(group: object, *, where: str) -> Group:
-    return V.require_group(group, where=where)
-
-
-def _model_device(model: Model, device: torch.device | str | None) -> torch.device | None:
-    if device is not None:
-        return torch.device(device)
-    if isinstance(model, nn.Module):
-        first = next(model.parameters(), None)
-        if first is not None:
-            return first.device
-    return None
-
-
-def _batches(data: Data, batch_size: int, *, where: str) -> Iterator[tuple[torch.Tensor, ...]]:
-    """Batches of ``data`` as tuples of tensors (see the module docstring for the accepted forms)."""
-    V.require_int(batch_size, low=1, where=where, name="batch_size")
-    if isinstance(data, torch.Tensor):
-        data = (data,)
-    if isinstance(data, tuple) and data and all(isinstance(t, torch.Tensor) for t in data):
-        sizes = {t.shape[0] if t.ndim else None for t in data}
-        if len(sizes) != 1 or None in sizes:
-            raise ShapeError(f"{where}: expected tensors with one common first (sample) dimension, got shapes "
-                             f"{', '.join(V.fmt_shape(t.shape) for t in data)}")
-        n = data[0].shape[0]
-        for start in range(0, n, batch_size):
-            yield tuple(t[start:start + batch_size] for t in data)
-        return
-    if isinstance(data, (str, bytes)) or not isinstance(data, Iterable):
-        raise DTypeError(f"{where}: expected data to be a tensor, a tuple of tensors or an iterable of batches, "
-                         f"got {type(data).__name__}")
-    for batch in data:
-        items = (batch,) if isinstance(batch, torch.Tensor) else batch
-        if not isinstance(items, (tuple, list)) or not all(isinstance(t, torch.Tensor) for t in items):
-            raise DTypeError(f"{where}: expected each batch to be a tensor or a tuple/list of tensors, "
-                             f"got {type(batch).__name__}")
-        yield tuple(items)
-
-
-def _entries(batch: tuple[torch.Tensor, ...], count: int, *, where: str, names: str) -> tuple[torch.Tensor, ...]:
-    if len(batch) < count:
-        raise ShapeError(f"{where}: expected batches of at least {count} tensors ({names}), got {len(batch)}")
-    return batch[:count]
-
-
-def _move(t: torch.Tensor, device: torch.device | None) -> torch.Tensor:
-    return t if device is None else t.to(device)
-
-
 def _logits(model: Model, x: torch.Tensor, *, where: str) -> torch.Tensor:
     out = model(x)
     if not isinstance(out, torch.Tensor) or out.ndim != 2 or out.shape[0] != x.shape[0]:
@@ -113,36 +63,6 @@ def _logits(model: Model, x: torch.Tensor, *, where: str) -> torch.Tensor:
                          f"{x.shape[0]}, got {shape}")
     V.require_finite(out, where=where, name="the model's logits")
     return out
-
-
-def _transformed_pairs(model: Model, data: Data, group: Group, *, seed: int, batch_size: int,
-                       device: torch.device | str | None, where: str
-                       ) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
-    """Yield ``(x, g, act(g, x))`` per batch, with the ``n``-th sample's element drawn from ``(seed, n)``.
-
-    Shared by the group metrics so that they draw the same elements for the same data, whatever the batching;
-    the model is in eval mode while the generator runs.
-    """
-    _require_group(group, where=where)
-    V.require_int(seed, where=where, name="seed", low=0)
-    device = _model_device(model, device)
-    seen = 0
-    with evaluating(model):
-        for batch in _batches(data, batch_size, where=where):
-            x = _move(_entries(batch, 1, where=where, names="x")[0], device)
-            V.require_batch_images(x, where=where, name="x")
-            g = keyed_elements(group, seed, [(n,) for n in range(seen, seen + x.shape[0])], device=x.device,
-                               dtype=x.dtype)
-            yield x, g, group.act(g, x)
-            seen += x.shape[0]
-
-
-def _finish(values: list[torch.Tensor], per_sample: bool, *, where: str) -> Result:
-    if not values or sum(v.shape[0] for v in values) == 0:
-        raise ShapeError(f"{where}: expected at least one sample, got empty data")
-    per = torch.cat([v.detach().cpu() for v in values])
-    mean = float(per.double().mean())
-    return (mean, per) if per_sample else mean
 
 
 # ---------------------------------------------------------------------------------------------- metrics
@@ -399,6 +319,113 @@ def canonical_spread(canonicalizer: Any, data: Data, *, border: int = 4, batch_s
     return _finish(spreads, False, where=where)  # type: ignore[return-value]
 
 
+def ink_moments(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Ink mass and ink radius of images ``x: (B, C, H, W)``, each ``(B,)``.
+
+    Ink is ``|x|`` summed over channels (so signed feature maps have ink too). The mass is its mean over the pixels;
+    the radius is the root-mean-square distance of the ink from its centroid, in normalized coordinates (``[-1, 1]``
+    across the image). Scaling the content by ``s`` about any point multiplies the mass by ``s²`` and the radius by
+    ``s``, which is why the two tell a shrinking canonicalizer apart. Differentiable; a blank image has mass 0 and
+    radius 0.
+    """
+    ink = x.abs().sum(dim=1)  # (B, H, W)
+    h, w = ink.shape[-2:]
+    ys = torch.linspace(-1, 1, h, device=x.device, dtype=x.dtype).view(h, 1)
+    xs = torch.linspace(-1, 1, w, device=x.device, dtype=x.dtype).view(1, w)
+    mass = ink.sum(dim=(-2, -1))
+    weight = ink / mass.clamp_min(torch.finfo(x.dtype).tiny).view(-1, 1, 1)
+    cy, cx = (weight * ys).sum(dim=(-2, -1)), (weight * xs).sum(dim=(-2, -1))
+    spread = (weight * ((ys - cy.view(-1, 1, 1)).pow(2) + (xs - cx.view(-1, 1, 1)).pow(2))).sum(dim=(-2, -1))
+    return mass / (h * w), spread.clamp_min(0).sqrt()
+
+
+@torch.no_grad()
+def canonical_ink(canonicalizer: Any, data: Data, *, batch_size: int = 64,
+                  device: torch.device | str | None = None) -> dict[str, float]:
+    """The canonical forms' ink against the inputs': ``{"ink": mean mass ratio, "radius": mean radius ratio}``.
+
+    Both near 1 mean the canonical forms keep the inputs' content at its size on average; a canonicalizer that
+    shrinks everything scores well on [`canonicalization_error`][equican.metrics.canonicalization_error] (small
+    forms have small differences) but has ratios well below 1 here (a shrink by ``s``: ``s²`` and ``s``). Per-input
+    normalization moves single ratios away from 1 in both directions. Ratios are of the means over the data
+    (``Σ mass(c) / Σ mass(x)``), so blank inputs do not divide by zero.
+
+    Raises:
+        ShapeError: no samples.
+    """
+    where = "canonical_ink"
+    device = _model_device(canonicalizer, device)
+    sums = torch.zeros(4, dtype=torch.float64)
+    with evaluating(canonicalizer):
+        for batch in _batches(data, batch_size, where=where):
+            x = _move(_entries(batch, 1, where=where, names="x")[0], device)
+            (mc, rc), (mx, rx) = ink_moments(canonicalizer(x).x), ink_moments(x)
+            sums += torch.stack([mc.sum(), mx.sum(), rc.sum(), rx.sum()]).double().cpu()
+    if not sums[1] > 0:
+        raise ShapeError(f"{where}: expected inputs with some ink, got none (no samples, or blank images)")
+    return {"ink": float(sums[0] / sums[1]), "radius": float(sums[2] / sums[3])}
+
+
+@torch.no_grad()
+def pair_ratio(canonicalizer: Any, data: Data, *, border: int = 4, batch_size: int = 64,
+               device: torch.device | str | None = None, per_sample: bool = False) -> Result:
+    """Canonicalization error on the data's own nuisance: ``|canon(x).x − canon(x').x|`` over ``|x − x'|``.
+
+    ``data`` yields pairs ``(x, x', ...)`` of two renderings of the same content, both ``(B, C, H, W)`` (Locally
+    Scaled MNIST: the same digits at two sets of per-digit scales). No group sampler is involved, so every group is
+    compared on the same nuisance: 1 is no better than not canonicalizing, 0 is exact. The ratio is of the means over
+    the interior (``border`` pixels left out on each side), so pairs that barely differ weigh little.
+
+    Returns:
+        The ratio (and, with ``per_sample``, the per-pair canonical-form errors ``(N,)``).
+
+    Raises:
+        ShapeError: the two views differ in shape, or no samples.
+    """
+    where = "pair_ratio"
+    V.require_int(border, low=0, where=where, name="border")
+    device = _model_device(canonicalizer, device)
+    canonical, plain = [], []
+    with evaluating(canonicalizer):
+        for batch in _batches(data, batch_size, where=where):
+            x, x2 = (_move(t, device) for t in _entries(batch, 2, where=where, names="x, x'"))
+            if x.shape != x2.shape:
+                raise ShapeError(f"{where}: expected the two views of one shape, got {V.fmt_shape(x.shape)} and "
+                                 f"{V.fmt_shape(x2.shape)}")
+            both = canonicalizer(torch.cat([x, x2])).x
+            canonical.append(_interior(both[x.shape[0]:] - both[:x.shape[0]], border).abs().flatten(1).mean(dim=1))
+            plain.append(_interior(x2 - x, border).abs().flatten(1).mean(dim=1))
+    errors = torch.cat(canonical).double().cpu()
+    if not errors.numel():
+        raise ShapeError(f"{where}: expected at least one pair, got none")
+    ratio = float(errors.mean() / torch.cat(plain).double().cpu().mean().clamp_min(torch.finfo(torch.float64).tiny))
+    return (ratio, errors) if per_sample else ratio
+
+
+def canonicalization_report(canonicalizer: Any, data: Data, *, pairs: Data | None = None, seed: int = 0,
+                            batch_size: int = 64) -> dict[str, float]:
+    """Every canonicalization number of ``canonicalizer`` beside its collapse checks, on the inputs ``data``.
+
+    Returns:
+        ``invariance`` and ``invariance_identity`` ([`canonicalization_error`][equican.metrics.canonicalization_error]
+        of the canonicalizer and of the identity, under the canonicalizer's group with ``seed``), ``spread`` and
+        ``spread_identity`` ([`canonical_spread`][equican.metrics.canonical_spread]), ``ink`` and ``radius``
+        ([`canonical_ink`][equican.metrics.canonical_ink]), and with ``pairs`` (batches of two views ``(x, x')``)
+        ``pair_ratio`` ([`pair_ratio`][equican.metrics.pair_ratio]).
+    """
+    from .canon.base import IdentityCanonicalizer
+
+    identity = IdentityCanonicalizer(canonicalizer.group)
+    out = {"invariance": canonicalization_error(canonicalizer, data, seed=seed, batch_size=batch_size),
+           "invariance_identity": canonicalization_error(identity, data, seed=seed, batch_size=batch_size),
+           "spread": canonical_spread(canonicalizer, data, batch_size=batch_size),
+           "spread_identity": canonical_spread(identity, data, batch_size=batch_size),
+           **canonical_ink(canonicalizer, data, batch_size=batch_size)}
+    if pairs is not None:
+        out["pair_ratio"] = pair_ratio(canonicalizer, pairs, batch_size=batch_size)
+    return out
+
+
 @contextlib.contextmanager
 def solver_statistics(model: Any) -> Iterator[dict[str, list[torch.Tensor]]]:
     """Record the solver statistics of every canonicalizer inside ``model`` while the block runs.
@@ -436,9 +463,3 @@ def summarize_solver_statistics(record: dict[str, list[torch.Tensor]]) -> dict[s
     residual = torch.cat(record["residual"]).double()
     finite = residual[torch.isfinite(residual)]
     return {"converged": float(converged.mean()), "residual": float(finite.mean()) if finite.numel() else float("inf")}
-
-
-def _interior(t: torch.Tensor, border: int) -> torch.Tensor:
-    if border and min(t.shape[-2:]) > 2 * border:
-        return t[..., border:-border, border:-border]
-    return t

@@ -9,6 +9,7 @@ can wrap it as it is.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -17,9 +18,10 @@ from torch import nn
 
 from . import validation as V
 from .canon.base import CanonResult, Canonicalizer
-from .canon.objective import CanonicalizationLoss, canonicalization_loss
+from .canon.objective import CanonicalizationLoss, ElementDistribution, canonicalization_loss
 from .canon.wrapper import Canonicalized
 from .data.seeding import keyed_elements
+from .errors import ConfigError
 from .group import Group
 
 __all__ = ["Objective", "Augmented", "InvarianceRegularized", "CanonicalizationSchedule", "CanonicalizedObjective",
@@ -132,13 +134,20 @@ class CanonicalizationSchedule:
 
     Attributes:
         canon_weight: weight of the canonicalization loss in the joint stage (0: the task loss alone).
-        loss: the loss's target, guard and border.
+        loss: the loss's target, guards and border.
+        elements: the distribution of the loss's elements ``k`` (its ``warmup`` counts epochs of the stages that
+            use the loss).
+        pairs: take the loss's second view from the data instead of ``act(k, x)``: the objective's ``views``
+            (set by [`equican.train.build`][equican.train.build] for datasets that render their own nuisance) give
+            it for each training index and epoch.
         backbone_epochs: leading epochs of backbone-only augmentation training.
         canon_epochs: the following epochs of canonicalizer-only self-supervised training.
     """
 
     canon_weight: float = 1.0
     loss: CanonicalizationLoss = CanonicalizationLoss()
+    elements: ElementDistribution = ElementDistribution()
+    pairs: bool = False
     backbone_epochs: int = 0
     canon_epochs: int = 0
 
@@ -169,6 +178,8 @@ class _CanonicalizingObjective(Objective):
                  seed: int) -> None:
         super().__init__(model, seed)
         self.group, self.schedule, self.prior_weight = group, schedule, prior_weight
+        # (index (B,), epoch) -> second views (B, C, H, W), for schedule.pairs; set by the training builder.
+        self.views: Callable[[torch.Tensor, int], torch.Tensor] | None = None
 
     @property
     def staged(self) -> bool:
@@ -187,12 +198,14 @@ class _CanonicalizingObjective(Objective):
         loss = F.cross_entropy(backbone(gx), y)
         return loss, {"ce": float(loss.detach()), "loss": float(loss.detach())}
 
-    def canonicalize(self, x: torch.Tensor, k: torch.Tensor | None, classify: bool) -> _Canonicalized:
+    def canonicalize(self, x: torch.Tensor, k: torch.Tensor | None, classify: bool,
+                     pair: torch.Tensor | None = None) -> _Canonicalized:
         """One pass of the model's canonicalization: ``(logits, canon_loss, stats, canons)``.
 
         ``k`` (elements ``(B, *param_shape)``, or None) asks for the canonicalization loss under them
-        (``canon_loss``, a scalar; else None); ``classify`` for the logits ``(B, K)`` (else they may be None);
-        ``canons`` pairs each canonicalizer with its result.
+        (``canon_loss``, a scalar; else None), ``pair`` (second views ``(B, C, H, W)``, or None) for it on those
+        views instead; ``classify`` for the logits ``(B, K)`` (else they may be None); ``canons`` pairs each
+        canonicalizer with its result.
         """
         raise NotImplementedError
 
@@ -202,8 +215,16 @@ class _CanonicalizingObjective(Objective):
         if stage == "backbone":
             return self.backbone_step(self.model.model, x, y, index, epoch)
         with_loss = stage == "canonicalizer" or bool(self.schedule.canon_weight)
-        k = self.elements(x, index, epoch, _CANON_STREAM) if with_loss else None
-        logits, canon_loss, stats, canons = self.canonicalize(x, k, classify=stage == "joint")
+        k = pair = None
+        if with_loss and self.schedule.pairs:
+            if self.views is None:
+                raise ConfigError("canon_pairs: expected the objective's views (a dataset that renders its own "
+                                  "nuisance, e.g. local_scale, set by equican.train.build), got none")
+            pair = self.views(index, epoch).to(device=x.device, dtype=x.dtype)
+        elif with_loss:
+            k = self.schedule.elements.scale(self.elements(x, index, epoch, _CANON_STREAM), self.group,
+                                             step=epoch - self.schedule.backbone_epochs)
+        logits, canon_loss, stats, canons = self.canonicalize(x, k, classify=stage == "joint", pair=pair)
         loss = x.new_zeros(())
         if canon_loss is not None:
             loss = canon_loss * (1.0 if stage == "canonicalizer" else self.schedule.canon_weight)
@@ -241,14 +262,16 @@ class CanonicalizedObjective(_CanonicalizingObjective):
         schedule = CanonicalizationSchedule(canon_weight=0.0) if schedule is None else schedule
         super().__init__(Canonicalized(backbone, canonicalizer), canonicalizer.group, schedule, prior_weight, seed)
 
-    def canonicalize(self, x: torch.Tensor, k: torch.Tensor | None, classify: bool) -> _Canonicalized:
-        """The canonicalizer on ``x (B, C, H, W)`` (with its canonicalization loss under ``k (B, *param_shape)``
-        when given) and the backbone's logits ``(B, K)`` on the canonical input when ``classify``."""
+    def canonicalize(self, x: torch.Tensor, k: torch.Tensor | None, classify: bool,
+                     pair: torch.Tensor | None = None) -> _Canonicalized:
+        """The canonicalizer on ``x (B, C, H, W)`` (with its canonicalization loss under ``k (B, *param_shape)``,
+        or on the second views ``pair (B, C, H, W)``, when given) and the backbone's logits ``(B, K)`` on the
+        canonical input when ``classify``."""
         canon = self.model.canonicalizer
-        if k is None:
+        if k is None and pair is None:
             result, canon_loss, stats = canon(x), None, {}
         else:
-            terms = canonicalization_loss(canon, x, k, self.schedule.loss)
+            terms = canonicalization_loss(canon, x, k, self.schedule.loss, pair=pair)
             result, canon_loss, stats = terms.result, terms.loss.mean(), terms.stats()
         logits = self.model.model(result.x) if classify else None
         return logits, canon_loss, stats, [(canon, result)]
@@ -267,11 +290,16 @@ class LatentObjective(_CanonicalizingObjective):
     def __init__(self, model: nn.Module, prior_weight: float = 0.0, seed: int = 0,
                  schedule: CanonicalizationSchedule | None = None) -> None:
         schedule = CanonicalizationSchedule(canon_weight=0.0) if schedule is None else schedule
+        if schedule.pairs:
+            # An insertion point's second view would be the backbone's features of the pair, a second pass.
+            raise ConfigError("latent: canon_pairs is not supported (the insertion points canonicalize features, "
+                              "and the pair's features would need a second pass); expected canon_pairs false")
         # One k per image serves every insertion point: the points share the wrapper's group when it built them.
         group = next(iter(model.canonicalizers.values())).group
         super().__init__(model, group, schedule, prior_weight, seed)
 
-    def canonicalize(self, x: torch.Tensor, k: torch.Tensor | None, classify: bool) -> _Canonicalized:
+    def canonicalize(self, x: torch.Tensor, k: torch.Tensor | None, classify: bool,
+                     pair: torch.Tensor | None = None) -> _Canonicalized:
         """One forward call of the wrapper on ``x (B, C, H, W)``: logits ``(B, K)``, every insertion point's result,
         and (``k (B, *param_shape)`` given) the sum over points of their canonicalization losses."""
         if k is None:

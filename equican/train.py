@@ -44,7 +44,7 @@ from torch.utils.data.distributed import DistributedSampler
 from tqdm.auto import tqdm
 
 from . import metrics
-from .canon import Canonicalizer, IdentityCanonicalizer
+from .canon import Canonicalizer
 from .config import DataConfig, TrainConfig, apply_overrides, from_options
 from .data import LocalScaleConfig, LocalScaleMNIST, TransformedConfig, TransformedMNIST, load_mnist
 from .data.seeding import index_generator
@@ -148,7 +148,14 @@ def build(config: TrainConfig, train_data: SplitData) -> Objective:
     torch.manual_seed(config.seed)  # every process builds the same initial parameters
     backbone = build_model(config.model.name, in_channels=channels, num_classes=train_data.num_classes,
                            image_size=height, options=config.model.options)
-    return build_objective(config.method, backbone, in_channels=channels, seed=config.seed)
+    objective = build_objective(config.method, backbone, in_channels=channels, seed=config.seed)
+    # A model rebuilt for evaluation (source None: no training data) needs no second views.
+    if getattr(getattr(objective, "schedule", None), "pairs", False) and train_data.source is not None:
+        if not isinstance(train_data.source, LocalScaleMNIST):
+            raise ConfigError(f"method.options.canon_pairs: expected a dataset that renders its own nuisance "
+                              f"(local_scale), got {type(train_data.source).__name__}")
+        objective.views = train_data.source.rescaled_batch
+    return objective
 
 
 def _schedule(config: TrainConfig, total_steps: int) -> Any:
@@ -427,6 +434,8 @@ def evaluate(model: torch.nn.Module, config: TrainConfig, test_data: SplitData, 
         ``accuracy``, ``invariance_error`` (under ``config.eval``'s group; absent when ``eval.invariance_group`` is
         None and the method uses no group), and for Locally Scaled MNIST
         ``accuracy_unscaled`` (every digit at scale 1) and ``local_scale_error`` (``k = eval.rescalings``);
+        for a model with a ``canonicalizer``, its [`canonicalization_report`][equican.metrics.canonicalization_report]
+        with ``canon_`` before each key (``pair_ratio`` on two rescalings of each composite);
         ``samples``, the invariance group's repr, and ``nonconverged_batches``: how many evaluation batches raised a
         [`ConvergenceWarning`][equican.errors.ConvergenceWarning].
     """
@@ -444,17 +453,11 @@ def evaluate(model: torch.nn.Module, config: TrainConfig, test_data: SplitData, 
         # The DEQ's converged fraction and mean residual on the test inputs, at the evaluation settings.
         out.update({f"solver_{k}": v for k, v in metrics.summarize_solver_statistics(record).items()})
         canon = getattr(model, "canonicalizer", None)
-        if isinstance(canon, Canonicalizer):
-            out["canon_invariance"] = metrics.canonicalization_error(canon, (x,), seed=ev.seed,
-                                                                     batch_size=ev.batch_size)
-            out["canon_invariance_identity"] = metrics.canonicalization_error(
-                IdentityCanonicalizer(canon.group), (x,), seed=ev.seed, batch_size=ev.batch_size)
-            out["canon_spread"] = metrics.canonical_spread(canon, (x,), batch_size=ev.batch_size)
-            out["canon_spread_identity"] = metrics.canonical_spread(IdentityCanonicalizer(canon.group), (x,),
-                                                                    batch_size=ev.batch_size)
+        canon = canon if isinstance(canon, Canonicalizer) else None
         if group is not None:
             out["invariance_error"] = metrics.invariance_error(model, (x,), group, seed=ev.seed,
                                                                batch_size=ev.batch_size)
+        pairs = None
         if isinstance(test_data.source, LocalScaleMNIST):
             source = test_data.source
             reference = torch.stack([source.reference(i) for i in range(n)])
@@ -462,6 +465,11 @@ def evaluate(model: torch.nn.Module, config: TrainConfig, test_data: SplitData, 
             out["accuracy_unscaled"] = metrics.accuracy(model, (reference, y), batch_size=ev.batch_size)
             out["local_scale_error"] = metrics.local_scale_error(model, (reference, rescaled),
                                                                  batch_size=max(ev.batch_size // ev.rescalings, 1))
+            # The data's own nuisance: two independent rescalings of each composite.
+            pairs = (rescaled[:, 0], rescaled[:, 1]) if ev.rescalings >= 2 else None
+        if canon is not None:
+            report = metrics.canonicalization_report(canon, (x,), pairs=pairs, seed=ev.seed, batch_size=ev.batch_size)
+            out.update({f"canon_{key}": value for key, value in report.items()})
     out["nonconverged_batches"] = sum(issubclass(w.category, ConvergenceWarning) for w in caught)
     return out
 

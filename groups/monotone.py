@@ -100,6 +100,11 @@ class MonotoneScaling(Group, name="monotone"):
         """``(2, cells + 1, cells)``: the chart's logits, x-warps per coarse row and y-warps per coarse column."""
         return (2, self.cells + 1, self.cells)
 
+    @property
+    def chart_transposed(self) -> tuple[int, ...]:
+        """``(1,)``: the y-warp logits ``z[1, j, s]`` belong to coarse column ``j``, segment ``s`` down it."""
+        return (1,)
+
     # ------------------------------------------------------------------ the group
     def identity(self, batch, *, device=None, dtype=None):
         """``batch`` identity fields (each node at its own coordinates), shape ``(batch, 2, N, N)``."""

@@ -104,7 +104,7 @@ def smoke(device: str, out: Path) -> dict[str, Any]:
         try:
             torch.manual_seed(0)
             group = make_group(name)
-            canon = DirectCanonicalizer(group, UpdateNet(1, group.unconstrained_shape, channels=(4, 8))).to(device)
+            canon = DirectCanonicalizer(group, UpdateNet.for_group(group, 1, channels=(4, 8))).to(device)
             x = torch.rand(4, 1, 32, 32, generator=torch.Generator().manual_seed(0)).to(device)
             k = group.sample(4, generator=torch.Generator().manual_seed(1)).to(device)  # drawn on the CPU
             loss = canonicalization_loss(canon, x, k).loss.mean()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from equican.canon import (DEQCanonicalizer, DEQConfig, DirectCanonicalizer, IdentityCanonicalizer,
@@ -12,6 +13,17 @@ from equican.canon import (DEQCanonicalizer, DEQConfig, DirectCanonicalizer, Ide
 from equican.canon.nets import EnergyNet, UpdateNet
 
 KINDS = ("identity", "direct", "deq", "optimization")
+
+
+def mnist_digits(n: int, size: int = 40, *, offset: int = 0) -> torch.Tensor:
+    """``n`` bundled MNIST test digits from ``offset``, centred on a ``size × size`` canvas, ``(n, 1, size, size)`` in
+    [0, 1]."""
+    from equican.data import load_mnist
+
+    images, _ = load_mnist(split="test", limit=offset + n)
+    images = images[offset:].float().div(255)[:, None]
+    pad = (size - 28) // 2
+    return F.pad(images, (pad, size - 28 - pad, pad, size - 28 - pad))
 
 
 def finite_difference_gradient(loss, parameters, *, eps: float = 1e-6) -> torch.Tensor:
@@ -53,7 +65,7 @@ def smooth_images(batch: int, channels: int, size: int, *, seed: int, dtype=torc
 def random_update_net(group, channels: int, *, seed: int, head_std: float = 0.05) -> UpdateNet:
     """A small UpdateNet whose head is random (an untrained one predicts exactly the identity)."""
     torch.manual_seed(seed)
-    net = UpdateNet(channels, group.unconstrained_shape, channels=(4, 8))
+    net = UpdateNet.for_group(group, channels, channels=(4, 8))
     nn.init.normal_(net.head.weight, std=head_std)
     return net
 

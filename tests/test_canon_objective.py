@@ -7,25 +7,15 @@ import warnings
 
 import pytest
 import torch
-import torch.nn.functional as F
 
 from equican import make_group, metrics
 from equican.canon import Canonicalizer, DirectCanonicalizer, IdentityCanonicalizer, UpdateNet
 from equican.canon.objective import CanonicalizationLoss, canonicalization_loss, split_result
 from equican.config import MethodConfig
-from equican.data import load_mnist
 from equican.errors import ConfigError, ConvergenceWarning, ShapeError
 from equican.methods import CanonicalizationSchedule, build_objective
 
-from _canon_helpers import smooth_images
-
-
-def digits(n: int, size: int = 40, *, offset: int = 0) -> torch.Tensor:
-    """``n`` bundled MNIST test digits, centred on a ``size × size`` canvas, ``(n, 1, size, size)`` in [0, 1]."""
-    images, _ = load_mnist(split="test", limit=offset + n)
-    images = images[offset:].float().div(255)[:, None]
-    pad = (size - 28) // 2
-    return F.pad(images, (pad, size - 28 - pad, pad, size - 28 - pad))
+from _canon_helpers import mnist_digits as digits, smooth_images
 
 
 class Collapse(Canonicalizer):
@@ -50,12 +40,13 @@ def test_loss_is_zero_for_an_exactly_equivariant_canonicalizer(c4_canonicalizer)
     k = group.sample(6, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
     assert (k.abs() > 0.1).any()  # some k is a real rotation, not only the identity
     with torch.no_grad():
-        terms = canonicalization_loss(c4_canonicalizer, x, k)
-    assert terms.equivariance.max() < 1e-20
+        terms = canonicalization_loss(c4_canonicalizer, x, k, CanonicalizationLoss(target="element"))
+        inputs = canonicalization_loss(c4_canonicalizer, x, k)  # the default, input target
+    assert terms.equivariance.max() < 1e-20 and inputs.equivariance.max() < 1e-20 and float(inputs.ink) < 1e-20
     assert terms.round_trip.max() < 1e-20  # rot90 is exact and invertible: nothing is lost
     # Negative control: the identity canonicalizer pays the full squared distance of k.
     with torch.no_grad():
-        identity = canonicalization_loss(IdentityCanonicalizer(group), x, k)
+        identity = canonicalization_loss(IdentityCanonicalizer(group), x, k, CanonicalizationLoss(target="element"))
     expected = group.distance(k, group.identity_like(k)).pow(2)
     torch.testing.assert_close(identity.equivariance, expected)
     assert identity.equivariance.mean() > 1.0
@@ -70,7 +61,7 @@ def test_loss_is_large_for_the_identity_and_a_random_canonicalizer(target):
     with torch.no_grad():
         identity = canonicalization_loss(IdentityCanonicalizer(group), x, k, cfg)
         torch.manual_seed(0)
-        net = UpdateNet(1, group.unconstrained_shape, channels=(4, 8))
+        net = UpdateNet.for_group(group, 1, channels=(4, 8))
         torch.nn.init.normal_(net.head.weight, std=0.5)
         random = canonicalization_loss(DirectCanonicalizer(group, net), x, k, cfg)
     if target == "element":
@@ -102,7 +93,7 @@ def test_training_on_the_loss_brings_the_invariance_error_down():
     torch.manual_seed(0)
     group = make_group("scale")
     train, held_out = digits(48, 32), digits(24, 32, offset=100)
-    canon = DirectCanonicalizer(group, UpdateNet(1, group.unconstrained_shape, channels=(8, 16)))
+    canon = DirectCanonicalizer(group, UpdateNet.for_group(group, 1, channels=(8, 16)))
     before = metrics.canonicalization_error(canon, (held_out,), seed=3)
     optimizer = torch.optim.Adam(canon.parameters(), lr=3e-3)
     gen = torch.Generator().manual_seed(0)

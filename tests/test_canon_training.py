@@ -42,7 +42,7 @@ def test_trained_deq_canonicalizer_beats_identity_and_controls_do_not():
     # A coarse warp grid (R = 2) and a strength at which the warps are clearly visible on 24×24 images.
     group = make_group("monotone", cells=2, refine=4, strength=0.4)
     patterns = _patterns()
-    net = UpdateNet(1, group.unconstrained_shape, channels=(8, 16))
+    net = UpdateNet.for_group(group, 1, channels=(8, 16))
     settings = SolverSettings(solver="anderson", max_iter=5, tol=1e-3)
     canon = DEQCanonicalizer(group, net, DEQConfig(train=settings, eval=settings))
     untrained = copy.deepcopy(canon).eval()

@@ -44,7 +44,7 @@ def main() -> None:
             group = make_group(name)
             reflections = group.param_shape == (2,)
             exact = equivariant_canonicalizer(group, in_channels=1, channels=(4,)).double().eval()
-            learned = DirectCanonicalizer(group, UpdateNet(1, group.unconstrained_shape, channels=(8, 16))).double()
+            learned = DirectCanonicalizer(group, UpdateNet.for_group(group, 1, channels=(8, 16))).double()
             # An untrained UpdateNet's head starts at 0 (the identity); give it random weights like any trained net.
             torch.nn.init.normal_(learned.net.head.weight, std=0.5)
             learned.eval()

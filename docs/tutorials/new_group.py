@@ -129,7 +129,7 @@ print("MirroredConvention passes every law but fails the one-pixel check\n")
 
 
 # ---------------------------------------------------------------------------------------------- 4. canonicalize
-deq = DEQCanonicalizer(group, UpdateNet(1, group.unconstrained_shape, channels=(8, 16))).eval()
+deq = DEQCanonicalizer(group, UpdateNet.for_group(group, 1, channels=(8, 16))).eval()
 res = deq(x)
 assert res.x.shape == (16, 1, 36, 36) and res.g.shape == (16, 2)
 # UpdateNet's head starts at zero, so untrained the fixed point is z = 0: g is the identity, nothing moves.

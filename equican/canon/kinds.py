@@ -76,8 +76,8 @@ def _update_parts(group: Group, in_channels: int, opts: UpdateOptions,
     if width is not None:
         V.require_int(width, low=1, where=where, name="reduce")
         reduce = nn.Conv2d(in_channels, width, 1, bias=False)  # linear and pointwise: commutes with any warp
-    net = UpdateNet(width or in_channels, group.unconstrained_shape, channels=opts.channels, pool=opts.pool,
-                    activation=opts.activation, out_scale=opts.out_scale)
+    net = UpdateNet.for_group(group, width or in_channels, channels=opts.channels, pool=opts.pool,
+                              activation=opts.activation, out_scale=opts.out_scale)
     return net, reduce
 
 

@@ -89,6 +89,10 @@ class UpdateNet(nn.Module):
     scaling's ``(2, R+1, R)``) gets a 1×1 convolution to ``C`` channels average-pooled onto the ``h × w`` grid (the
     reference implementation pools the same way, after an instance norm); any other chart (an angle ``(1,)``,
     affine ``(6,)``, scores ``(n,)``) gets global average pooling and a linear layer. The head starts at zero, so an untrained network predicts ``z = 0``, the identity.
+    Channels listed in ``transposed`` (the group's [`chart_transposed`][equican.group.Group.chart_transposed]) are
+    read from features pooled onto a ``w × h`` grid and transposed, so that each logit comes from the image region
+    it describes: monotone scaling's y-warp logit ``z[1, j, s]`` (coarse column ``j``, segment ``s``) from the
+    features at row ``s``, column ``j``.
 
     Departures from the reference implementation's network
     ([`PaperUpdateNet`][equican.canon.paper.PaperUpdateNet]), each for a reason:
@@ -114,6 +118,8 @@ class UpdateNet(nn.Module):
         activation: ``"relu"`` (equican's default) or ``"softplus"`` (the reference's; smooth everywhere, slower on
             CPU).
         out_scale: multiplies the head's output (a fixed gain; 1 by default).
+        transposed: channels of a grid chart whose logits sit transposed on the image (pass the group's
+            ``chart_transposed``; the kinds' builders do).
 
     Shapes:
         ``(B, in_channels, H, W) -> (B, *out_shape)``.
@@ -123,7 +129,8 @@ class UpdateNet(nn.Module):
     """
 
     def __init__(self, in_channels: int, out_shape: Sequence[int], channels: Sequence[int] = (32, 64),
-                 pool: int = 2, activation: str = "relu", out_scale: float = 1.0) -> None:
+                 pool: int = 2, activation: str = "relu", out_scale: float = 1.0,
+                 transposed: Sequence[int] = ()) -> None:
         super().__init__()
         for key, value in (("in_channels", in_channels), ("pool", pool)):
             V.require_int(value, low=1, where="UpdateNet", name=key)
@@ -140,12 +147,28 @@ class UpdateNet(nn.Module):
         widths = (in_channels, *channels)
         self.blocks = nn.Sequential(*(ResidualBlock(a, b, pool, activation) for a, b in zip(widths[:-1], widths[1:])))
         self.grid_head = len(out_shape) == 3
+        transposed = tuple(transposed)
+        if transposed and (not self.grid_head or not all(isinstance(c, int) and not isinstance(c, bool)
+                                                         and 0 <= c < out_shape[0] for c in transposed)):
+            raise ConfigError(f"UpdateNet: expected transposed to list channels of a grid chart (C, h, w), "
+                              f"got {transposed!r} for out_shape {out_shape}")
+        self.transposed = tuple(sorted(set(transposed)))
         if self.grid_head:
             self.head: nn.Module = nn.Conv2d(channels[-1], out_shape[0], 1)
         else:
             self.head = nn.Linear(channels[-1], math.prod(out_shape))
         nn.init.zeros_(self.head.weight)
         nn.init.zeros_(self.head.bias)
+
+    @classmethod
+    def for_group(cls, group: Group, in_channels: int, *, channels: Sequence[int] = (32, 64), pool: int = 2,
+                  activation: str = "relu", out_scale: float = 1.0) -> "UpdateNet":
+        """The update network of ``group``'s chart: ``UpdateNet(in_channels, group.unconstrained_shape, ...,
+        transposed=group.chart_transposed)``, the way every builder should make one (passing the shape alone would
+        read a transposed channel's logits from the wrong image regions). Other arguments as for the constructor."""
+        V.require_group(group, where="UpdateNet.for_group")
+        return cls(in_channels, group.unconstrained_shape, channels=channels, pool=pool, activation=activation,
+                   out_scale=out_scale, transposed=group.chart_transposed)
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """The residual blocks' output for ``x: (B, in_channels, H, W)``: ``(B, channels[-1], H', W')``,
@@ -158,7 +181,13 @@ class UpdateNet(nn.Module):
         """``(B, in_channels, H, W) -> (B, *out_shape)``, times ``out_scale``."""
         y = self.features(x)
         if self.grid_head:
-            y = self.head(F.adaptive_avg_pool2d(y, self.out_shape[1:])).contiguous()
+            h, w = self.out_shape[1:]
+            z = self.head(F.adaptive_avg_pool2d(y, (h, w)))
+            if self.transposed:
+                # The transposed channels' logit (i, j) describes image row-band j of column i.
+                zt = self.head(F.adaptive_avg_pool2d(y, (w, h))).transpose(-1, -2)
+                z = torch.stack([(zt if c in self.transposed else z)[:, c] for c in range(z.shape[1])], dim=1)
+            y = z.contiguous()
         else:
             y = self.head(y.mean(dim=(-2, -1))).view(-1, *self.out_shape)
         return self.out_scale * y

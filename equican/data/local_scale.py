@@ -361,6 +361,19 @@ class LocalScaleMNIST(Dataset):
         layout = self._own_draws(i)[0]
         return torch.stack([self._render(i, layout, s.tolist()) for s in self.rescaling_scales(i, k)])
 
+    def rescaling(self, index: int, j: int) -> torch.Tensor:
+        """Rescaling ``j`` alone of composite ``index``, ``(1, canvas, canvas)``: the same image as
+        ``rescalings(index, k)[j]`` for any ``k > j``, without rendering the others (a training pair's second view)."""
+        i = self._index(index)
+        V.require_int(j, low=0, where=f"{type(self).__name__}.rescaling", name="j")
+        scales = self._draw_scales(index_generator(self.config.seed, i, _RESCALING_STREAM + j), 1)[0]
+        return self._render(i, self._own_draws(i)[0], scales.tolist())
+
+    def rescaled_batch(self, indices: torch.Tensor, j: int) -> torch.Tensor:
+        """Rescaling ``j`` of each composite in ``indices (B,)``, stacked: ``(B, 1, canvas, canvas)`` (the second
+        views of training on the data's own pairs, a new rescaling every epoch ``j``)."""
+        return torch.stack([self.rescaling(int(i), j) for i in indices.tolist()])
+
     def rescaling_pairs(self, k: int) -> LocalScalePairs:
         """``(reference, rescalings, label)`` items ([`LocalScalePairs`][equican.data.local_scale.LocalScalePairs]) for
         the local-scale error.
