@@ -144,19 +144,26 @@ def floors_text(found: dict[str, dict[str, Any]]) -> str:
 
 
 def plot(payload: dict[str, Any], path: Path) -> None:
-    """Ratio and pair ratio against training steps, one line per run (seed means)."""
+    """Ratio and pair ratio against training steps, one line per main run (seed means; the ablations are in the
+    table): colour by group, line style by digits per composite, open markers for the direct kind."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5), sharey=True)
+    colours = {"monotone": "tab:blue", "scale": "tab:orange", "affine": "tab:green", "rotation": "tab:red"}
+    styles = {"1": "-", "2": "--", "3": ":"}
+    fig, axes = plt.subplots(1, 2, figsize=(13, 4.8), sharey=True)
     for name, entries in payload["results"].items():
+        if not shown(name, payload["results"]):
+            continue
         steps = sorted({e["steps"] for e in entries})
+        group = name.split("[")[1].split("]")[0]
         for ax, key in zip(axes, ("ratio", "pair_ratio")):
             means = [sum(e[key] for e in entries if e["steps"] == s) / sum(e["steps"] == s for e in entries)
                      for s in steps]
-            ax.plot(steps, means, marker="o", label=name)
+            ax.plot(steps, means, marker="o", label=name, color=colours.get(group, "black"),
+                    linestyle=styles[digit_count(name)], markerfacecolor="white" if name.startswith("direct") else None)
     for ax, title in zip(axes, ("group sampler: ratio", "data's own rescalings: pair ratio")):
         ax.set_xscale("log")
         ax.set_xlabel("training steps")
@@ -164,7 +171,7 @@ def plot(payload: dict[str, Any], path: Path) -> None:
         ax.axhline(1.0, color="grey", lw=0.5)
         ax.grid(alpha=0.3)
     axes[0].set_ylabel("canonical-form error / identity's")
-    axes[1].legend(fontsize=6, loc="upper right")
+    axes[1].legend(fontsize=7, loc="center left", bbox_to_anchor=(1.02, 0.5))
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
