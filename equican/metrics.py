@@ -33,6 +33,7 @@ from ._metric_data import (Data, Model, Result, _batches, _entries, _finish, _in
 from .modes import evaluating
 from .errors import ConfigError, DTypeError, ShapeError
 from .group import Group, make_group
+from .sampling import linspace_grid
 
 __all__ = ["accuracy", "invariance_error", "local_scale_error", "equivariance_error", "paper_invariance_group",
            "canonicalization_error", "canonical_spread", "ink_moments", "canonical_ink", "pair_ratio",
@@ -307,16 +308,38 @@ def canonical_spread(canonicalizer: Any, data: Data, *, border: int = 4, batch_s
     """
     where = "canonical_spread"
     V.require_int(border, low=0, where=where, name="border")
+    spreads = [_spread_terms(c, border) for _, c in _canonical_forms(canonicalizer, data, batch_size=batch_size,
+                                                                     device=device, where=where, least=2)]
+    return _finish(spreads, False, where=where)  # type: ignore[return-value]
+
+
+def _canonical_forms(canonicalizer: Any, data: Data, *, batch_size: int, device: torch.device | str | None,
+                     where: str, least: int = 1) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """``(x, canon(x).x)`` per batch of ``data`` with at least ``least`` samples, in evaluation mode: the one pass
+    that the canonical-form statistics (spread, ink) share."""
     device = _model_device(canonicalizer, device)
-    spreads = []
     with evaluating(canonicalizer):
         for batch in _batches(data, batch_size, where=where):
             x = _move(_entries(batch, 1, where=where, names="x")[0], device)
-            if x.shape[0] < 2:
-                continue
-            c = canonicalizer(x).x
-            spreads.append(_interior(c - c.roll(1, dims=0), border).abs().flatten(1).mean(dim=1))
-    return _finish(spreads, False, where=where)  # type: ignore[return-value]
+            if x.shape[0] >= least:
+                yield x, canonicalizer(x).x
+
+
+def _spread_terms(c: torch.Tensor, border: int) -> torch.Tensor:
+    """Per sample, the mean interior ``|c_i − c_{i-1}|`` of canonical forms ``c (B, C, H, W)``: ``(B,)``."""
+    return _interior(c - c.roll(1, dims=0), border).abs().flatten(1).mean(dim=1)
+
+
+def _ink_sums(x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+    """``(Σ mass(c), Σ mass(x), Σ radius(c), Σ radius(x))`` of a batch, float64 on the CPU."""
+    (mc, rc), (mx, rx) = ink_moments(c), ink_moments(x)
+    return torch.stack([mc.sum(), mx.sum(), rc.sum(), rx.sum()]).double().cpu()
+
+
+def _ink_ratios(sums: torch.Tensor, *, where: str) -> dict[str, float]:
+    if not sums[1] > 0:
+        raise ShapeError(f"{where}: expected inputs with some ink, got none (no samples, or blank images)")
+    return {"ink": float(sums[0] / sums[1]), "radius": float(sums[2] / sums[3])}
 
 
 def ink_moments(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -330,8 +353,8 @@ def ink_moments(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """
     ink = x.abs().sum(dim=1)  # (B, H, W)
     h, w = ink.shape[-2:]
-    ys = torch.linspace(-1, 1, h, device=x.device, dtype=x.dtype).view(h, 1)
-    xs = torch.linspace(-1, 1, w, device=x.device, dtype=x.dtype).view(1, w)
+    ys = linspace_grid(h, device=x.device, dtype=x.dtype).view(h, 1)
+    xs = linspace_grid(w, device=x.device, dtype=x.dtype).view(1, w)
     mass = ink.sum(dim=(-2, -1))
     weight = ink / mass.clamp_min(torch.finfo(x.dtype).tiny).view(-1, 1, 1)
     cy, cx = (weight * ys).sum(dim=(-2, -1)), (weight * xs).sum(dim=(-2, -1))
@@ -354,16 +377,10 @@ def canonical_ink(canonicalizer: Any, data: Data, *, batch_size: int = 64,
         ShapeError: no samples.
     """
     where = "canonical_ink"
-    device = _model_device(canonicalizer, device)
     sums = torch.zeros(4, dtype=torch.float64)
-    with evaluating(canonicalizer):
-        for batch in _batches(data, batch_size, where=where):
-            x = _move(_entries(batch, 1, where=where, names="x")[0], device)
-            (mc, rc), (mx, rx) = ink_moments(canonicalizer(x).x), ink_moments(x)
-            sums += torch.stack([mc.sum(), mx.sum(), rc.sum(), rx.sum()]).double().cpu()
-    if not sums[1] > 0:
-        raise ShapeError(f"{where}: expected inputs with some ink, got none (no samples, or blank images)")
-    return {"ink": float(sums[0] / sums[1]), "radius": float(sums[2] / sums[3])}
+    for x, c in _canonical_forms(canonicalizer, data, batch_size=batch_size, device=device, where=where):
+        sums += _ink_sums(x, c)
+    return _ink_ratios(sums, where=where)
 
 
 @torch.no_grad()
@@ -402,8 +419,9 @@ def pair_ratio(canonicalizer: Any, data: Data, *, border: int = 4, batch_size: i
     return (ratio, errors) if per_sample else ratio
 
 
+@torch.no_grad()
 def canonicalization_report(canonicalizer: Any, data: Data, *, pairs: Data | None = None, seed: int = 0,
-                            batch_size: int = 64) -> dict[str, float]:
+                            border: int = 4, batch_size: int = 64) -> dict[str, float]:
     """Every canonicalization number of ``canonicalizer`` beside its collapse checks, on the inputs ``data``.
 
     Returns:
@@ -411,18 +429,27 @@ def canonicalization_report(canonicalizer: Any, data: Data, *, pairs: Data | Non
         of the canonicalizer and of the identity, under the canonicalizer's group with ``seed``), ``spread`` and
         ``spread_identity`` ([`canonical_spread`][equican.metrics.canonical_spread]), ``ink`` and ``radius``
         ([`canonical_ink`][equican.metrics.canonical_ink]), and with ``pairs`` (batches of two views ``(x, x')``)
-        ``pair_ratio`` ([`pair_ratio`][equican.metrics.pair_ratio]).
+        ``pair_ratio`` ([`pair_ratio`][equican.metrics.pair_ratio]); every interior leaves ``border`` pixels out.
     """
     from .canon.base import IdentityCanonicalizer
 
+    where = "canonicalization_report"
+    V.require_int(border, low=0, where=where, name="border")
     identity = IdentityCanonicalizer(canonicalizer.group)
-    out = {"invariance": canonicalization_error(canonicalizer, data, seed=seed, batch_size=batch_size),
-           "invariance_identity": canonicalization_error(identity, data, seed=seed, batch_size=batch_size),
-           "spread": canonical_spread(canonicalizer, data, batch_size=batch_size),
-           "spread_identity": canonical_spread(identity, data, batch_size=batch_size),
-           **canonical_ink(canonicalizer, data, batch_size=batch_size)}
+    # One pass of canonical forms serves the spread and the ink (what canonical_spread and canonical_ink compute).
+    spreads, sums = [], torch.zeros(4, dtype=torch.float64)
+    for x, c in _canonical_forms(canonicalizer, data, batch_size=batch_size, device=None, where=where):
+        if x.shape[0] >= 2:
+            spreads.append(_spread_terms(c, border))
+        sums += _ink_sums(x, c)
+    out = {"invariance": canonicalization_error(canonicalizer, data, seed=seed, border=border, batch_size=batch_size),
+           "invariance_identity": canonicalization_error(identity, data, seed=seed, border=border,
+                                                         batch_size=batch_size),
+           "spread": _finish(spreads, False, where=where),
+           "spread_identity": canonical_spread(identity, data, border=border, batch_size=batch_size),
+           **_ink_ratios(sums, where=where)}
     if pairs is not None:
-        out["pair_ratio"] = pair_ratio(canonicalizer, pairs, batch_size=batch_size)
+        out["pair_ratio"] = pair_ratio(canonicalizer, pairs, border=border, batch_size=batch_size)
     return out
 
 

@@ -281,7 +281,8 @@ def canonicalization_loss(canonicalizer: Canonicalizer, x: torch.Tensor, k: torc
         with torch.no_grad():
             second = u.act(k, x)
     b = x.shape[0]
-    both = canonicalizer(torch.cat([x, second]))
+    inputs = torch.cat([x, second])
+    both = canonicalizer(inputs)
     res_x, res_kx = split_result(both, b)
     if config.target == "element":
         # h(x)⁻¹·h(kx)·k against the identity: a left-invariant distance (see the module docstring).
@@ -302,7 +303,7 @@ def canonicalization_loss(canonicalizer: Canonicalizer, x: torch.Tensor, k: torc
     ink = equivariance.new_zeros(())
     if config.ink:
         # Both views: a shrink of either is a shrink.
-        ink = _log_ink_ratios(both.x, torch.cat([x, second])).mean(dim=1).pow(2).sum()
+        ink = _log_ink_ratios(both.x, inputs).mean(dim=1).pow(2).sum()
         loss = loss + config.ink * ink
     if config.centre:
         z = u.to_unconstrained(res_x.h)

@@ -349,8 +349,12 @@ class LocalScaleMNIST(Dataset):
         """
         i = self._index(index)
         V.require_int(k, low=1, where=f"{type(self).__name__}.rescaling_scales", name="k")
-        return torch.cat([self._draw_scales(index_generator(self.config.seed, i, _RESCALING_STREAM + j), 1)
-                          for j in range(k)])
+        return torch.stack([self._rescaling_scale(i, j) for j in range(k)])
+
+    def _rescaling_scale(self, i: int, j: int) -> torch.Tensor:
+        """The factors of rescaling ``j`` of composite ``i`` (both valid), ``(digits,)``, drawn from the stream
+        ``(seed, i, 1 + j)``."""
+        return self._draw_scales(index_generator(self.config.seed, i, _RESCALING_STREAM + j), 1)[0]
 
     def rescalings(self, index: int, k: int) -> torch.Tensor:
         """``k`` independent rescalings of composite ``index`` (its digits, its layout): ``(k, 1, canvas, canvas)``.
@@ -358,16 +362,15 @@ class LocalScaleMNIST(Dataset):
         Rescaling ``j`` uses the factors ``rescaling_scales(index, k)[j]``.
         """
         i = self._index(index)
-        layout = self._own_draws(i)[0]
-        return torch.stack([self._render(i, layout, s.tolist()) for s in self.rescaling_scales(i, k)])
+        V.require_int(k, low=1, where=f"{type(self).__name__}.rescalings", name="k")
+        return torch.stack([self.rescaling(i, j) for j in range(k)])
 
     def rescaling(self, index: int, j: int) -> torch.Tensor:
         """Rescaling ``j`` alone of composite ``index``, ``(1, canvas, canvas)``: the same image as
         ``rescalings(index, k)[j]`` for any ``k > j``, without rendering the others (a training pair's second view)."""
         i = self._index(index)
         V.require_int(j, low=0, where=f"{type(self).__name__}.rescaling", name="j")
-        scales = self._draw_scales(index_generator(self.config.seed, i, _RESCALING_STREAM + j), 1)[0]
-        return self._render(i, self._own_draws(i)[0], scales.tolist())
+        return self._render(i, self._own_draws(i)[0], self._rescaling_scale(i, j).tolist())
 
     def rescaled_batch(self, indices: torch.Tensor, j: int) -> torch.Tensor:
         """Rescaling ``j`` of each composite in ``indices (B,)``, stacked: ``(B, 1, canvas, canvas)`` (the second
