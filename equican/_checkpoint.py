@@ -8,14 +8,13 @@ fit the model its config builds is a [`DataError`][equican.errors.DataError] nam
 
 from __future__ import annotations
 
-import os
-import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from ._atomic import remove_stale_temporaries, write_atomic
 from .errors import DataError
 
 __all__ = ["FORMAT", "save_atomic", "read_checkpoint", "check_fields", "load_states", "remove_stale_temporaries"]
@@ -67,40 +66,10 @@ def load_states(path: Path, **pairs: tuple[Any, Any]) -> None:
                             f"does not ({type(exc).__name__}: {' '.join(lines)[:240]})") from None
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except OSError:  # PermissionError: it exists, under another user
-        return True
-    return True
-
-
-def remove_stale_temporaries(path: Path) -> list[Path]:
-    """Delete ``.<name>.<pid>.tmp`` files beside ``path`` left by writers that died mid-write (kill -9 skips the
-    cleanup of an atomic save); files of live processes, this one included, are kept. Returns the deleted paths."""
-    pattern = re.compile(rf"^\.{re.escape(path.name)}\.(\d+)\.tmp$")
-    removed = []
-    for candidate in path.parent.glob(f".{path.name}.*.tmp"):
-        match = pattern.match(candidate.name)
-        if match and int(match.group(1)) != os.getpid() and not _alive(int(match.group(1))):
-            candidate.unlink(missing_ok=True)
-            removed.append(candidate)
-    return removed
-
-
 def save_atomic(payload: dict[str, Any], path: Path) -> None:
-    """Write ``payload`` with ``torch.save`` to a temporary file beside ``path``, then rename it over ``path``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    remove_stale_temporaries(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        torch.save(payload, tmp)
-        os.replace(tmp, path)  # atomic on POSIX: readers see the old file or the new one, never half of one
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    """Write ``payload`` with ``torch.save`` to a temporary file beside ``path``, then rename it over ``path``
+    ([`write_atomic`][equican._atomic.write_atomic])."""
+    write_atomic(path, lambda tmp: torch.save(payload, tmp))
 
 
 def read_checkpoint(path: Path) -> dict[str, Any]:
