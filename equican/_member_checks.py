@@ -170,6 +170,13 @@ class Unchecked:
             # inverse), so nothing inside an unchecked call validates or synchronises with the host.
             token = _TRUSTED.set(True)
             try:
+                first = next((a for a in args if isinstance(a, torch.Tensor)), None)
+                if first is not None and V.autocast_enabled(first):
+                    # The same numerics as a validated call, only without its checks: elements are computed in
+                    # their own dtype with autocast off (under bfloat16 autocast a monotone inverse's Newton step
+                    # mixed bfloat16 and float32 tensors and raised; an affine compose lost 8 bits).
+                    with torch.autocast(first.device.type, enabled=False):
+                        return member(*args, **kwargs)
                 return member(*args, **kwargs)
             finally:
                 _TRUSTED.reset(token)

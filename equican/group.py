@@ -203,6 +203,16 @@ class Group(abc.ABC):
         if reason is not None:
             raise InvalidElementError(f"{where}: expected {name} to be valid elements of {self!r}, got {reason}")
 
+    def check_shape(self, g: torch.Tensor, *, name: str = "g", where: str | None = None) -> None:
+        """Raise a typed error (DTypeError, DeviceError, ShapeError) unless ``g`` is a float32/float64 tensor of shape
+        ``(B, *param_shape)``: the checks of [`check`][equican.group.Group.check] that need no host synchronisation.
+
+        Neither finiteness nor validity is checked: for entry points whose elements may be degenerate by design (a
+        canonicalizer's prediction during training, which must cost loss rather than raise) before they reach
+        [`unchecked`][equican.group.Group.unchecked] members, which accept such elements but not other shapes.
+        """
+        self._check_layout(g, self.param_shape, where=where or f"{type(self).__name__}.check_shape", name=name)
+
     # ------------------------------------------------------------------ helpers derived from the six members
     def act_inverse(self, g: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         """``act(inverse(g), x)``: the canonicalizing direction; groups may override with a faster route.
@@ -221,9 +231,29 @@ class Group(abc.ABC):
         """The group's members without argument validation, for internal loops whose inputs were validated once.
 
         ``group.unchecked.act(g, x)`` runs the group's own ``act`` without the shape, dtype, finiteness and validity
-        checks that every public call makes (and without their host synchronisation, which stalls a GPU). A solver
-        that validated ``x`` at its entry point and builds every ``g`` itself calls the members this way in its
-        iterations. Invalid arguments then give undefined results instead of a typed error: never pass user input.
+        checks that every public call makes (and without their host synchronisation, which stalls a GPU), and
+        without checking that its result is finite. A solver that validated ``x`` at its entry point and builds
+        every ``g`` itself calls the members this way in its iterations. Numerics are those of the public call:
+        under ``torch.autocast`` the member runs with autocast off, in its arguments' own dtype.
+
+        The caller guarantees what the public call would have checked; nothing else is promised:
+
+        * every element ``g``/``h`` is a tensor of shape ``(B, *param_shape)``, float32 or float64; ``z`` of
+          ``from_unconstrained`` is ``(B, *unconstrained_shape)``, float32 or float64;
+        * images ``x`` are ``(B, C, H, W)`` with ``H, W >= 2``, of the elements' dtype (float32 or float64: a
+          float16/bfloat16 image is widened only by the public members) and device, with the elements' batch size;
+        * the tensors of one call share one device and one dtype;
+        * every value is finite (``from_unconstrained`` may map a large finite ``z`` to a non-finite element).
+
+        Within that, an element may be invalid (an affine map with ``det <= 0``, a log-scale beyond what the dtype
+        represents): the result is then meaningless or non-finite, which the library's unchecked callers detect with
+        ``torch.isfinite`` and answer with the identity, or a member that cannot proceed raises its own typed error
+        (the monotone inverse: [`ConvergenceError`][equican.errors.ConvergenceError]). Arguments outside the list
+        give undefined behaviour: a wrong result, or whatever torch raises (``RuntimeError``, ``IndexError``: a
+        discrete group's ``to_unconstrained`` of NaN, a monotone ``compose`` of NaN), never a typed equican error.
+        So never pass user input: every public function of equican that calls unchecked members validates what it
+        was given first (with [`check`][equican.group.Group.check], or
+        [`check_shape`][equican.group.Group.check_shape] where the values are the library's own).
         """
         return Unchecked(self)
 
@@ -244,12 +274,16 @@ class Group(abc.ABC):
 
     # ------------------------------------------------------------------ plumbing
     @staticmethod
-    def _check_params(t: torch.Tensor, shape: tuple[int, ...], *, where: str, name: str) -> None:
+    def _check_layout(t: torch.Tensor, shape: tuple[int, ...], *, where: str, name: str) -> None:
         V.require_tensor(t, where=where, name=name)
         if t.ndim != 1 + len(shape) or tuple(t.shape[1:]) != tuple(shape):
             raise ShapeError(f"{where}: expected {name} of shape {V.fmt_shape(('B', *shape))}, "
                              f"got {V.fmt_shape(t.shape)}")
         V.require_float(t, where=where, name=name)
+
+    @staticmethod
+    def _check_params(t: torch.Tensor, shape: tuple[int, ...], *, where: str, name: str) -> None:
+        Group._check_layout(t, shape, where=where, name=name)
         V.require_finite(t, where=where, name=name)
 
     @staticmethod

@@ -32,7 +32,8 @@ if TYPE_CHECKING:  # equican.group imports this module; require_group imports th
 __all__ = ["FLOAT_DTYPES", "REDUCED_FLOAT_DTYPES", "SEED_MAX", "autocast_enabled", "fmt_shape", "require_tensor",
            "require_device", "require_float", "require_finite", "require_batch_images", "require_same_placement",
            "require_batch_size", "require_positive", "require_number", "require_int", "require_widths",
-           "did_you_mean", "require_group"]
+           "did_you_mean", "require_group", "MAX_CHANNELS", "MAX_WIDTH", "MAX_DEPTH", "MAX_ORDER",
+           "MAX_ELEMENT_SIZE"]
 
 FLOAT_DTYPES = (torch.float32, torch.float64)
 """The dtypes of group elements, solver state and full-precision images."""
@@ -173,13 +174,44 @@ def require_int(value: object, *, low: int, where: str, name: str, high: int | N
     return value
 
 
-def require_widths(value: object, *, where: str, name: str = "channels") -> tuple[int, ...]:
-    """A non-empty sequence of positive ints (layer widths), as a tuple; ConfigError otherwise."""
+def require_widths(value: object, *, where: str, name: str = "channels", high: int | None = None,
+                   max_length: int | None = None) -> tuple[int, ...]:
+    """A non-empty sequence of positive ints (layer widths), as a tuple; ConfigError otherwise. With ``high``, every
+    width must be ``<= high``; with ``max_length``, at most that many widths (the builders of the registered kinds
+    pass [`MAX_WIDTH`][equican.validation.MAX_WIDTH] and [`MAX_DEPTH`][equican.validation.MAX_DEPTH])."""
     widths = tuple(value) if isinstance(value, Sequence) and not isinstance(value, str) else ()
     if not widths or not all(isinstance(c, int) and not isinstance(c, bool) and c >= 1 for c in widths):
         shown = widths if widths else value
         raise ConfigError(f"{where}: expected {name} to be a non-empty sequence of positive ints, got {shown!r}")
+    if max_length is not None and len(widths) > max_length:
+        raise ConfigError(f"{where}: expected {name} to list at most {max_length} widths, got {len(widths)}")
+    if high is not None and max(widths) > high:
+        raise ConfigError(f"{where}: expected every width of {name} to be at most {high}, got {max(widths)} "
+                          f"(in {list(widths)!r})"[:300])
     return widths
+
+
+# Size bounds. A config from disk or the command line that asks for a layer of 10^6 channels or a group of order
+# 10^12 is refused with a ConfigError by the option's validation, before anything is allocated; each bound is
+# generous against every model and group the package ships or documents.
+MAX_CHANNELS = 16384
+"""The most channels a canonicalizer may read (``in_channels``): an image, or the features of a timm model at an
+insertion point (the widest timm feature maps have 3072 channels, convnext_xxlarge's last stage)."""
+
+MAX_WIDTH = 4096
+"""The widest layer of a canonicalizer's own network: each of its ``channels``, its ``reduce`` width, and (for the
+escnn kind) its regular fields times the trunk's group order. The paper's widths are 32 and 64."""
+
+MAX_DEPTH = 64
+"""The most layers (entries of ``channels``) of a canonicalizer's own network."""
+
+MAX_ORDER = 1024
+"""The largest order ``n`` of a finite rotation group (``cyclic`` C_n, ``dihedral`` D_n) and the most rotations of
+an escnn trunk."""
+
+MAX_ELEMENT_SIZE = 65536
+"""The most unconstrained parameters per element (``prod(group.unconstrained_shape)``, the outputs of a
+canonicalizer's head) a registered kind builds a network for."""
 
 
 def did_you_mean(name: object, known: Sequence[str]) -> str:

@@ -114,13 +114,14 @@ class Dihedral(O2, name="dihedral"):
         differentiable: ``discrete = True``).
 
     Args:
-        n: the number of rotations (default 4: the symmetries of the square).
+        n: the number of rotations (default 4: the symmetries of the square), at most
+            [`MAX_ORDER`][equican.validation.MAX_ORDER] (1024).
     """
 
     discrete = True
 
     def __init__(self, n: int = 4) -> None:
-        self.n = V.require_int(n, low=1, where="Dihedral", name="n")
+        self.n = V.require_int(n, low=1, high=V.MAX_ORDER, where="Dihedral", name="n")
         self.rotation: CyclicRotation2d = CyclicRotation2d(self.n)
 
     @property

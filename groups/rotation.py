@@ -96,13 +96,14 @@ class CyclicRotation2d(Rotation2d, name="cyclic"):
             differentiable: ``discrete = True``).
 
     Args:
-        n: the order of the group (default 4).
+        n: the order of the group (default 4), at most [`MAX_ORDER`][equican.validation.MAX_ORDER] (1024): a
+            config from disk or the command line cannot ask for a head of 10^12 scores.
     """
 
     discrete = True
 
     def __init__(self, n: int = 4) -> None:
-        self.n = V.require_int(n, low=1, where="CyclicRotation2d", name="n")
+        self.n = V.require_int(n, low=1, high=V.MAX_ORDER, where="CyclicRotation2d", name="n")
 
     @property
     def max_angle(self) -> float:  # the inherited Rotation2d state, fixed for a cyclic group

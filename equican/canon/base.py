@@ -280,10 +280,12 @@ class Canonicalizer(nn.Module, abc.ABC):
         derivative where it is 0 (tests/test_canon_kinds.py checks it for every registered group).
 
         Args:
-            g: elements of shape ``(B, *param_shape)``.
+            g: elements of shape ``(B, *param_shape)``, float32 or float64 (else DTypeError or ShapeError); finite.
         """
         # Unchecked: g comes from the canonicalizer during training, and a degenerate prediction must cost loss
-        # rather than raise.
+        # rather than raise. Its layout is checked (no host synchronisation): a caller's tensor of another shape or
+        # dtype is a typed error, not whatever torch raises inside the group's distance.
+        self.group.check_shape(g, name="g", where=f"{type(self).__name__}.prior_loss")
         u = self.group.unchecked
         return u.distance(g, u.identity(g.shape[0], device=g.device, dtype=g.dtype)).pow(2)
 

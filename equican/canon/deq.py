@@ -12,7 +12,6 @@ from typing import Any
 import torch
 from torch import nn
 from torchdeq import get_deq
-from torchdeq.loss import jac_reg
 
 from .. import validation as V
 from ..errors import ConfigError, ConvergenceWarning
@@ -20,7 +19,14 @@ from ..group import Group
 from .base import _rows
 from .direct import UpdateCanonicalizer
 
-__all__ = ["SolverSettings", "DEQConfig", "DEQCanonicalizer"]
+__all__ = ["SolverSettings", "DEQConfig", "DEQCanonicalizer", "MAX_ITER"]
+
+MAX_ITER = 10_000
+"""The largest iteration cap of any solve (``SolverSettings.max_iter``, ``DEQConfig.backward_max_iter`` and
+``phantom_steps``, the ``dec`` kind's ``train_iter`` and ``eval_iter``). A larger cap is a ConfigError, whether typed,
+given on the command line or read from a saved model's config. The DECs of this project use 5 to 40 iterations; a
+solve that needs thousands is not converging, and 10**18 would never return."""
+
 
 _SOLVERS = ("anderson", "broyden", "fixed_point_iter")
 _GRADIENTS = ("implicit", "phantom")
@@ -38,8 +44,10 @@ class SolverSettings:
 
     Attributes:
         solver: torchdeq forward solver: ``"anderson"``, ``"broyden"`` or ``"fixed_point_iter"``.
-        max_iter: cap on evaluations of the update map. Anderson and Broyden spend two on their start, so they
-            need at least 3.
+        max_iter: cap on evaluations of the update map, at most [`MAX_ITER`][equican.canon.deq.MAX_ITER]. Anderson and
+            Broyden spend two on their start, so they need at least 3. The solve stops as soon as every input's
+            residual is below ``tol`` (torchdeq then pads its residual trace to ``max_iter`` entries, a cost that
+            the bound keeps to milliseconds).
         tol: the solve stops once every input's residual ``‖f(z) - z‖`` (``stop_mode="abs"``) or
             ``‖f(z) - z‖ / ‖f(z)‖`` (``"rel"``) is below ``tol``; an input whose best residual is not is reported
             as not converged.
@@ -58,7 +66,7 @@ class SolverSettings:
     def __post_init__(self) -> None:
         where = "SolverSettings"
         _require(self.solver in _SOLVERS, where, f"expected solver in {_SOLVERS}, got {self.solver!r}")
-        V.require_int(self.max_iter, low=1, where=where, name="max_iter")
+        V.require_int(self.max_iter, low=1, high=MAX_ITER, where=where, name="max_iter")
         _require(self.solver == "fixed_point_iter" or self.max_iter >= 3, where,
                  f"expected max_iter >= 3 for {self.solver} (two evaluations start it), got {self.max_iter}")
         V.require_positive(self.tol, where=where, name="tol")
@@ -78,19 +86,31 @@ class DEQConfig:
         eval: forward solver in evaluation mode (``.eval()`` really switches to it).
         gradient: ``"implicit"`` (implicit differentiation at the fixed point, solving the adjoint equation with
             the backward solver) or ``"phantom"`` (differentiate ``phantom_steps`` damped applications of the update
-            from the detached fixed point; 1 step is Jacobian-free backpropagation).
-        phantom_steps: steps of the phantom gradient.
+            from the detached fixed point; 1 step is Jacobian-free backpropagation). Over a discrete group the two
+            coincide for one undamped step (``∂f/∂z = 0``, see ``jacobian_weight``), and ``"implicit"`` is computed
+            that way.
+        phantom_steps: steps of the phantom gradient (at most [`MAX_ITER`][equican.canon.deq.MAX_ITER]).
         phantom_tau: damping ``τ`` of each phantom step ``z ← τ f(z) + (1-τ) z``, in ``(0, 1]``.
         backward_solver: torchdeq solver of the implicit gradient's adjoint equation.
-        backward_max_iter: iteration cap of the adjoint solve.
+        backward_max_iter: iteration cap of the adjoint solve (at most [`MAX_ITER`][equican.canon.deq.MAX_ITER]).
         backward_tol: residual tolerance of the adjoint solve.
         jacobian_weight: weight of torchdeq's Jacobian regularization (``‖∂f/∂z‖_F²`` at the fixed point, estimated
             with one random vector), returned by [`regularizer`][equican.canon.base.Canonicalizer.regularizer] in training
-            mode; 0 turns it off and skips its cost (one more update evaluation and its double backward).
+            mode; 0 turns it off and skips its cost (one more update evaluation and its double backward). Over a
+            discrete group (``group.discrete``: cyclic, dihedral) the penalty is exactly 0 and is not computed: the
+            update sees ``z`` only through the element it selects (an argmax), so ``∂f/∂z = 0`` almost everywhere
+            and nothing in the map depends on ``z`` differentiably.
         residual_weight: weight of the squared residual ``‖f(z) − z‖²`` of the returned iterate, with gradient through
             the update map: it trains the map to make the solver's answer a true fixed point (the network then
             predicts no further correction on the canonical input). Costs nothing extra: the evaluation that
             measures the residual is the one differentiated.
+        bound: a soft bound on the iterate, or None (the default): each application of the update map ends in
+            ``b·tanh(f(z)/b)``, so every chart coordinate stays in ``(−b, b)`` and the map, continuous on a box it
+            maps into itself, has a fixed point there. Without it, a learned update over an unbounded chart can run
+            away: measured, every affine DEC solve (log-scales, shear and translations in the chart) was non-finite
+            within 15 training steps, and each fell back to the identity; with ``bound=3`` all converged. Choose ``b``
+            above the chart values the data needs (a periodic coordinate such as an angle is then limited to
+            ``(−b, b)`` too).
         on_nonconvergence: what an input that did not converge gets: ``"best"`` (the iterate with the lowest residual,
             torchdeq's choice) or ``"identity"`` (``g = e``). Either way one
             [`ConvergenceWarning`][equican.errors.ConvergenceWarning] is issued per call, ``info["converged"]`` is False
@@ -107,6 +127,7 @@ class DEQConfig:
     backward_tol: float = 1e-6
     jacobian_weight: float = 0.0
     residual_weight: float = 0.0
+    bound: float | None = None
     on_nonconvergence: str = "best"
 
     def __post_init__(self) -> None:
@@ -116,17 +137,19 @@ class DEQConfig:
             _require(isinstance(value, SolverSettings), where,
                      f"expected {key} to be a SolverSettings, got {type(value).__name__}")
         _require(self.gradient in _GRADIENTS, where, f"expected gradient in {_GRADIENTS}, got {self.gradient!r}")
-        V.require_int(self.phantom_steps, low=1, where=where, name="phantom_steps")
+        V.require_int(self.phantom_steps, low=1, high=MAX_ITER, where=where, name="phantom_steps")
         V.require_positive(self.phantom_tau, where=where, name="phantom_tau")
         _require(self.phantom_tau <= 1, where, f"expected phantom_tau in (0, 1], got {self.phantom_tau!r}")
         _require(self.backward_solver in _SOLVERS, where,
                  f"expected backward_solver in {_SOLVERS}, got {self.backward_solver!r}")
-        V.require_int(self.backward_max_iter, low=1, where=where, name="backward_max_iter")
+        V.require_int(self.backward_max_iter, low=1, high=MAX_ITER, where=where, name="backward_max_iter")
         V.require_positive(self.backward_tol, where=where, name="backward_tol")
         for key in ("jacobian_weight", "residual_weight"):
             value = getattr(self, key)
             _require(isinstance(value, (int, float)) and not isinstance(value, bool) and 0 <= value < float("inf"),
                      where, f"expected {key} to be a finite number >= 0, got {value!r}")
+        if self.bound is not None:
+            V.require_positive(self.bound, where=where, name="bound")
         _require(self.on_nonconvergence in _POLICIES, where,
                  f"expected on_nonconvergence in {_POLICIES}, got {self.on_nonconvergence!r}")
 
@@ -173,17 +196,34 @@ class DEQCanonicalizer(UpdateCanonicalizer):
     def _core(self, settings: SolverSettings) -> nn.Module:
         c = self.config
         grad: dict[str, Any]
-        if c.gradient == "implicit":
-            grad = dict(ift=True, b_solver=c.backward_solver, b_max_iter=c.backward_max_iter, b_tol=c.backward_tol)
+        if c.gradient == "implicit" and not self.group.discrete:
+            grad = dict(ift=True, b_solver=c.backward_solver, b_max_iter=c.backward_max_iter,
+                        b_tol=c.backward_tol)
+        elif c.gradient == "implicit":
+            # Over a discrete group the update sees z only through an argmax, so ∂f/∂z = 0 and the adjoint equation
+            # g = (∂f/∂z)ᵀ g + ∂L/∂z* is solved by its right-hand side: the implicit gradient is exactly the one-step
+            # phantom gradient. torchdeq's adjoint solve differentiates f in z, and raised an autograd error here.
+            grad = dict(ift=False, grad=1, tau=1.0)
         else:
             grad = dict(ift=False, grad=c.phantom_steps, tau=c.phantom_tau)
-        return get_deq(core="indexing", f_solver=settings.solver, f_max_iter=settings.max_iter, f_tol=settings.tol,
-                       f_stop_mode=settings.stop_mode, eval_f_max_iter=settings.max_iter, **grad)
+        return get_deq(core="indexing", f_solver=settings.solver, f_max_iter=settings.max_iter,
+                       f_tol=settings.tol, f_stop_mode=settings.stop_mode, eval_f_max_iter=settings.max_iter, **grad)
 
     @property
     def settings(self) -> SolverSettings:
         """The solver settings of the current mode (``config.train`` or ``config.eval``)."""
         return self.config.train if self.training else self.config.eval
+
+    def correction(self, z: torch.Tensor, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The update map's parts (see [`UpdateCanonicalizer.correction`][equican.canon.direct.UpdateCanonicalizer.correction]);
+        with ``config.bound = b`` the whole bounded map ``(b·tanh((P(z) + Δ)/b), 0)``, so that the solve, the
+        gradient and the measured residual all see the same map (its iterates are at most ``b``, where the float32
+        cancellation the split guards against cannot occur)."""
+        projected, dz = super().correction(z, x)
+        if self.config.bound is None:
+            return projected, dz
+        b = self.config.bound
+        return b * torch.tanh((projected + dz) / b), torch.zeros_like(dz)
 
     def solve(self, x: torch.Tensor) -> tuple[torch.Tensor, dict[str, Any]]:
         """Solve ``z* = f_θ(z*; x)`` from ``z = 0`` for ``x: (B, C, H, W)`` with the current mode's settings.
@@ -293,15 +333,30 @@ class DEQCanonicalizer(UpdateCanonicalizer):
         return residual.to(z.dtype), scale.to(z.dtype), loss
 
     def _jacobian_penalty(self, z: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
-        """torchdeq's Hutchinson estimate of ``‖∂f/∂z‖_F²`` (per dimension) at the fixed point, a scalar tensor.
+        """torchdeq's Hutchinson estimate of ``‖∂f/∂z‖_F²`` (per dimension) at the fixed point, a scalar tensor:
+        ``‖vᵀ ∂f/∂z‖² / numel(z)`` for one standard normal ``v`` (``torchdeq.loss.jac_reg`` with ``vecs=1``).
 
         Small Jacobians make the update map contract near its fixed point, so the solver converges in few
         iterations (Bai et al., "Stabilizing Equilibrium Models by Jacobian Regularization", 2021).
+
+        Exactly 0, without evaluating the map, over a discrete group, and 0 wherever the map does not depend on
+        ``z`` differentiably: ``jac_reg`` raised an autograd RuntimeError there ("a differentiated tensor appears to
+        not have been used in the graph"), which crashed every training step of a cyclic or dihedral DEC with
+        ``jacobian_weight > 0``.
         """
+        zero = z.new_zeros(())
+        if self.group.discrete:
+            return zero  # the update sees z only through an argmax: ∂f/∂z = 0 almost everywhere
         with torch.enable_grad():
             z0 = z.detach().requires_grad_()
             f0 = self.step(z0, features)
-            return jac_reg(f0, z0, vecs=1, create_graph=True)
+            if not f0.requires_grad:
+                return zero
+            v = torch.randn(*z0.shape).to(z0)  # as jac_reg draws it
+            (vjp,) = torch.autograd.grad(f0, z0, v, retain_graph=True, create_graph=True, allow_unused=True)
+            if vjp is None:
+                return zero
+            return vjp.norm() ** 2 / z0.numel()
 
     def extra_repr(self) -> str:
         return f"group={self.group!r}, config={self.config!r}"

@@ -142,7 +142,22 @@ class ElementDistribution:
         V.require_int(self.warmup, low=0, where=where, name="warmup")
 
     def scale(self, k: torch.Tensor, group: Group, step: int = 0) -> torch.Tensor:
-        """Rescale the sampler's draws ``k: (B, *param_shape)`` (see the class docstring) at curriculum ``step``."""
+        """Rescale the sampler's draws ``k: (B, *param_shape)`` (see the class docstring) at curriculum ``step``.
+
+        Raises:
+            ConfigError: ``group`` is not a Group or ``step`` not an int ``>= 0``.
+            ShapeError: ``k`` is not ``(B, *param_shape)``; DTypeError, NonFiniteError, InvalidElementError: not
+                float32/float64, not finite, not valid elements of ``group`` (checked before the group's members
+                run unchecked on it).
+        """
+        where = "ElementDistribution.scale"
+        V.require_group(group, where=where)
+        group.check(k, name="k", where=where)
+        V.require_int(step, low=0, where=where, name="step")
+        return self._scale(k, group, step)
+
+    def _scale(self, k: torch.Tensor, group: Group, step: int) -> torch.Tensor:
+        """``scale`` of the group's own draws (``sample``): nothing to validate."""
         ramp = min(1.0, step / self.warmup) if self.warmup else 1.0
         if self.strengths == (1.0,) and ramp == 1.0:
             return k
@@ -154,7 +169,9 @@ class ElementDistribution:
     def sample(self, group: Group, batch: int, *, generator: torch.Generator | None = None, step: int = 0,
                device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> torch.Tensor:
         """``batch`` elements ``(batch, *param_shape)`` of ``group`` from ``generator`` at curriculum ``step``."""
-        return self.scale(group.sample(batch, generator=generator, device=device, dtype=dtype), group, step)
+        V.require_group(group, where="ElementDistribution.sample")
+        V.require_int(step, low=0, where="ElementDistribution.sample", name="step")
+        return self._scale(group.sample(batch, generator=generator, device=device, dtype=dtype), group, step)
 
 
 @dataclass(frozen=True)
@@ -249,11 +266,21 @@ def canonicalization_loss(canonicalizer: Canonicalizer, x: torch.Tensor, k: torc
         result on ``x``. Differentiable in the canonicalizer's parameters.
 
     Raises:
-        ShapeError, DTypeError, NonFiniteError: invalid ``x`` or ``pair``; ShapeError: ``k`` not
-        ``(B, *param_shape)``; ConfigError: neither or both of ``k`` and ``pair``, or ``pair`` with the element target.
+        ShapeError: ``x``, ``pair`` or ``k`` of the wrong shape (``k``: not ``(B, *param_shape)``).
+        DTypeError: ``x``, ``pair`` or ``k`` not float32/float64.
+        NonFiniteError: non-finite values in ``x``, ``pair`` or ``k``.
+        InvalidElementError: ``k`` not valid elements of the group (``k`` is checked in full before the group's
+            members run unchecked on it).
+        ConfigError: ``canonicalizer`` not a Canonicalizer, ``config`` not a CanonicalizationLoss, neither or both of
+            ``k`` and ``pair``, or ``pair`` with the element target.
     """
     where = "canonicalization_loss"
     config = CanonicalizationLoss() if config is None else config
+    if not isinstance(canonicalizer, Canonicalizer):
+        raise ConfigError(f"{where}: expected canonicalizer to be an equican Canonicalizer, "
+                          f"got {type(canonicalizer).__name__}")
+    if not isinstance(config, CanonicalizationLoss):
+        raise ConfigError(f"{where}: expected config to be a CanonicalizationLoss or None, got {type(config).__name__}")
     group = canonicalizer.group
     V.require_batch_images(x, where=where, name="x")
     if (k is None) == (pair is None):
@@ -274,10 +301,10 @@ def canonicalization_loss(canonicalizer: Canonicalizer, x: torch.Tensor, k: torc
             got = V.fmt_shape(k.shape) if isinstance(k, torch.Tensor) else type(k).__name__
             raise ShapeError(f"{where}: expected k of shape ({x.shape[0]}, "
                              f"{', '.join(map(str, group.param_shape))}), got {got}")
+        group.check(k, name="k", where=where)  # dtype, finiteness, validity: the unchecked members below trust k
         k = k.detach().to(dtype=x.dtype, device=x.device)
-        # Unchecked group calls: x was validated above, k is the caller's sample, and h comes from the
-        # canonicalizer, which may predict a degenerate element (an affine map whose scale underflowed) that must
-        # cost loss, not raise.
+        # Unchecked group calls: x and k were validated above, and h comes from the canonicalizer, which may
+        # predict a degenerate element (an affine map whose scale underflowed) that must cost loss, not raise.
         with torch.no_grad():
             second = u.act(k, x)
     b = x.shape[0]

@@ -131,6 +131,15 @@ def _qualified(build: Callable) -> str:
     return f"{getattr(build, '__module__', '?')}.{getattr(build, '__qualname__', repr(build))}"
 
 
+def _describe(value: object) -> str:
+    """``value``'s type and a short repr, for an error message."""
+    try:
+        text = repr(value)
+    except Exception:  # a plugin's object whose repr itself fails must not hide the error being reported
+        text = "<repr failed>"
+    return f"{type(value).__module__}.{type(value).__qualname__} {text[:80]}{'...' if len(text) > 80 else ''}"
+
+
 def _load_builtins() -> None:
     global _BUILTINS_LOADED
     if not _BUILTINS_LOADED:
@@ -179,7 +188,9 @@ def make_canonicalizer(kind: str, group: Group, in_channels: int | None = None,
 
     Raises:
         UnknownNameError: an unknown kind. ConfigError: an unknown option, an invalid value, or a group the kind
-            does not support.
+            does not support. RegistrationError: the kind's builder returned something that is not a
+            [`Canonicalizer`][equican.canon.base.Canonicalizer] (the message names the kind, the builder and what
+            it returned).
     """
     spec = canonicalizer_kind(kind)
     where = f"canonicalizer {spec.name!r}"
@@ -190,6 +201,11 @@ def make_canonicalizer(kind: str, group: Group, in_channels: int | None = None,
             raise ConfigError(f"{where}: expected in_channels (the channels of what it reads), got None")
         V.require_int(in_channels, low=1, where=where, name="in_channels")
     module = spec.build(group, in_channels, opts)
+    if not isinstance(module, Canonicalizer):
+        # A plugin's bug, named as such: otherwise the first attribute access below fails with an AttributeError
+        # that names neither the kind nor the builder.
+        raise RegistrationError(f"{where}: expected its builder {_qualified(spec.build)} to return a Canonicalizer "
+                                f"(an equican.canon.Canonicalizer instance), got {_describe(module)}")
     # What rebuilds it (save_pretrained / from_pretrained): the kind, the group by name and constructor options, the
     # channels and the options as given (JSON-checked only when saved).
     module.canonicalizer_config = {"kind": spec.name, "group": group.name, "group_options": group._config(),

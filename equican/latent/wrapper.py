@@ -207,11 +207,15 @@ class LatentCanonicalized(nn.Module):
 
     def save_pretrained(self, directory: str) -> Any:
         """Write ``config.json`` (timm name and kwargs, insertion points, canonicalizer configs) and
-        ``model.safetensors`` (the wrapper's ``state_dict``) to ``directory``; see
-        [`equican.pretrained`][equican.pretrained]. Returns the directory as a ``Path``.
+        ``model.safetensors`` (the wrapper's ``state_dict``) to ``directory``, replacing it as a whole (a failed write
+        or a kill leaves the old model or the new one); see [`equican.pretrained`][equican.pretrained]. Returns the
+        directory as a ``Path``.
 
         Raises:
-            ConfigError: a canonicalizer that was not built by kind, or a timm keyword argument JSON cannot hold.
+            ConfigError: a canonicalizer that was not built by kind, a timm keyword argument JSON cannot hold or
+                outside [`TIMM_KWARGS`][equican.latent.create.TIMM_KWARGS], or a ``directory`` that is a file, lies
+                under a file or holds other files than a saved model's. DataError: the write failed (e.g. a full
+                disk); the directory is as it was.
         """
         from ..pretrained import save_latent
 
@@ -224,8 +228,12 @@ class LatentCanonicalized(nn.Module):
         wrapper not built by ``create_model``), wrapped as recorded, weights loaded.
 
         Raises:
-            DataError: a missing or unreadable file (named). CheckpointError: weights that do not fit the config
-                (missing/unexpected keys and shape mismatches named).
+            DataError: a missing or unreadable file, or a field of the wrong type (named). CheckpointError: weights
+                that do not fit the config (missing/unexpected keys and shape mismatches named; for the timm model,
+                found on the meta device before it is allocated). ConfigError: a value out of range, or a timm name or
+                keyword that [`check_timm_record`][equican.latent.create.check_timm_record] refuses (no
+                ``checkpoint_path``, no ``pretrained``, no hub names: nothing is downloaded or unpickled).
+                UnknownNameError: a timm model, kind or group not known here.
         """
         from ..pretrained import load_latent
 
