@@ -88,7 +88,9 @@ class CanonicalizationOptions:
     guard against shrinking), ``canon_strength`` (chart scale of the loss's elements, a number or a mixture of them:
     an [`ElementDistribution`][equican.canon.objective.ElementDistribution]), ``canon_pairs`` (take the loss's second
     view from the data's own nuisance instead of ``act(k, x)``: on Locally Scaled MNIST, the same digits at other
-    scales), ``backbone_epochs`` and ``canon_epochs`` (the leading stages), and ``prior_weight``."""
+    scales), ``canon_task_gradient`` (whether the task loss trains the canonicalizer too; false: the classifier
+    learns on canonical inputs while the canonicalization loss alone trains the canonicalizer), ``backbone_epochs``
+    and ``canon_epochs`` (the leading stages), and ``prior_weight``."""
 
     canon_weight: float | None = None
     canon_target: str = "input"
@@ -96,6 +98,7 @@ class CanonicalizationOptions:
     canon_ink: float = 1.0
     canon_strength: float | tuple[float, ...] = 1.0
     canon_pairs: bool = False
+    canon_task_gradient: bool = True
     backbone_epochs: int = 0
     canon_epochs: int = 0
     prior_weight: float = 0.0
@@ -108,7 +111,7 @@ class CanonicalizationOptions:
                                                                   guard=float(self.canon_guard),
                                                                   ink=float(self.canon_ink)),
                                         elements=ElementDistribution(strengths=self.canon_strength),
-                                        pairs=bool(self.canon_pairs),
+                                        pairs=bool(self.canon_pairs), task_gradient=bool(self.canon_task_gradient),
                                         backbone_epochs=self.backbone_epochs, canon_epochs=self.canon_epochs)
 
 

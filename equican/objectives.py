@@ -140,6 +140,10 @@ class CanonicalizationSchedule:
         pairs: take the loss's second view from the data instead of ``act(k, x)``: the objective's ``views``
             (set by [`equican.train.build`][equican.train.build] for datasets that render their own nuisance) give
             it for each training index and epoch.
+        task_gradient: whether the task loss of the joint stage trains the canonicalizer too. False: the
+            backbone learns on canonical inputs (detached), and the canonicalizer is trained by the canonicalization
+            loss alone, so a classifier cannot pull it away from canonicalizing (measured in the demo: joint
+            gradients left the DEC unconverged and the classifier worse than plain on some seeds).
         backbone_epochs: leading epochs of backbone-only augmentation training.
         canon_epochs: the following epochs of canonicalizer-only self-supervised training.
     """
@@ -148,6 +152,7 @@ class CanonicalizationSchedule:
     loss: CanonicalizationLoss = CanonicalizationLoss()
     elements: ElementDistribution = ElementDistribution()
     pairs: bool = False
+    task_gradient: bool = True
     backbone_epochs: int = 0
     canon_epochs: int = 0
 
@@ -273,7 +278,8 @@ class CanonicalizedObjective(_CanonicalizingObjective):
         else:
             terms = canonicalization_loss(canon, x, k, self.schedule.loss, pair=pair)
             result, canon_loss, stats = terms.result, terms.loss.mean(), terms.stats()
-        logits = self.model.model(result.x) if classify else None
+        canonical = result.x if self.schedule.task_gradient else result.x.detach()
+        logits = self.model.model(canonical) if classify else None
         return logits, canon_loss, stats, [(canon, result)]
 
 
@@ -294,6 +300,10 @@ class LatentObjective(_CanonicalizingObjective):
             # An insertion point's second view would be the backbone's features of the pair, a second pass.
             raise ConfigError("latent: canon_pairs is not supported (the insertion points canonicalize features, "
                               "and the pair's features would need a second pass); expected canon_pairs false")
+        if not schedule.task_gradient:
+            # Detaching a point's canonical features would cut the task's gradient to the blocks before it too.
+            raise ConfigError("latent: canon_task_gradient false is not supported (detaching an insertion point's "
+                              "features would stop the task loss training the blocks before it); expected true")
         # One k per image serves every insertion point: the points share the wrapper's group when it built them.
         group = next(iter(model.canonicalizers.values())).group
         super().__init__(model, group, schedule, prior_weight, seed)

@@ -314,3 +314,41 @@ def test_residual_and_jacobian_regularizers():
     assert canon.net.head.weight.grad is not None and canon.net.head.weight.grad.abs().sum() > 0
     with pytest.raises(ConfigError, match="residual_weight"):
         DEQConfig(residual_weight=-1.0)
+
+
+class _Push(nn.Module):
+    """An update that always asks for more of every chart coordinate: ``f(z) = P(z) + c``, with no fixed point."""
+
+    def __init__(self, shape: tuple[int, ...], c: float = 0.7) -> None:
+        super().__init__()
+        self.shape, self.c = shape, c
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.full((x.shape[0], *self.shape), self.c, dtype=x.dtype, device=x.device)
+
+
+@pytest.mark.parametrize("group_name", ["scale", "affine"])
+def test_bound_gives_a_runaway_update_a_fixed_point_inside_the_box(group_name):
+    group = make_group(group_name)
+    x = torch.rand(3, 1, 16, 16)
+    settings = SolverSettings(max_iter=30, tol=1e-4)
+
+    def solve(bound):
+        canon = DEQCanonicalizer(group, _Push(group.unconstrained_shape),
+                                 DEQConfig(train=settings, eval=settings, bound=bound)).eval()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            return canon.solve(x)
+
+    z, info = solve(3.0)
+    assert bool(info["converged"].all()) and float(z.abs().max()) < 3.0
+    # Negative control: unbounded, the iterate runs away and no input converges.
+    _, info = solve(None)
+    assert not bool(info["converged"].any())
+
+
+def test_bound_is_validated():
+    for bad in (0, -1.0, float("inf"), "3", True):
+        with pytest.raises(ConfigError, match="bound"):
+            DEQConfig(bound=bad)
+    assert DEQConfig(bound=2).bound == 2

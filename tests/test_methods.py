@@ -292,3 +292,34 @@ def test_invariance_loss_is_cross_entropy_plus_weighted_kl():
     # Negative control: the reverse KL(q ‖ p) is a different number, so the direction is checked too.
     reverse = (q * (q.log() - p.log())).sum(dim=1).mean()
     assert not torch.allclose(ce + weight * reverse, loss.detach(), rtol=1e-10, atol=1e-12)
+
+
+def _canonicalizer_grad_norm(task_gradient: bool, canon_weight: float) -> float:
+    objective = tiny_objective("direct", options={**TINY_OPTIONS["direct"], "canon_weight": canon_weight,
+                                                  "canon_task_gradient": task_gradient})
+    x, y, index = batch()
+    objective.train()
+    # Move the zero-initialized head off zero so that the task loss has a path into the canonicalizer's layers.
+    with torch.no_grad():
+        for p in objective.model.canonicalizer.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    loss, _ = objective(x, y, index, 0)
+    loss.backward()
+    grads = [p.grad for p in objective.model.canonicalizer.parameters() if p.grad is not None]
+    return float(sum(g.norm() ** 2 for g in grads)) ** 0.5 if grads else 0.0
+
+
+def test_canon_task_gradient_false_keeps_the_task_loss_out_of_the_canonicalizer():
+    # With the canonicalization loss off, the task loss is the only source: detached, nothing reaches the
+    # canonicalizer; the default (the negative control) lets it through.
+    assert _canonicalizer_grad_norm(task_gradient=False, canon_weight=0.0) == 0.0
+    assert _canonicalizer_grad_norm(task_gradient=True, canon_weight=0.0) > 0.0
+    # The canonicalization loss still trains it.
+    assert _canonicalizer_grad_norm(task_gradient=False, canon_weight=1.0) > 0.0
+
+
+def test_latent_refuses_canon_task_gradient_false():
+    from equican.objectives import CanonicalizationSchedule, LatentObjective
+
+    with pytest.raises(ConfigError, match="canon_task_gradient"):
+        LatentObjective(torch.nn.Linear(1, 1), schedule=CanonicalizationSchedule(task_gradient=False))
