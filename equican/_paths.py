@@ -10,7 +10,23 @@ from pathlib import Path
 
 from .errors import ConfigError
 
-__all__ = ["require_writable_dir", "require_writable_file"]
+__all__ = ["require_path", "require_writable_dir", "require_writable_file"]
+
+
+def require_path(path: object, *, where: str, name: str) -> Path:
+    """``path`` as a ``Path``, once it is known to be a non-empty path (``Path("")`` would quietly mean the current
+    directory).
+
+    Raises:
+        ConfigError: not a ``str`` or ``os.PathLike``, or an empty string.
+    """
+    if not isinstance(path, (str, os.PathLike)) or isinstance(os.fspath(path), bytes):
+        raise ConfigError(f"{where}: expected {name} to be a path, got {type(path).__name__}")
+    if not os.fspath(path):
+        raise ConfigError(f"{where}: expected {name} to be a path, got an empty string")
+    if "\x00" in os.fspath(path):
+        raise ConfigError(f"{where}: expected {name} to be a path without NUL characters, got {os.fspath(path)!r}")
+    return Path(path)
 
 
 def _nearest_existing(path: Path) -> Path:
@@ -38,7 +54,7 @@ def require_writable_dir(path: str | os.PathLike[str], *, where: str, name: str,
         ConfigError: ``path`` is an existing file, lies under a file, or its nearest existing directory is not
             writable.
     """
-    path = Path(path)
+    path = require_path(path, where=where, name=name)
     if path.exists() and not path.is_dir():
         raise ConfigError(f"{where}: expected {name} to be a directory, got {path}, which is an existing file")
     base = _nearest_existing(path)
@@ -55,7 +71,7 @@ def require_writable_file(path: str | os.PathLike[str], *, where: str, name: str
         ConfigError: ``path`` is a directory or an unwritable file, lies under a file, or its directory is not
             writable.
     """
-    path = Path(path)
+    path = require_path(path, where=where, name=name)
     if path.is_dir():
         raise ConfigError(f"{where}: expected {name} to be a file path, got {path}, which is a directory")
     if path.exists() and not os.access(path, os.W_OK):

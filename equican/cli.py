@@ -75,6 +75,15 @@ def _add_config_flags(parser: argparse.ArgumentParser, flags: dict[str, tuple[st
     parser.add_argument("--set", dest="overrides", metavar="KEY=VALUE", action="append", default=[], help=set_help)
 
 
+def _path(text: str) -> Path:
+    """An argparse type: a non-empty path (``Path("")`` would quietly mean the current directory)."""
+    if not text:
+        raise argparse.ArgumentTypeError("expected a path, got an empty string")
+    if "\x00" in text:
+        raise argparse.ArgumentTypeError(f"expected a path without NUL characters, got {text!r}")
+    return Path(text)
+
+
 class _Parser(argparse.ArgumentParser):
     """argparse, with its errors on one line (its default prints the usage first, several lines for a subcommand
     with many options); ``--help`` still shows the usage."""
@@ -122,6 +131,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="continue from OUT/checkpoint.pt, or from the given checkpoint")
     tr.add_argument("--until-epoch", type=int, default=None, metavar="N",
                     help="stop after N epochs in total (resume later); the schedule still spans all epochs")
+    tr.add_argument("--overwrite", action="store_true",
+                    help="replace the run OUT holds (without it, a fresh run into a directory with a checkpoint.pt "
+                         "or metrics.json is refused); OUT is locked while a run writes there")
     tr.add_argument("--no-progress", action="store_true", help="no progress bars")
     tr.add_argument("--amp", nargs="?", const="auto", default=None, choices=("auto", "bf16", "fp16", "off"),
                     help="mixed precision: bf16 on the CPU, bf16 or fp16 on CUDA (bare --amp: the device's best)")
@@ -129,10 +141,10 @@ def build_parser() -> argparse.ArgumentParser:
     ev = commands.add_parser("evaluate", help="evaluate a trained checkpoint",
                              description="Compute the metrics of a checkpoint on its run's test split (or other "
                                          "data/eval settings given with --set data.* / eval.*).")
-    ev.add_argument("checkpoint", type=Path, help="a checkpoint.pt written by `equican train`")
+    ev.add_argument("checkpoint", type=_path, help="a checkpoint.pt written by `equican train`")
     ev.add_argument("--set", dest="overrides", metavar="KEY=VALUE", action="append", default=[],
                     help="override data.* or eval.* fields, e.g. --set eval.limit=100")
-    ev.add_argument("--json", type=Path, default=None, metavar="PATH",
+    ev.add_argument("--json", type=_path, default=None, metavar="PATH",
                     help="where to write the metrics (default: evaluation.json beside the checkpoint)")
 
     cmp_ = commands.add_parser(
@@ -145,7 +157,7 @@ def build_parser() -> argparse.ArgumentParser:
                       help="base config (data, model, optimizer, eval; default: the packaged 'compare')")
     cmp_.add_argument("--groups", nargs="+", default=None, metavar="GROUP",
                       help="groups of the canonicalizer runs (default: equican.compare.DEFAULT_GROUPS)")
-    cmp_.add_argument("--kinds", nargs="+", default=["dec"], metavar="KIND",
+    cmp_.add_argument("--kinds", nargs="+", default=None, metavar="KIND",
                       help="canonicalizer methods run per group, some of: dec direct (default: dec)")
     cmp_.add_argument("--baselines", nargs="*", default=None, metavar="NAME", help="some of: plain augment")
     cmp_.add_argument("--eval-groups", nargs="+", default=None, metavar="GROUP",
@@ -153,14 +165,17 @@ def build_parser() -> argparse.ArgumentParser:
     cmp_.add_argument("--augment-group", default=None,
                       help="group of the augmentation baseline (default: the first of --groups); refused without "
                            "the augment baseline")
-    cmp_.add_argument("--seeds", nargs="+", type=int, default=[0], help="seeds (mean ± spread over them)")
+    cmp_.add_argument("--seeds", nargs="+", type=int, default=None,
+                      help="seeds (mean ± spread over them; default: 0)")
     _add_config_flags(cmp_, {k: _CONFIG_FLAGS[k] for k in ("--model", "--data", "--epochs")},
                       set_help="override any field of the base config")
-    cmp_.add_argument("--out", type=Path, default=Path("outputs/compare"), help="output directory")
+    cmp_.add_argument("--out", type=_path, default=Path("outputs/compare"),
+                      help="output directory (locked while in use; a rerun replaces the comparison there)")
     cmp_.add_argument("--quick", action="store_true", help="tiny runs that check the pipeline in seconds")
     cmp_.add_argument("--merge", nargs="+", default=None, metavar="DIR",
                       help="instead of training, join finished comparisons (their --out directories, e.g. run as "
-                           "separate processes) into one page in --out")
+                           "separate processes) into one page in --out, which must lie outside every DIR; each run "
+                           "and seed must come from one DIR only; only --out (and --no-progress) go with it")
     cmp_.add_argument("--no-progress", action="store_true", help="no progress bars")
 
     demo = commands.add_parser(
@@ -168,7 +183,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Train a plain and a DEC-canonicalized classifier with the packaged 'demo' configuration on "
                     "Locally Scaled MNIST made from the bundled digits, print accuracy, invariance error and "
                     "local-scale error, and save a figure of inputs beside their canonical forms.")
-    demo.add_argument("--out", type=Path, default=Path("outputs/demo"), help="output directory (default: outputs/demo)")
+    demo.add_argument("--out", type=_path, default=Path("outputs/demo"),
+                      help="output directory (default: outputs/demo; a rerun replaces the demo there)")
     demo.add_argument("--data", metavar="DIR", default=None, help="MNIST IDX directory (default: bundled subset)")
     demo.add_argument("--epochs", type=int, default=None, help="epochs (default: the demo config's)")
     demo.add_argument("--seed", type=int, default=0, help="seed (default 0)")
@@ -293,7 +309,7 @@ def _run_train(args: argparse.Namespace) -> int:
     from .report import results_table
     from .train import CHECKPOINT, METRICS, train
 
-    result = train(config, resume=args.resume, until_epoch=args.until_epoch)
+    result = train(config, resume=args.resume, until_epoch=args.until_epoch, overwrite=args.overwrite)
     if not _is_main_process():
         return 0
     out = Path(config.out)
@@ -308,21 +324,45 @@ def _run_train(args: argparse.Namespace) -> int:
 
 
 def _run_evaluate(args: argparse.Namespace) -> int:
+    from ._atomic import write_text_atomic
     from ._paths import require_writable_file
+    from ._rundir import EVALUATION
     from .config import apply_overrides
     from .report import results_table
     from .train import evaluate_checkpoint, evaluation_overrides, load_checkpoint
 
     overrides = evaluation_overrides(args.overrides)
-    path = require_writable_file(args.json or args.checkpoint.with_name("evaluation.json"), where="evaluate",
+    if args.json is None and not args.checkpoint.name:  # "/" or "..": no file beside which to write the metrics
+        raise ConfigError(f"evaluate: expected CHECKPOINT to be the path of a checkpoint file, got {args.checkpoint}")
+    path = require_writable_file(args.json or args.checkpoint.with_name(EVALUATION), where="evaluate",
                                  name="--json")
     config, _, _ = load_checkpoint(args.checkpoint)
     overrides = apply_overrides(config, overrides) if overrides else None
     result = evaluate_checkpoint(args.checkpoint, overrides=overrides)
     print(results_table([(f"{config.method.name} (epoch {result['epoch']})", result)]))
-    path.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    write_text_atomic(path, json.dumps(result, indent=2) + "\n")
     print(f"wrote {path}")
     return 0
+
+
+# What `compare --merge` uses: it joins finished comparisons as they are, so every other option would be ignored.
+_MERGE_USES = ("command", "command_line", "merge", "out", "no_progress")
+
+
+def _refuse_unused_by_merge(args: argparse.Namespace) -> None:
+    """Refuse an option given with ``--merge`` that a merge would ignore (a flag left at its default is not given).
+
+    Raises:
+        ConfigError: naming every such option.
+    """
+    defaults = vars(build_parser().parse_args(["compare"]))
+    flags = {key: flag for flag, (key, _, _) in _CONFIG_FLAGS.items()} | {"overrides": "--set"}
+    given = [flags.get(key, "--" + key.replace("_", "-")) for key, value in vars(args).items()
+             if key not in _MERGE_USES and key in defaults and value != defaults[key]]
+    if given:
+        raise ConfigError(f"compare --merge: expected only --out (and --no-progress) beside --merge, got "
+                          f"{', '.join(given)}, which a merge does not use (it joins finished comparisons as they "
+                          f"are); leave {'it' if len(given) == 1 else 'them'} out")
 
 
 def _run_compare(args: argparse.Namespace) -> int:
@@ -332,6 +372,7 @@ def _run_compare(args: argparse.Namespace) -> int:
 
     require_writable_dir(args.out, where="compare", name="--out")
     if args.merge is not None:
+        _refuse_unused_by_merge(args)
         merge(args.merge, out=args.out, command=args.command_line)
         print(f"\nwrote {args.out}/compare.md, compare.json, compare.csv and the figures")
         return 0
@@ -345,7 +386,7 @@ def _run_compare(args: argparse.Namespace) -> int:
     flags = _flag_overrides(args)
     base = apply_overrides(base, [*flags, *(QUICK if args.quick else ()), *args.overrides])
     compare(base, groups=groups, baselines=baselines, eval_groups=args.eval_groups,
-            augment_group=args.augment_group, seeds=args.seeds, kinds=args.kinds, out=args.out,
+            augment_group=args.augment_group, seeds=args.seeds or (0,), kinds=args.kinds or ("dec",), out=args.out,
             progress=not args.no_progress,
             figure_count=4 if args.quick else 8, command=args.command_line)
     print(f"\nwrote {args.out}/compare.md, compare.json, compare.csv, compare.png and canonical_forms.png")

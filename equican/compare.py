@@ -12,13 +12,21 @@ Outputs in ``out``: ``compare.md`` (the page: command, settings, machine, wall t
 printed, and the figures), ``compare.json`` and ``compare.csv`` (every number of
 every run), ``compare.png`` (grouped bars with the spread over seeds) and ``canonical_forms.png`` (the same test
 images canonicalized by each group's DEC), and one directory per run with its checkpoint and metrics.
+
+Every output file is written atomically (a reader sees the old file or the new one), ``compare.json`` last, so a
+``compare.json`` means a finished comparison. ``out`` is locked while a comparison or a merge writes there (a
+second one into the same directory is refused), and rerunning a comparison into the same ``out`` replaces it: its
+runs train again with ``overwrite``. Each row of ``compare.json`` records its run's seed and ``config_hash``, the
+identity by which [`merge`][equican.compare.merge] counts every run once.
 """
 
 from __future__ import annotations
 
 import csv
 import dataclasses
+import io
 import json
+import math
 import os
 import statistics
 import sys
@@ -33,9 +41,13 @@ import torch
 from tqdm.auto import tqdm
 
 from . import metrics
+from ._atomic import write_atomic, write_text_atomic
+from ._merge import IDENTITY, config_hash, read_sources
+from ._paths import require_path, require_writable_dir
+from ._rundir import RunLock
 from .config import TrainConfig, apply_overrides
 from .data import LocalScaleMNIST, TransformedMNIST
-from .errors import ConfigError, ConvergenceWarning
+from .errors import ConfigError, ConvergenceWarning, DataError
 from .group import list_groups, make_group
 from .report import canonical_forms_figure, canonicalize, describe_machine, image_grid, machine_info, results_table
 from .train import CHECKPOINT, SplitData, load_checkpoint, load_split, train
@@ -161,7 +173,18 @@ def _outside_splits(base: TrainConfig, ranges: Sequence[tuple[float, float]]
 
 
 def _mean_spread(values: list[float]) -> tuple[float, float]:
+    if not all(math.isfinite(v) for v in values):  # e.g. a DEQ residual that never became finite (inf)
+        return sum(values) / len(values), (math.nan if len(values) > 1 else 0.0)
     return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
+
+
+def _summary(runs: dict[str, list[dict[str, Any]]]) -> dict[str, dict[str, tuple[float, float]]]:
+    """``{run: {metric: (mean, spread)}}`` over each run's rows (a metric some rows lack: over those that have it)."""
+    summary = {}
+    for name, rows in runs.items():
+        keys = dict.fromkeys(k for r in rows for k in r if k not in IDENTITY)
+        summary[name] = {key: _mean_spread([r[key] for r in rows if key in r]) for key in keys}
+    return summary
 
 
 def compare(base: TrainConfig, *, groups: Sequence[str] = DEFAULT_GROUPS, baselines: Sequence[str] = BASELINES,
@@ -181,7 +204,7 @@ def compare(base: TrainConfig, *, groups: Sequence[str] = DEFAULT_GROUPS, baseli
             direct single pass at the same training steps).
         outside_scales: scale ranges outside training where accuracy is measured too (Locally Scaled MNIST).
         seeds: one training run per seed and entry; tables show mean ± sample standard deviation.
-        out: output directory.
+        out: output directory (locked while the comparison runs; a previous comparison there is replaced).
         progress: progress bars (over runs, and each run's epochs).
         figure_count: test images in the canonical-forms panel.
         command: how the comparison was started, for the page (the CLI passes its command line).
@@ -191,10 +214,12 @@ def compare(base: TrainConfig, *, groups: Sequence[str] = DEFAULT_GROUPS, baseli
         ``compare.json``.
 
     Raises:
-        UnknownNameError, ConfigError, DataError: before any training, for a bad name, value or file.
+        UnknownNameError, ConfigError, DataError: before any training, for a bad name, value or file; a
+            ConfigError too when another comparison is writing to ``out``.
     """
     if not isinstance(base, TrainConfig):
         raise ConfigError(f"compare: expected a TrainConfig, got {type(base).__name__}")
+    out = require_path(out, where="compare", name="out")
     runs = plan(groups, baselines, augment_group=augment_group, kinds=kinds)
     eval_groups = list(eval_groups) if eval_groups is not None else (list(groups) or list_groups())
     for name in eval_groups:
@@ -202,7 +227,6 @@ def compare(base: TrainConfig, *, groups: Sequence[str] = DEFAULT_GROUPS, baseli
     seeds = list(seeds)
     if not seeds:
         raise ConfigError("compare: expected at least one seed")
-    out = Path(out)
     configs = {(run.name, seed): apply_overrides(base, [*run.overrides, *_kind_options(run, base), f"seed={seed}",
                                                         f"out={json.dumps(str(out / run.name / f'seed{seed}'))}",
                                                         "eval.enabled=true", f"progress={str(progress).lower()}"])
@@ -210,6 +234,20 @@ def compare(base: TrainConfig, *, groups: Sequence[str] = DEFAULT_GROUPS, baseli
     machine, started_all = machine_info(), time.perf_counter()
     test = load_split(base.data, "test")
     outside = _outside_splits(base, outside_scales)
+    with RunLock(out, where="compare"):
+        payload = _train_all(configs, seeds, test, eval_groups, outside, progress)
+        machine["load_average_end"] = list(os.getloadavg())
+        payload = {"command": command, "machine": machine, "wall_seconds": time.perf_counter() - started_all,
+                   "base": base.to_dict(), "groups": list(groups), "baselines": list(baselines), "kinds": list(kinds),
+                   "eval_groups": eval_groups, "seeds": seeds, **payload}
+        _figures(payload, payload.pop("canonicalizers"), test, out, figure_count)
+        _write(payload, out)
+    return payload
+
+
+def _train_all(configs: dict[tuple[str, int], TrainConfig], seeds: list[int], test: SplitData,
+               eval_groups: list[str], outside: Any, progress: bool) -> dict[str, Any]:
+    """Train and evaluate every ``(run, seed)``: ``runs``, ``summary`` and the first seed's canonicalizers."""
     results: dict[str, list[dict[str, Any]]] = {}
     canonicalizers: dict[str, torch.nn.Module] = {}  # the first seed's DECs, for the canonical-forms panel
     # Bars only on a terminal (disable=None); a piped log gets one line per run instead.
@@ -220,23 +258,16 @@ def compare(base: TrainConfig, *, groups: Sequence[str] = DEFAULT_GROUPS, baseli
         tqdm.write(f"== {name}, seed {seed} -> {config.out}")
         sys.stdout.flush()
         started = time.perf_counter()
-        result = train(config)
+        result = train(config, overwrite=True)  # rerunning a comparison replaces it (its --out is locked)
         seconds = time.perf_counter() - started
         _, objective, _ = load_checkpoint(Path(config.out) / CHECKPOINT)
         row = _evaluate_run(objective.model, config, test, eval_groups, result["eval"], outside)
         if seed == seeds[0] and name.split("[")[0] in KINDS:
             canonicalizers[name] = objective.model.canonicalizer
-        results.setdefault(name, []).append({"seed": seed, "train_seconds": seconds, **row})
+        results.setdefault(name, []).append({"seed": seed, "config_hash": config_hash(config),
+                                             "train_seconds": seconds, **row})
     bar.close()
-    summary = {name: {key: _mean_spread([r[key] for r in rows]) for key in rows[0] if key != "seed"}
-               for name, rows in results.items()}
-    machine["load_average_end"] = list(os.getloadavg())
-    payload = {"command": command, "machine": machine, "wall_seconds": time.perf_counter() - started_all,
-               "base": base.to_dict(), "groups": list(groups), "baselines": list(baselines), "kinds": list(kinds),
-               "eval_groups": eval_groups, "seeds": seeds, "runs": results, "summary": summary}
-    _write(payload, out)
-    _figures(payload, canonicalizers, test, out, figure_count)
-    return payload
+    return {"runs": results, "summary": _summary(results), "canonicalizers": canonicalizers}
 
 
 def merge(sources: Sequence[str | Path], *, out: str | Path, command: str | None = None) -> dict[str, Any]:
@@ -246,50 +277,51 @@ def merge(sources: Sequence[str | Path], *, out: str | Path, command: str | None
     (a run name present in two sources pools its seeds), the summary is recomputed, and the page, JSON, CSV and
     figures are written to ``out`` (the canonical-forms panels load the first seed's checkpoints from the sources).
 
-    Raises:
-        DataError: a source without ``compare.json``. ConfigError: sources with different base configs or
-            evaluation groups.
-    """
-    from .errors import DataError
+    Every input is checked before anything is written: each ``compare.json`` against its schema, the sources
+    against each other (each directory once, one base config and evaluation, each run and seed in one source only,
+    so no seed is counted twice; none of them equal to or inside ``out``), the checkpoints the figures load, and the
+    test data.
 
-    payloads = []
-    for source in sources:
-        path = Path(source) / "compare.json"
-        if not path.is_file():
-            raise DataError(f"compare --merge: expected a finished comparison in {source}, got no {path.name} there")
-        payloads.append((Path(source), json.loads(path.read_text(encoding="utf-8"))))
-    if not payloads:
-        raise ConfigError("compare --merge: expected at least one source directory, got none")
+    Raises:
+        DataError: a source without ``compare.json``, a corrupt or partial one (the message names the file and the
+            field), or a checkpoint it refers to that is missing or unreadable. ConfigError: no sources, a source
+            given twice or equal to or inside ``out``, sources with different base configs or evaluation groups,
+            one run's seed in two sources, an empty ``out``, or another comparison writing to ``out``.
+    """
+    out = require_writable_dir(out, where="compare --merge", name="out")
+    if command is not None and not isinstance(command, str):
+        raise ConfigError(f"compare --merge: expected command to be a string or None, got {type(command).__name__}")
+    payloads = read_sources(sources, out=out)
     first = payloads[0][1]
-    for source, p in payloads[1:]:
-        for key in ("base", "eval_groups"):
-            if p[key] != first[key]:
-                raise ConfigError(f"compare --merge: expected every source to share {key!r} with "
-                                  f"{payloads[0][0]}, got a different one in {source}")
     runs: dict[str, list[dict[str, Any]]] = {}
-    homes: dict[str, Path] = {}
+    homes: dict[tuple[str, int], Path] = {}
     for source, p in payloads:
         for name, rows in p["runs"].items():
             runs.setdefault(name, []).extend(rows)
-            homes.setdefault(name, source)
-    summary = {name: {key: _mean_spread([r[key] for r in rows if key in r]) for key in rows[0] if key != "seed"}
-               for name, rows in runs.items()}
+            homes.update({(name, r["seed"]): source for r in rows})
+    for rows in runs.values():
+        rows.sort(key=lambda r: r["seed"])
+    checkpoints = {}  # the first seed's checkpoint of every canonicalizer run, for the figures
+    for name, rows in runs.items():
+        if name.split("[")[0] in KINDS:
+            seed = rows[0]["seed"]
+            path = homes[(name, seed)] / name / f"seed{seed}" / CHECKPOINT
+            if not path.is_file():
+                raise DataError(f"compare --merge: expected the checkpoint of {name} seed {seed} that "
+                                f"{homes[(name, seed)] / 'compare.json'} lists, at {path}, got no such file")
+            checkpoints[name] = path
+    canonicalizers = {name: load_checkpoint(path)[1].model.canonicalizer for name, path in checkpoints.items()}
+    test = load_split(TrainConfig.from_dict(first["base"], source="compare.json").data, "test")
     commands = [p.get("command") or "the Python API" for _, p in payloads]
     payload = {**first, "command": " ; ".join([*commands, command] if command else commands), "sources": commands,
                "wall_seconds": max(p["wall_seconds"] for _, p in payloads),
                "groups": sorted({g for _, p in payloads for g in p["groups"]}),
                "kinds": sorted({k for _, p in payloads for k in p.get("kinds", ["dec"])}),
-               "seeds": sorted({s for _, p in payloads for s in p["seeds"]}), "runs": runs, "summary": summary}
-    out = Path(out)
-    _write(payload, out)
-    canonicalizers = {}
-    for name, home in homes.items():
-        if name.split("[")[0] in KINDS:
-            seed = min(r["seed"] for r in runs[name])
-            _, objective, _ = load_checkpoint(home / name / f"seed{seed}" / CHECKPOINT)
-            canonicalizers[name] = objective.model.canonicalizer
-    base = TrainConfig.from_dict(first["base"], source="compare.json")
-    _figures(payload, canonicalizers, load_split(base.data, "test"), out, 8)
+               "seeds": sorted({r["seed"] for rows in runs.values() for r in rows}), "runs": runs,
+               "summary": _summary(runs)}
+    with RunLock(out, where="compare --merge"):
+        _figures(payload, canonicalizers, test, out, 8)
+        _write(payload, out)
     return payload
 
 
@@ -353,18 +385,23 @@ def page(payload: dict[str, Any]) -> str:
 
 
 def _write(payload: dict[str, Any], out: Path) -> None:
-    out.mkdir(parents=True, exist_ok=True)
+    """The page, the CSV and the JSON, each atomically; ``compare.json`` last: it marks a finished comparison."""
     print()
     print(tables(payload))
-    (out / "compare.md").write_text(page(payload), encoding="utf-8")
-    (out / "compare.json").write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
+    write_text_atomic(out / "compare.md", page(payload))
     keys = sorted({k for rows in payload["runs"].values() for r in rows for k in r})
-    with open(out / "compare.csv", "w", newline="", encoding="utf-8") as f:
-        writer = csv.writer(f)
-        writer.writerow(["run", *keys])
-        for name, rows in payload["runs"].items():
-            for r in rows:
-                writer.writerow([name, *(r.get(k, "") for k in keys)])
+    text = io.StringIO(newline="")
+    writer = csv.writer(text)
+    writer.writerow(["run", *keys])
+    for name, rows in payload["runs"].items():
+        for r in rows:
+            writer.writerow([name, *(r.get(k, "") for k in keys)])
+    write_atomic(out / "compare.csv", lambda tmp: tmp.write_bytes(text.getvalue().encode("utf-8")))
+    write_text_atomic(out / "compare.json", json.dumps(payload, indent=2) + "\n")
+
+
+def _save(figure: Any, path: Path) -> None:
+    write_atomic(path, lambda tmp: figure.savefig(tmp, dpi=110, format="png"))
 
 
 def _figures(payload: dict[str, Any], canonicalizers: dict[str, torch.nn.Module], test: SplitData, out: Path,
@@ -388,14 +425,14 @@ def _figures(payload: dict[str, Any], canonicalizers: dict[str, torch.nn.Module]
     for ax in list(axes.flat)[len(panels):]:
         ax.axis("off")
     fig.tight_layout()
-    fig.savefig(out / "compare.png", dpi=110)
+    _save(fig, out / "compare.png")
     # The same test images, canonicalized by each group's DEC (first seed).
     count = min(count, test.x.shape[0])
     images = test.x[:count]
     grid = [("input", images), *((name, canonicalize(c, images)) for name, c in canonicalizers.items())]
     if len(grid) > 1:
         figure = image_grid(grid, title="the same test images canonicalized by each run's canonicalizer")
-        figure.savefig(out / "canonical_forms.png", dpi=110)
+        _save(figure, out / "canonical_forms.png")
     # The same digits at three scales, each above its canonical form: a canonicalizer that works makes the
     # canonical rows of one column look alike.
     if isinstance(test.source, LocalScaleMNIST):
@@ -406,4 +443,4 @@ def _figures(payload: dict[str, Any], canonicalizers: dict[str, torch.nn.Module]
             figure = canonical_forms_figure(canonicalizer, series, row_labels=["scale 1", "test draw", "rescaled"],
                                             title=f"{name}: the same digits at three scales, each above its "
                                                   f"canonical form")
-            figure.savefig(out / f"scales_{name.replace('[', '_').replace(']', '')}.png", dpi=110)
+            _save(figure, out / f"scales_{name.replace('[', '_').replace(']', '')}.png")

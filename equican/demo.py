@@ -7,7 +7,9 @@ invariance error and local-scale error; and saves a figure of test composites at
 forms.
 
 Files in ``out``: ``plain/`` and ``dec/`` (each run's checkpoint and metrics), ``results.md`` (the table),
-``results.json`` (every number) and ``canonical_forms.png``.
+``results.json`` (every number) and ``canonical_forms.png``, each written atomically. Rerunning the demo into the
+same ``out`` (as ``make demo`` does) replaces the previous demo: its runs train with ``overwrite``; ``out`` is locked
+while the demo runs, so a second demo into the same directory at the same time is refused.
 """
 
 from __future__ import annotations
@@ -21,7 +23,9 @@ from typing import Any
 import torch
 
 from . import validation as V
+from ._atomic import write_atomic, write_text_atomic
 from ._paths import require_writable_dir
+from ._rundir import RunLock
 from .config import apply_overrides, load_config
 from .report import results_table
 from .train import CHECKPOINT, load_checkpoint, load_split, train
@@ -67,21 +71,23 @@ def run_demo(*, out: str | Path = "outputs/demo", data: str | None = None, epoch
         overrides += list(_QUICK)
     if epochs is not None:  # after --quick's settings: an explicit --epochs wins
         overrides.append(f"optim.epochs={epochs}")
+    configs = {method: apply_overrides(base, [*overrides, *settings, f"out={json.dumps(str(out / method))}"])
+               for method, settings in DEMO_METHODS.items()}
     results: dict[str, Any] = {}
-    for method, settings in DEMO_METHODS.items():
-        config = apply_overrides(base, [*overrides, *settings, f"out={json.dumps(str(out / method))}"])
-        print(f"== training {method} ({config.model.name}, {config.optim.epochs} epochs) -> {config.out}", flush=True)
-        started = time.perf_counter()
-        result = train(config)
-        results[method] = {**result["eval"], "train_seconds": time.perf_counter() - started}
-    table = results_table(list(results.items()))
-    print()
-    print(table)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "results.md").write_text(table + "\n", encoding="utf-8")
-    (out / "results.json").write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
-    figure = out / "canonical_forms.png"
-    _save_canonical_forms(out / "dec" / CHECKPOINT, figure, count=4 if quick else 8)
+    with RunLock(out, where="demo"):
+        for method, config in configs.items():
+            print(f"== training {method} ({config.model.name}, {config.optim.epochs} epochs) -> {config.out}",
+                  flush=True)
+            started = time.perf_counter()
+            result = train(config, overwrite=True)  # a rerun replaces the previous demo
+            results[method] = {**result["eval"], "train_seconds": time.perf_counter() - started}
+        table = results_table(list(results.items()))
+        print()
+        print(table)
+        write_text_atomic(out / "results.md", table + "\n")
+        write_text_atomic(out / "results.json", json.dumps(results, indent=2) + "\n")
+        figure = out / "canonical_forms.png"
+        _save_canonical_forms(out / "dec" / CHECKPOINT, figure, count=4 if quick else 8)
     print(f"\nwrote {out / 'results.md'}, {out / 'results.json'} and {figure}")
     return results
 
@@ -99,5 +105,4 @@ def _save_canonical_forms(checkpoint: Path, path: Path, *, count: int) -> None:
                                  row_labels=["scale 1", "test draw", "rescaled"],
                                  title="DEC canonical forms: the same digits at three scales, each above its "
                                        "canonical form")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
+    write_atomic(path, lambda tmp: fig.savefig(tmp, dpi=110, format="png"))

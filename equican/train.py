@@ -20,11 +20,14 @@ one replica, so with a training set whose size is a multiple of ``N`` the sample
 the averaged gradients, are the same for any ``N`` (tests/test_distributed.py checks the parameters).
 
 Files in ``config.out``: ``checkpoint.pt`` (config, epoch, objective, optimizer and scheduler state, history) and
-``metrics.json``.
+``metrics.json`` (written atomically too), and ``.lock`` while the run writes there: a second run into the same
+directory is refused, and so is a fresh run into a directory that holds one unless ``overwrite``
+(``equican._rundir``).
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import math
@@ -49,8 +52,10 @@ from .config import DataConfig, TrainConfig, apply_overrides, from_options
 from .data import LocalScaleConfig, LocalScaleMNIST, TransformedConfig, TransformedMNIST, load_mnist
 from .data.seeding import index_generator
 from ._runtime import Distributed, amp_dtype, device_for, distributed_env, grad_scaler, process_group
+from ._atomic import write_text_atomic
 from ._checkpoint import FORMAT, load_states, read_checkpoint, remove_stale_temporaries, save_atomic
 from ._paths import require_writable_dir
+from . import _rundir
 from .errors import ConfigError, ConvergenceWarning, DataError, EquicanWarning, NonFiniteError
 from .methods import Objective, build_objective, check_method_tables, invariance_group
 from .models import build_model
@@ -58,15 +63,12 @@ from .models import build_model
 __all__ = ["SplitData", "load_split", "build", "train", "train_step", "evaluate", "evaluate_checkpoint",
            "load_checkpoint", "CHECKPOINT", "METRICS"]
 
-CHECKPOINT = "checkpoint.pt"
+CHECKPOINT = _rundir.CHECKPOINT
 """File name of the checkpoint [`train`][equican.train.train] writes in ``config.out`` after every epoch (and resumes
 from)."""
-METRICS = "metrics.json"
+METRICS = _rundir.METRICS
 """File name of the JSON [`train`][equican.train.train] writes in ``config.out`` at the end: config, history and
 evaluation."""
-# Fields that may differ between a run and the checkpoint it resumes: they change where and how it runs, not what
-# it computes.
-_RUNTIME_FIELDS = ("out", "device", "threads", "workers", "progress", "eval")
 # Stream of index_generator for the per-epoch reseeding of torch's global RNG (dropout and the like).
 _TORCH_RNG_STREAM = 7
 
@@ -221,23 +223,9 @@ def _shape_stub(payload: dict[str, Any]) -> SplitData:
     return SplitData(torch.zeros(1, c, h, w), torch.zeros(1, dtype=torch.int64), int(payload["num_classes"]))
 
 
-def _resume_payload(config: TrainConfig, resume: bool | str | os.PathLike[str]) -> dict[str, Any] | None:
-    if resume is False or resume is None:
-        return None
-    path = Path(config.out) / CHECKPOINT if resume is True else Path(resume)
-    payload = read_checkpoint(path)
-    saved = TrainConfig.from_dict(payload["config"], source=f"checkpoint {path}").to_dict()
-    now = config.to_dict()
-    differ = [k for k in now if k not in _RUNTIME_FIELDS and now[k] != saved[k]]
-    if differ:
-        raise ConfigError(f"resume: the config differs from the checkpoint {path} in {differ}; a run can only "
-                          f"resume with the settings it started with (except {list(_RUNTIME_FIELDS)})")
-    return payload
-
-
 # ---------------------------------------------------------------------------------------------- training
 def train(config: TrainConfig, *, resume: bool | str | os.PathLike[str] = False,
-          until_epoch: int | None = None) -> dict[str, Any]:
+          until_epoch: int | None = None, overwrite: bool = False) -> dict[str, Any]:
     """Train (and then evaluate) one run; see the module docstring.
 
     Args:
@@ -245,12 +233,17 @@ def train(config: TrainConfig, *, resume: bool | str | os.PathLike[str] = False,
         resume: False to start afresh; True to continue from ``config.out/checkpoint.pt``; or a checkpoint path.
         until_epoch: stop after this many epochs in total (the schedule still spans ``optim.epochs``), e.g. to
             split a long run into jobs; the run is evaluated only once all epochs are done.
+        overwrite: let a fresh run replace the run ``config.out`` holds (its files are removed when training
+            starts); without it such a run is refused. ``config.out`` is locked while the run writes there
+            (``equican._rundir``).
 
     Returns:
         The metrics dict that is written to ``config.out/metrics.json`` (on every rank; only rank 0 writes it).
 
     Raises:
-        ConfigError, UnknownNameError, DataError: before training, for any invalid setting, name or file.
+        ConfigError, UnknownNameError, DataError: before training, for any invalid setting, name or file; a
+            ConfigError too for an output directory that holds a run (without ``overwrite``) or that another run
+            is using.
     """
     if not isinstance(config, TrainConfig):
         raise ConfigError(f"train: expected a TrainConfig, got {type(config).__name__}")
@@ -268,7 +261,8 @@ def train(config: TrainConfig, *, resume: bool | str | os.PathLike[str] = False,
     if env.main:
         require_writable_dir(config.out, where="config", name="out")
         remove_stale_temporaries(Path(config.out) / CHECKPOINT)  # left by a writer killed mid-save
-    payload = _resume_payload(config, resume)
+    _rundir.check_run_directory(config.out, resume=resume, overwrite=overwrite)
+    payload = _rundir.resume_payload(config, resume)
     if payload is not None and until_epoch is not None and until_epoch < payload["epoch"]:
         # Going on would rewrite metrics.json as an unfinished run of until_epoch epochs, dropping the evaluation
         # of a run whose checkpoint is further along.
@@ -283,13 +277,17 @@ def train(config: TrainConfig, *, resume: bool | str | os.PathLike[str] = False,
     eval_group = invariance_group(config) if config.eval.enabled else None
     objective = build(config, train_data).to(device)
 
-    with process_group(env, device):
-        return _fit(config, env, device, objective, train_data, test_data, eval_group, payload, until_epoch)
+    clear = functools.partial(_rundir.clear_run, config.out, resume=resume) if overwrite and env.main else None
+    with _rundir.RunLock(config.out, where="train") if env.main else contextlib.nullcontext(), \
+            process_group(env, device):
+        if env.main:  # again under the lock: another run may have finished in config.out since the check above
+            _rundir.check_run_directory(config.out, resume=resume, overwrite=overwrite)
+        return _fit(config, env, device, objective, train_data, test_data, eval_group, payload, until_epoch, clear)
 
 
 def _fit(config: TrainConfig, env: Distributed, device: torch.device, objective: Objective,
          train_data: SplitData, test_data: SplitData | None, eval_group: Any, payload: dict[str, Any] | None,
-         until_epoch: int | None) -> dict[str, Any]:
+         until_epoch: int | None, clear: Any = None) -> dict[str, Any]:
     optim = config.optim
     dataset = _Indexed(train_data)
     # One sampler for every world size: with one replica it is a seeded shuffle, with N it shards that shuffle.
@@ -318,6 +316,8 @@ def _fit(config: TrainConfig, env: Distributed, device: torch.device, objective:
         start, history = int(payload["epoch"]), list(payload["history"])
     stop = optim.epochs if until_epoch is None else min(until_epoch, optim.epochs)
     out = Path(config.out)
+    if clear is not None:  # --overwrite: the previous run's files go once nothing can fail on input any more
+        clear()
 
     for epoch in range(start, stop):
         history.append(_epoch(config, env, device, objective, loader, sampler, step, scheduler, epoch))
@@ -335,8 +335,7 @@ def _fit(config: TrainConfig, env: Distributed, device: torch.device, objective:
     if complete and test_data is not None and env.main:
         result["eval"] = evaluate(objective.model, config, test_data, group=eval_group)
     if env.main:
-        out.mkdir(parents=True, exist_ok=True)
-        (out / METRICS).write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+        write_text_atomic(out / METRICS, json.dumps(result, indent=2) + "\n")
     if env.world > 1:
         dist.barrier()
     return result

@@ -11,7 +11,7 @@ group registered by a module collected earlier (pytest collects test files alpha
 ``test_custom_group.py``) is tested by every later module with no new test code.
 
 Hypothesis profiles (select with ``HYPOTHESIS_PROFILE=...``): ``ci`` (the default: derandomized, so every run
-draws the same examples, no example database, 10 examples per test) and ``thorough`` (200 random examples, for a
+draws the same examples, no example database, 10 examples per test) and ``thorough`` (1000 random examples, for a
 deliberate search before a release).
 """
 
@@ -34,7 +34,7 @@ settings.register_profile(
     print_blob=True,
     suppress_health_check=[HealthCheck.too_slow],
 )
-settings.register_profile("thorough", max_examples=200, deadline=None, print_blob=True,
+settings.register_profile("thorough", max_examples=1000, deadline=None, print_blob=True,
                           suppress_health_check=[HealthCheck.too_slow])
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 

@@ -104,7 +104,7 @@ config = apply_overrides(TrainConfig(), [
 ])
 with warnings.catch_warnings():
     warnings.simplefilter("ignore", ConvergenceWarning)
-    result = train(config)
+    result = train(config, overwrite=True)  # a rerun of the tutorial replaces its run
 _, objective, _ = load_checkpoint("latent_run/checkpoint.pt")
 print(f"equican.train.train: {result['epochs_done']} epochs, test accuracy on {result['eval']['samples']} digits "
       f"{result['eval']['accuracy']:.3f}; checkpoint holds a {type(objective.model).__name__} around a "

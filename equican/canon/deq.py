@@ -215,9 +215,11 @@ class DEQCanonicalizer(UpdateCanonicalizer):
         return self.config.train if self.training else self.config.eval
 
     def correction(self, z: torch.Tensor, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """The update map's parts (see [`UpdateCanonicalizer.correction`][equican.canon.direct.UpdateCanonicalizer.correction]);
-        with ``config.bound = b`` the whole bounded map ``(b·tanh((P(z) + Δ)/b), 0)``, so that the solve, the
-        gradient and the measured residual all see the same map (its iterates are at most ``b``, where the float32
+        """The update map's parts for chart parameters ``z: (B, *unconstrained_shape)`` and the update's input
+        ``x: (B, C, H, W)``: ``(P(z), Δ)``, each ``(B, *unconstrained_shape)`` (see
+        [`UpdateCanonicalizer.correction`][equican.canon.direct.UpdateCanonicalizer.correction]); with
+        ``config.bound = b`` the whole bounded map ``(b·tanh((P(z) + Δ)/b), 0)``, so that the solve, the gradient
+        and the measured residual all see the same map (its iterates are at most ``b``, where the float32
         cancellation the split guards against cannot occur)."""
         projected, dz = super().correction(z, x)
         if self.config.bound is None:
