@@ -91,15 +91,17 @@ def views(dataset: LocalScaleMNIST) -> tuple[torch.Tensor, torch.Tensor, torch.T
 
 
 def build(kind: str, group_name: str, seed: int, resolution: int | None, eval_iter: int = 10,
-          train_iter: int = 5) -> tuple[Any, Any]:
+          train_iter: int = 5, bound: float | None = None) -> tuple[Any, Any]:
     """A fresh canonicalizer of ``kind`` over ``group_name`` (seeded), working at ``resolution`` px; a DEC trains
-    with ``train_iter`` and evaluates with ``eval_iter`` Anderson iterations."""
+    with ``train_iter`` and evaluates with ``eval_iter`` Anderson iterations, its iterate soft-bounded by ``bound``
+    (``DEQConfig.bound``; None: unbounded)."""
     group = make_group(group_name)
     torch.manual_seed(seed)
     net = UpdateNet.for_group(group, 1, channels=(16, 32))
     if kind == "dec":
         config = DEQConfig(train=SolverSettings(max_iter=train_iter),
-                           eval=SolverSettings(max_iter=eval_iter, tol=0.01, stop_mode="rel"), residual_weight=1.0)
+                           eval=SolverSettings(max_iter=eval_iter, tol=0.01, stop_mode="rel"), residual_weight=1.0,
+                           bound=bound)
         return group, DEQCanonicalizer(group, net, config, resolution=resolution)
     return group, DirectCanonicalizer(group, net, resolution=resolution)
 
@@ -180,7 +182,7 @@ def run(kind: str, group_name: str, train: tuple[torch.Tensor, ...], held: tuple
         args: argparse.Namespace, seed: int) -> list[dict[str, float]]:
     """Train one canonicalizer and measure it at every checkpoint."""
     resolution = args.resolution or train[0].shape[-1] // 2
-    group, canon = build(kind, group_name, seed, resolution, args.eval_iter, args.train_iter)
+    group, canon = build(kind, group_name, seed, resolution, args.eval_iter, args.train_iter, args.bound)
     loss = CanonicalizationLoss(target=args.target, ink=args.ink, centre=args.centre, blur=args.blur)
     elements = ElementDistribution(strengths=tuple(args.strength))
     optimizer = torch.optim.Adam(canon.parameters(), lr=args.lr)
@@ -232,6 +234,8 @@ def run_name(kind: str, group: str, args: argparse.Namespace) -> str:
         tags += f"/train{args.train_iter}"
     if args.eval_iter != 10 and kind == "dec":
         tags += f"/eval{args.eval_iter}"
+    if args.bound is not None and kind == "dec":
+        tags += f"/bound{args.bound:g}"
     if args.lr != 1e-3:
         tags += f"/lr{args.lr:g}"
     if args.tag:
@@ -301,6 +305,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--train-iter", type=int, default=5, help="the DEC's Anderson iterations in training")
     parser.add_argument("--eval-iter", type=int, default=10, help="the DEC's Anderson iterations in evaluation")
     parser.add_argument("--resolution", type=int, default=None, help="working resolution (default: half the side)")
+    parser.add_argument("--bound", type=float, default=None, help="the DEC's soft bound on its iterate (default: none)")
     parser.add_argument("--checkpoints", nargs="+", type=int, default=[250, 1000])
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--batch", type=int, default=32)

@@ -46,3 +46,12 @@ def test_pairs_on_two_digits_and_merge(tmp_path, monkeypatch):
     with pytest.raises(SystemExit, match="two files"):
         module.main(["--merge", str(tmp_path / "a" / "canonicalization.json"),
                      str(tmp_path / "a" / "canonicalization.json"), "--out", str(tmp_path / "n")])
+
+
+def test_bound_reaches_the_dec_and_names_the_run(tmp_path, monkeypatch):
+    module = load_benchmark("canonicalization", monkeypatch)
+    group, canon = module.build("dec", "affine", 0, 12, bound=3.0)
+    assert canon.config.bound == 3.0
+    assert module.build("dec", "affine", 0, 12)[1].config.bound is None  # control: unbounded by default
+    result = module.main(["--quick", "--groups", "affine", "--kinds", "dec", "--bound", "3", "--out", str(tmp_path)])
+    assert set(result["results"]) == {"dec[affine]/bound3"}
