@@ -21,7 +21,8 @@ __all__ = ["check_image_input", "require_matching_keys", "creating"]
 
 def check_image_input(x: object, *, channels: int | None, patch_embed: nn.Module | None, dtype: torch.dtype | None,
                       where: str) -> None:
-    """``x`` must be an image batch ``(B, channels, H, W)`` of ``dtype`` (floating), and of the patch embedding's
+    """``x`` must be an image batch ``(B, channels, H, W)`` of ``dtype`` (floating; under ``torch.autocast`` the
+    autocast dtype too), and of the patch embedding's
     ``img_size`` when the model was built for one size only (timm's ``strict_img_size`` without
     ``dynamic_img_size``).
 
@@ -31,8 +32,9 @@ def check_image_input(x: object, *, channels: int | None, patch_embed: nn.Module
     x = V.require_tensor(x, where=where, name="x")
     if x.ndim != 4:
         raise ShapeError(f"{where}: expected x of shape (B, C, H, W), got {V.fmt_shape(x.shape)}")
-    if not x.is_floating_point() or (dtype is not None and x.dtype != dtype):
-        raise DTypeError(f"{where}: expected x of the model's dtype {dtype or 'float'}, got {x.dtype}")
+    if not x.is_floating_point() or (dtype is not None and x.dtype != dtype and not _autocast_takes(x)):
+        hint = "" if dtype is None else " (or, under torch.autocast, of the autocast dtype)"
+        raise DTypeError(f"{where}: expected x of the model's dtype {dtype or 'float'}{hint}, got {x.dtype}")
     if channels is not None and x.shape[1] != channels:
         raise ShapeError(f"{where}: expected x of shape (B, {channels}, H, W), got {V.fmt_shape(x.shape)}")
     size = getattr(patch_embed, "img_size", None)
@@ -40,6 +42,13 @@ def check_image_input(x: object, *, channels: int | None, patch_embed: nn.Module
     if fixed and isinstance(size, (tuple, list)) and tuple(x.shape[-2:]) != tuple(size):
         raise ShapeError(f"{where}: expected x of shape (B, {x.shape[1]}, {size[0]}, {size[1]}) (the model's "
                          f"img_size), got {V.fmt_shape(x.shape)}")
+
+
+def _autocast_takes(x: torch.Tensor) -> bool:
+    """Under ``torch.autocast`` on ``x``'s device, an input of the autocast dtype is the model's to take, as the bare
+    timm model takes it (autocast casts it where each op needs)."""
+    kind = x.device.type
+    return V.autocast_enabled(x) and x.dtype == torch.get_autocast_dtype(kind)
 
 
 def require_matching_keys(model: nn.Module, file_keys: Iterable[str], path: object, *, where: str) -> None:

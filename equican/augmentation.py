@@ -23,9 +23,11 @@ Any registered group works, including those that are not affine maps (monotone s
 own ([`Group.act`][equican.group.Group.act]); for the affine-type groups, kornia's matrix of the drawn elements is
 [`equican.interop.to_kornia_matrix`][equican.interop.to_kornia_matrix] of ``params["g"]``.
 
-Limitations: masks, boxes and keypoints are not transformed (``data_keys=["input"]`` only), and
-``AugmentationSequential.inverse`` does not undo it (kornia inverts only its matrix-based geometric augmentations);
-use ``group.act(group.inverse(params["g"]), y)`` instead.
+Masks (``AugmentationSequential(..., data_keys=["input", "mask"])``) are moved by the same elements with nearest
+interpolation, so label values stay labels and the mask's dtype (integer or float) is kept; an image the gate ``p``
+leaves unchanged leaves its mask unchanged. Boxes and keypoints are not supported (kornia raises its own error), and
+``AugmentationSequential.inverse`` does not undo the action (kornia inverts only its matrix-based geometric
+augmentations); use ``group.act(group.inverse(params["g"]), y)`` instead.
 """
 
 from __future__ import annotations
@@ -101,6 +103,30 @@ class RandomGroupAction(AugmentationBase2D):
         dtype = torch.float64 if input.dtype == torch.float64 else torch.float32
         g = params["g"].to(device=input.device, dtype=dtype)
         return self.group.act(g, torch.as_tensor(input))
+
+    def apply_non_transform_mask(self, input: torch.Tensor, params: dict[str, torch.Tensor], flags: dict[str, Any],
+                                 transform: torch.Tensor | None = None) -> torch.Tensor:
+        """The mask ``(B, C, H, W)`` of an image the gate ``p`` left unchanged: returned as it is."""
+        return input
+
+    def apply_transform_mask(self, input: torch.Tensor, params: dict[str, torch.Tensor], flags: dict[str, Any],
+                             transform: torch.Tensor | None = None) -> torch.Tensor:
+        """Masks ``(B, C, H, W)`` (any real or integer dtype) moved by ``params["g"]`` with nearest interpolation:
+        the mask at ``g⁻¹·u`` for each output point ``u``, 0 outside the input. Works for every group: the points
+        ``g⁻¹·u`` are the group's own action on an image of the coordinates (bilinear sampling of a linear
+        function is exact), normalized by its action on ones so that the border pixels are their own."""
+        b, _, h, w = input.shape
+        wide = torch.float64 if input.dtype in (torch.float64, torch.int64, torch.int32) else torch.float32
+        ys, xs = torch.meshgrid(torch.linspace(-1, 1, h, device=input.device, dtype=wide),
+                                torch.linspace(-1, 1, w, device=input.device, dtype=wide), indexing="ij")
+        coords = torch.stack([xs, ys, torch.ones_like(xs)]).expand(b, 3, h, w)
+        g = params["g"].to(device=input.device, dtype=wide)
+        moved = self.group.act(g, coords)
+        inside = moved[:, 2:] > 0.5
+        grid = (moved[:, :2] / moved[:, 2:].clamp_min(1e-6)).permute(0, 2, 3, 1)
+        out = torch.nn.functional.grid_sample(input.to(wide), grid, mode="nearest", padding_mode="zeros",
+                                              align_corners=True)
+        return torch.where(inside, out, torch.zeros_like(out)).to(input.dtype)
 
     def forward(self, input: torch.Tensor, params: dict[str, torch.Tensor] | None = None,
                 **kwargs: Any) -> torch.Tensor:

@@ -10,6 +10,10 @@
 * ``equican list``: the registered groups, training methods, canonicalizer kinds and packaged configurations.
 * ``equican --version``.
 
+Every subcommand takes ``--import MODULE`` (repeatable; also ``EQUICAN_PLUGINS=a,b``): a user's module, by name or
+``.py`` path, imported before any registry is read, so a group or canonicalizer kind it registers can be named;
+a module that fails to import is a ``ConfigError`` naming it.
+
 Exit status: 0 on success, 1 when some group fails its laws, 2 on bad input (one line on stderr says what was
 wrong): an unknown name, an invalid config value, a flag the chosen method would ignore, or a missing file is
 reported before any training starts.
@@ -53,7 +57,7 @@ _CONFIG_FLAGS: dict[str, tuple[str, type, str]] = {
                                      "latent"),
     "--group": ("method.group", str, "group of the method (default: the method's own; refused for a method "
                                      "that uses no group, such as plain)"),
-    "--model": ("model.name", str, "model: cnn, vit, or any timm model name"),
+    "--model": ("model.name", str, "model: cnn, vit, or any timm model name (another model than the config's drops its model.options)"),
     "--dataset": ("data.dataset", str, "dataset: local_scale, transformed, mnist"),
     "--data": ("data.root", str, "directory of MNIST IDX files (default: the bundled subset)"),
     "--epochs": ("optim.epochs", int, "epochs"),
@@ -72,7 +76,16 @@ def _add_config_flags(parser: argparse.ArgumentParser, flags: dict[str, tuple[st
     for flag, (key, kind, text) in flags.items():
         parser.add_argument(flag, dest=key, metavar=key.rsplit(".", 1)[-1].upper(), type=kind, default=None,
                             help=text)
-    parser.add_argument("--set", dest="overrides", metavar="KEY=VALUE", action="append", default=[], help=set_help)
+    parser.add_argument("--set", dest="overrides", metavar="KEY=VALUE", action="append", default=[], help=set_help,
+                        type=_key_value)
+
+
+def _key_value(text: str) -> str:
+    """An argparse type: one ``KEY=VALUE`` argument (``--set optim.lr 3e-4`` would leave 3e-4 unrecognized)."""
+    if "=" not in text:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE in one argument (e.g. --set {text or 'optim.lr'}=VALUE),"
+                                         f" got {text!r}")
+    return text
 
 
 def _path(text: str) -> Path:
@@ -142,7 +155,7 @@ def build_parser() -> argparse.ArgumentParser:
                              description="Compute the metrics of a checkpoint on its run's test split (or other "
                                          "data/eval settings given with --set data.* / eval.*).")
     ev.add_argument("checkpoint", type=_path, help="a checkpoint.pt written by `equican train`")
-    ev.add_argument("--set", dest="overrides", metavar="KEY=VALUE", action="append", default=[],
+    ev.add_argument("--set", dest="overrides", metavar="KEY=VALUE", action="append", default=[], type=_key_value,
                     help="override data.* or eval.* fields, e.g. --set eval.limit=100")
     ev.add_argument("--json", type=_path, default=None, metavar="PATH",
                     help="where to write the metrics (default: evaluation.json beside the checkpoint)")
@@ -190,6 +203,10 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--seed", type=int, default=0, help="seed (default 0)")
     demo.add_argument("--quick", action="store_true", help="a tiny run that checks the pipeline in seconds")
     demo.add_argument("--no-progress", action="store_true", help="no progress bars")
+    for sub in (lst, show, tr, ev, cmp_, demo):  # a user's groups and kinds, registered before anything is read
+        sub.add_argument("--import", dest="imports", metavar="MODULE", action="append", default=[],
+                         help="import a module (a name or a .py file) first, e.g. one that registers a group or "
+                              "a canonicalizer kind; repeatable; EQUICAN_PLUGINS=a,b does the same")
     return parser
 
 
@@ -295,6 +312,16 @@ def _refuse_ignored_flags(config: Any, args: argparse.Namespace) -> None:
 def _train_config(args: argparse.Namespace) -> Any:
     from .config import TrainConfig, apply_overrides, load_config
 
+    method = getattr(args, "method.name", None)
+    if method is not None:  # named as the flag, before the config's own checks word it as a path
+        from .errors import UnknownNameError
+        from .methods import list_methods
+        from .validation import did_you_mean
+
+        if method not in list_methods():
+            known = list_methods()
+            raise UnknownNameError(f"--method {method}: expected a registered training method ({', '.join(known)}; "
+                                   f"a module of your own with --import), got {method!r}{did_you_mean(method, known)}")
     config = load_config(args.config) if args.config is not None else TrainConfig()
     flags = _flag_overrides(args, ("seed", "out", "device", "threads", "amp"))
     config = apply_overrides(config, [*flags, *args.overrides])
@@ -434,6 +461,9 @@ def main(argv: Sequence[str] | None = None) -> int:
            "demo": _run_demo, "compare": _run_compare, "list": _run_list}[args.command]
     previous, warnings.formatwarning = warnings.formatwarning, _one_line_warning
     try:
+        from ._plugins import load_plugins
+
+        load_plugins(args.imports)
         return run(args)
     except EquicanError as exc:
         # One line, whatever the message holds (a parser's excerpt of the source, a library's multi-line text).

@@ -120,7 +120,8 @@ class DataConfig:
 @dataclass(frozen=True)
 class ModelConfig:
     """The classifier: ``name`` from [`equican.models.list_models`][equican.models.list_models] or any timm model, with
-    its ``options``."""
+    its ``options``. An override of ``name`` to another model (``--model``) drops the configured ``options``: they
+    are the other model's (see [`apply_overrides`][equican.config.apply_overrides])."""
 
     name: str = "cnn"
     options: Mapping[str, Any] = field(default_factory=dict, hash=False)
@@ -438,27 +439,40 @@ def load_config(source: str | Path) -> TrainConfig:
     return TrainConfig.from_dict({} if data is None else data, source=where)
 
 
+def _apply_switching_model(tree: dict[str, Any], item: str) -> None:
+    """``apply_one``; an override ``model.name=`` another model (``--model``) drops the options of the model it
+    replaces: the demo's CNN ``channels`` mean nothing to a ViT. Options set after it (``--set
+    model.options.depth=2``) apply to the new model."""
+    model = tree.get("model")
+    before = model.get("name") if isinstance(model, dict) else None
+    apply_one(tree, item)
+    model = tree.get("model")
+    if item.split("=", 1)[0].strip() == "model.name" and isinstance(model, dict) and model.get("name") != before:
+        model["options"] = {}
+
+
 def apply_overrides(config: TrainConfig, overrides: Sequence[str]) -> TrainConfig:
     """``config`` with ``dotted.key=value`` overrides applied in order; values are parsed as YAML.
 
     ``optim.lr=3e-4`` sets a field; ``data.options.digits=2`` sets one option of a section (the options mapping is
     merged, not replaced); ``seed=1`` sets a top-level field. ``method.options.KEY=VALUE`` sets an option of the
     method that is configured once all overrides are applied (``method.options.dec.KEY=VALUE`` one of ``dec``'s
-    table, whichever method runs).
+    table, whichever method runs). ``model.name=`` another model than the configured one drops the configured
+    ``model.options`` (they belong to the other model); ``model.options.KEY=VALUE`` after it sets the new model's.
 
     Raises:
         ConfigError: a malformed override, an unknown key, or an invalid value; the message names the override.
     """
     tree = config.to_dict()
     for item in overrides:
-        apply_one(tree, item)
+        _apply_switching_model(tree, item)
     try:
         return TrainConfig.from_dict(tree, source="overrides")
     except ConfigError as exc:
         # Name the override that made the config invalid: the first prefix of them that fails.
         culprit, tree = list(overrides), config.to_dict()
         for i, item in enumerate(overrides):
-            apply_one(tree, item)
+            _apply_switching_model(tree, item)
             try:
                 TrainConfig.from_dict(tree, source="overrides")
             except ConfigError:

@@ -243,7 +243,8 @@ class _CanonicalizingObjective(Objective):
                ) -> tuple[torch.Tensor, dict[str, float]]:
         """Add the prior and the kinds' own regularizers, and the solver statistics."""
         if self.prior_weight:
-            prior = torch.stack([c.prior_loss(r.h if r.h is not None else r.g) for c, r in canons]).sum(0).mean()
+            # The result, not its element: an exact kind's trained prior reads its scores (the element is an arg-max).
+            prior = torch.stack([c.prior_loss(r) for c, r in canons]).sum(0).mean()
             loss = loss + self.prior_weight * prior
             stats["prior"] = float(prior.detach())
         for c, r in canons:

@@ -1,6 +1,6 @@
 """Save and load canonicalizers and latent-canonicalized timm models: a JSON config plus safetensors weights.
 
-A directory written by ``save_pretrained(directory)`` holds two files:
+A directory written by ``save_pretrained(directory)`` holds three files:
 
 * ``config.json``: what rebuilds the module with no network access. For a canonicalizer, its
   [`canonicalizer_config`][equican.pretrained.canonicalizer_config]: the kind name, the group's registry name and
@@ -11,9 +11,17 @@ A directory written by ``save_pretrained(directory)`` holds two files:
   ``uncanonicalize``, the block path and layout, and each point's canonicalizer config.
 * ``model.safetensors``: the module's ``state_dict`` (for a latent model, the timm model's parameters under
   ``model.`` and the canonicalizers' under ``canonicalizers.<k>.``, as in the wrapper's ``state_dict``).
+* ``README.md``: a generated model card (YAML metadata for the Hub: library ``equican``, tags naming the kinds and
+  groups; the settings, the parameter count, and the measured invariance when given as
+  ``save_pretrained(..., model_card_kwargs={"measured": {...}})``). Loading does not read it.
+
+Canonicalizers and latent models inherit ``huggingface_hub.ModelHubMixin`` (`equican._hub`): ``push_to_hub(repo_id)``
+uploads such a directory, and ``from_pretrained`` takes a Hub repo id (``name`` or ``namespace/name``, fetched with
+``huggingface_hub.snapshot_download`` into the Hub's cache, honouring ``HF_HUB_OFFLINE``) as well as a local
+directory; what was downloaded is read and checked like a local directory.
 
 **Saving replaces the directory as a whole** (`equican._atomic.write_directory_atomic`):
-both files are written and flushed in a sibling ``.<name>.<pid>.tmp`` directory, then swapped in by one atomic
+all three files are written and flushed in a sibling ``.<name>.<pid>.tmp`` directory, then swapped in by one atomic
 exchange. A failed write (a full disk: [`DataError`][equican.errors.DataError]) or kill -9 at any instant leaves the
 old model or the new one, complete, never the new config with the old weights; a killed writer's temporaries are
 removed by the next save. The target must be new, empty or a saved model (anything else in it would be replaced):
@@ -60,16 +68,20 @@ import torch
 from torch import nn
 
 from ._atomic import ReplacedWhileReading, read_directory, write_directory_atomic
+from . import validation as V
 from .errors import CheckpointError, ConfigError, DataError, EquicanError, UnknownNameError
 from .modes import training
 
-__all__ = ["CONFIG_NAME", "WEIGHTS_NAME", "FORMAT_VERSION", "MAX_CONFIG_BYTES", "canonicalizer_config",
+__all__ = ["CONFIG_NAME", "WEIGHTS_NAME", "CARD_NAME", "FORMAT_VERSION", "MAX_CONFIG_BYTES", "canonicalizer_config",
            "save_canonicalizer", "load_canonicalizer", "save_latent", "load_latent", "to_json"]
 
 CONFIG_NAME = "config.json"
 """The config file's name inside a saved directory."""
 WEIGHTS_NAME = "model.safetensors"
 """The weights file's name inside a saved directory."""
+CARD_NAME = "README.md"
+"""The model card's name inside a saved directory: generated (kind, group, settings, measured invariance when
+given); the Hub shows it as the repository's page. Loading does not read it."""
 FORMAT_VERSION = 1
 """The version written to (and required of) ``config.json``."""
 MAX_CONFIG_BYTES = 16 * 2**20
@@ -130,7 +142,7 @@ def _require_model_directory(directory: str | os.PathLike, where: str) -> Path:
         return path
     foreign = []
     for entry in sorted(os.scandir(path), key=lambda e: e.name):
-        if entry.name not in (CONFIG_NAME, WEIGHTS_NAME):
+        if entry.name not in (CONFIG_NAME, WEIGHTS_NAME, CARD_NAME):
             foreign.append(entry.name)
         elif not entry.is_file(follow_symlinks=False):
             got = "a directory" if entry.is_dir(follow_symlinks=False) else "not a regular file"
@@ -139,16 +151,20 @@ def _require_model_directory(directory: str | os.PathLike, where: str) -> Path:
     if foreign:
         shown = ", ".join(foreign[:5]) + (f", ... ({len(foreign)} in all)" if len(foreign) > 5 else "")
         raise ConfigError(f"{where}: expected directory {path} to be new, empty or a saved model (only "
-                          f"{CONFIG_NAME} and {WEIGHTS_NAME}: it is replaced as a whole), got one that also holds "
+                          f"{CONFIG_NAME}, {WEIGHTS_NAME} and {CARD_NAME}: it is replaced as a whole), got one that "
+                          f"also holds "
                           f"{shown}; save into a directory of its own")
     return path
 
 
-def _write(directory: str | os.PathLike, config: dict[str, Any], module: nn.Module) -> Path:
-    """Write ``config.json`` and ``model.safetensors`` into a fresh sibling directory and swap it in as a whole
-    (`equican._atomic.write_directory_atomic`): a reader, a failed write or kill -9 at any
+def _write(directory: str | os.PathLike, config: dict[str, Any], module: nn.Module,
+           card_kwargs: Mapping[str, Any] | None = None) -> Path:
+    """Write ``config.json``, ``model.safetensors`` and the model card ``README.md`` into a fresh sibling directory
+    and swap it in as a whole (`equican._atomic.write_directory_atomic`): a reader, a failed write or kill -9 at any
     instant sees the old model or the new one, complete, never the new config with the old weights."""
     from safetensors.torch import save_file
+
+    from ._hub import model_card
 
     where = "save_pretrained"
     path = _require_model_directory(directory, where)
@@ -159,10 +175,12 @@ def _write(directory: str | os.PathLike, config: dict[str, Any], module: nn.Modu
     with training(module):
         state = {k: v.detach().to("cpu").contiguous().clone() for k, v in module.state_dict().items()}
     text = json.dumps({"format_version": FORMAT_VERSION, **config}, indent=2, sort_keys=False)
+    card = model_card(config, parameters=sum(p.numel() for p in module.parameters()), card_kwargs=card_kwargs)
 
     def fill(tmp: Path) -> None:
         (tmp / CONFIG_NAME).write_text(text + "\n", encoding="utf-8")
         save_file(state, str(tmp / WEIGHTS_NAME), metadata={"format": "pt"})
+        (tmp / CARD_NAME).write_text(card, encoding="utf-8")
 
     try:
         write_directory_atomic(path, fill)
@@ -221,9 +239,9 @@ def _read_config(saved: _Saved, kind: str) -> dict[str, Any]:
                         f"({type(exc).__name__}: {exc})"[:400]) from None
     if not isinstance(config, dict) or config.get("format_version") != FORMAT_VERSION:
         got = config.get("format_version") if isinstance(config, dict) else type(config).__name__
-        raise DataError(f"{saved.where}: expected {path} to have format_version {FORMAT_VERSION}, got {got!r}"[:300])
+        raise DataError(f"{saved.where}: expected {path} to have format_version {FORMAT_VERSION}, got {V.short(got)}")
     if config.get("type") != kind:
-        raise DataError(f"{saved.where}: expected {path} to describe a {kind}, got type {config.get('type')!r}"[:300])
+        raise DataError(f"{saved.where}: expected {path} to describe a {kind}, got type {V.short(config.get('type'))}")
     return config
 
 
@@ -305,7 +323,7 @@ def _mapping_or_none(value: Any, *, saved: _Saved, field: str, expected: str) ->
         return {}
     if not isinstance(value, Mapping) or not all(isinstance(k, str) for k in value):
         raise DataError(f"{saved.where}: expected {field} in {saved.path / CONFIG_NAME} to be {expected}, got "
-                        f"{type(value).__name__} {value!r}"[:300])
+                        f"{type(value).__name__} {V.short(value)}")
     return dict(value)
 
 
@@ -323,7 +341,7 @@ def _build_canonicalizer(record: Any, *, saved: _Saved, field: str) -> nn.Module
     for key in ("kind", "group"):
         if not isinstance(record.get(key), str):
             raise DataError(f"{saved.where}: expected {field}.{key} in {config} to be a registered name, got "
-                            f"{record.get(key)!r}"[:300])
+                            f"{V.short(record.get(key))}")
     group_options = _mapping_or_none(record.get("group_options"), saved=saved, field=f"{field}.group_options",
                                      expected="a mapping of the group's constructor arguments by name")
     options = _mapping_or_none(record.get("options"), saved=saved, field=f"{field}.options",
@@ -340,7 +358,8 @@ def _build_canonicalizer(record: Any, *, saved: _Saved, field: str) -> nn.Module
                           f"accepts, got {options!r} ({type(exc).__name__}: {exc})"[:400]) from None
 
 
-def save_canonicalizer(canonicalizer: nn.Module, directory: str | os.PathLike) -> Path:
+def save_canonicalizer(canonicalizer: nn.Module, directory: str | os.PathLike, *,
+                       card_kwargs: Mapping[str, Any] | None = None) -> Path:
     """Write ``config.json`` and ``model.safetensors`` for a canonicalizer built by
     [`make_canonicalizer`][equican.canon.registry.make_canonicalizer], replacing the directory as a whole (see the
     module docstring); returns the directory.
@@ -351,7 +370,7 @@ def save_canonicalizer(canonicalizer: nn.Module, directory: str | os.PathLike) -
         DataError: the files could not be written (e.g. a full disk); the directory is as it was.
     """
     config = {"type": "canonicalizer", "canonicalizer": canonicalizer_config(canonicalizer)}
-    return _write(directory, config, canonicalizer)
+    return _write(directory, config, canonicalizer, card_kwargs)
 
 
 def load_canonicalizer(directory: str | os.PathLike) -> nn.Module:
@@ -374,7 +393,8 @@ def load_canonicalizer(directory: str | os.PathLike) -> nn.Module:
 
 
 # ---------------------------------------------------------------------------------------------- latent models
-def save_latent(model: nn.Module, directory: str | os.PathLike) -> Path:
+def save_latent(model: nn.Module, directory: str | os.PathLike, *,
+                card_kwargs: Mapping[str, Any] | None = None) -> Path:
     """Write ``config.json`` and ``model.safetensors`` for a [`LatentCanonicalized`][equican.latent.wrapper.LatentCanonicalized]
     model, replacing the directory as a whole; returns the directory.
 
@@ -388,7 +408,7 @@ def save_latent(model: nn.Module, directory: str | os.PathLike) -> Path:
     config = {"type": "latent", **model.equican_config(where="save_pretrained")}
     if config.get("timm") is not None:
         check_timm_record(config["timm"].get("name"), config["timm"].get("kwargs"), where="save_pretrained")
-    return _write(directory, config, model)
+    return _write(directory, config, model, card_kwargs)
 
 
 def _timm_model(record: Any, saved: _Saved) -> nn.Module:
@@ -430,12 +450,12 @@ def load_latent(directory: str | os.PathLike, model: nn.Module | None = None) ->
         timm_record = config.get("timm")
         if timm_record is not None and not isinstance(timm_record, Mapping):
             raise DataError(f"{saved.where}: expected timm in {path} to be a mapping (name, kwargs) or null, got "
-                            f"{type(timm_record).__name__} {timm_record!r}"[:300])
+                            f"{type(timm_record).__name__} {V.short(timm_record)}")
         points = config.get("points")
         if not isinstance(points, list) or not points:
             raise DataError(f"{saved.where}: expected 'points' in {path} to be a non-empty list")
         if not all(isinstance(p, Mapping) for p in points):
-            raise DataError(f"{saved.where}: expected every point of {path} to be a mapping, got {points!r}"[:300])
+            raise DataError(f"{saved.where}: expected every point of {path} to be a mapping, got {V.short(points)}")
         try:
             at = [p["at"] for p in points]
             inputs = [p["canonicalizer_input"] for p in points]

@@ -32,7 +32,7 @@ if TYPE_CHECKING:  # equican.group imports this module; require_group imports th
 __all__ = ["FLOAT_DTYPES", "REDUCED_FLOAT_DTYPES", "SEED_MAX", "autocast_enabled", "fmt_shape", "require_tensor",
            "require_device", "require_float", "require_finite", "require_batch_images", "require_same_placement",
            "require_batch_size", "require_positive", "require_number", "require_int", "require_widths",
-           "did_you_mean", "require_group", "MAX_CHANNELS", "MAX_WIDTH", "MAX_DEPTH", "MAX_ORDER",
+           "did_you_mean", "short", "require_group", "MAX_CHANNELS", "MAX_WIDTH", "MAX_DEPTH", "MAX_ORDER",
            "MAX_ELEMENT_SIZE"]
 
 FLOAT_DTYPES = (torch.float32, torch.float64)
@@ -141,6 +141,13 @@ def require_batch_size(batch: object, *, where: str) -> int:
     return batch
 
 
+def short(value: object, limit: int = 120) -> str:
+    """``repr(value)``, cut to ``limit`` characters (with ``...``) for an error message: the value is shortened, never
+    the message, whose context (a file path, a field) can be long."""
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
 def require_positive(value: object, *, where: str, name: str) -> float:
     """A configuration number, finite and ``> 0`` (bools are rejected); raises
     [`ConfigError`][equican.errors.ConfigError]."""
@@ -187,7 +194,7 @@ def require_widths(value: object, *, where: str, name: str = "channels", high: i
         raise ConfigError(f"{where}: expected {name} to list at most {max_length} widths, got {len(widths)}")
     if high is not None and max(widths) > high:
         raise ConfigError(f"{where}: expected every width of {name} to be at most {high}, got {max(widths)} "
-                          f"(in {list(widths)!r})"[:300])
+                          f"(in {short(list(widths))})")
     return widths
 
 

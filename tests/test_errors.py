@@ -250,3 +250,14 @@ def test_checkers_validate_their_inputs():
     raises(ShapeError, assert_invariant, lambda t: t, rotation, x, g=sample(rotation, batch=3))
     raises(DTypeError, assert_invariant, lambda t: (t, t), rotation, x)
     raises(DTypeError, assert_equivariant, lambda t: t, rotation, x, generator="seed")
+
+
+def test_a_long_context_never_cuts_the_received_value_off(tmp_path):
+    # The value is shortened, never the message: a deep directory in the context once cut "got 5" off the end.
+    from equican.latent.create import check_timm_record
+    from equican.validation import short
+
+    assert short("x" * 500).endswith("...") and len(short("x" * 500)) == 123 and short(5) == "5"
+    deep = str(tmp_path / ("d" * 250) / "config.json")
+    with pytest.raises(ConfigError, match=r"got 5$"):
+        check_timm_record(5, {}, where=deep, field="timm")

@@ -51,6 +51,22 @@ def test_readme_commands_are_make_targets():
     assert re.search(r"^test: setup\n\t.*pytest", makefile, flags=re.MULTILINE)
 
 
+def test_readme_evaluates_the_checkpoint_its_training_commands_write():
+    # The README's `equican evaluate PATH` follows `equican train --config demo ...`: PATH is the file that training
+    # writes (the config's out / CHECKPOINT), not the demo's per-method file (outputs/demo/dec/checkpoint.pt).
+    from equican.config import load_config
+    from equican.train import CHECKPOINT
+
+    text = README.read_text(encoding="utf-8")
+    paths = re.findall(r"^equican evaluate (\S+)", text, flags=re.MULTILINE)
+    trained = re.findall(r"^equican train --config (\w+)", text, flags=re.MULTILINE)
+    assert paths and "demo" in trained
+    written = Path(load_config("demo").out) / CHECKPOINT
+    assert all(Path(p) == written for p in paths), (paths, written)
+    # Negative control: the path the README used to name is not what training writes.
+    assert Path("outputs/demo/dec/checkpoint.pt") != written
+
+
 # ------------------------------------------------------------------------------------------------ .ci/run
 def _fake_checkout(tmp_path: Path, pytest_output: str, exit_code: int) -> Path:
     """A copy of .ci/run beside a Makefile whose `test` target prints ``pytest_output`` and exits ``exit_code``."""

@@ -13,8 +13,10 @@ import torch
 from torch import nn
 
 from .. import validation as V
+from .._hub import HubMixin, hub_save, pretrained_directory
 from ..errors import ConfigError, DeviceError, DTypeError, ShapeError
 from ..group import Group
+from .prior import identity_index, score_prior
 
 __all__ = ["CanonResult", "Canonicalizer", "IdentityCanonicalizer"]
 
@@ -25,6 +27,34 @@ def _rows(mask: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     if mask.ndim > 1:
         mask = mask.flatten(1).all(dim=1)
     return mask.view(-1, *([1] * (like.ndim - 1)))
+
+
+def _in_float32(canon: "Canonicalizer", x: torch.Tensor, target: torch.Tensor | None, where: str) -> "CanonResult":
+    """``canon.canonicalize(x, target)`` with every float16/bfloat16 parameter and buffer of ``canon`` replaced by a
+    float32 copy for the call: the solver, the elements and the group laws need float32. Buffers the call updates
+    in place (batch-norm running statistics) are written back in their own dtype."""
+    state = {name: t.float() if t.dtype in V.REDUCED_FLOAT_DTYPES else t
+             for name, t in [*canon.named_parameters(), *canon.named_buffers()]}
+    buffers = dict(canon.named_buffers())
+    state = {f"canon.{name}": t for name, t in state.items()}
+    result = torch.func.functional_call(_Canonicalize(canon, where), state, (x, target))
+    with torch.no_grad():
+        for name, t in buffers.items():
+            copy = state[f"canon.{name}"]
+            if copy is not t and t.is_floating_point():
+                t.copy_(copy)
+    return result
+
+
+class _Canonicalize(nn.Module):
+    """``canon.canonicalize`` as a module's forward, for ``torch.func.functional_call`` in ``_in_float32``."""
+
+    def __init__(self, canon: nn.Module, where: str) -> None:
+        super().__init__()
+        self.canon, self.where = canon, where
+
+    def forward(self, x: torch.Tensor, target: torch.Tensor | None) -> Any:
+        return self.canon.canonicalize(x, target, where=self.where)
 
 
 class CanonResult:
@@ -73,7 +103,7 @@ class CanonResult:
                 f"info={sorted(self.info)})")
 
 
-class Canonicalizer(nn.Module, abc.ABC):
+class Canonicalizer(nn.Module, HubMixin, abc.ABC):
     """Base class of every canonicalizer: subclasses write [`solve`][equican.canon.base.Canonicalizer.solve].
 
     Args:
@@ -121,7 +151,9 @@ class Canonicalizer(nn.Module, abc.ABC):
 
         Mixed precision: a float16/bfloat16 ``x``, or any ``x`` under ``torch.autocast``, is canonicalized in the
         parameters' dtype (float32) with autocast off (the solver and the elements need the precision), and the
-        canonical input comes back in ``x``'s dtype; ``g``/``h`` stay in the parameters' dtype.
+        canonical input comes back in ``x``'s dtype; ``g``/``h`` stay in the parameters' dtype. A canonicalizer
+        converted with ``.to(torch.bfloat16)`` (or float16) takes inputs of that dtype and solves with float32
+        copies of its weights; ``g``/``h`` are then float32.
         """
         return self.canonicalize(x)
 
@@ -155,7 +187,12 @@ class Canonicalizer(nn.Module, abc.ABC):
                 return t.to(wide) if t.dtype in V.REDUCED_FLOAT_DTYPES else t
 
             with torch.autocast(x.device.type, enabled=False):
-                result = self.canonicalize(widen(x), None if target is None else widen(target), where=where)
+                if p is not None and p.dtype in V.REDUCED_FLOAT_DTYPES:
+                    # Converted with .to(bfloat16/float16): solved with float32 copies of the weights (gradients
+                    # reach the reduced-precision weights through the copies).
+                    result = _in_float32(self, widen(x), None if target is None else widen(target), where)
+                else:
+                    result = self.canonicalize(widen(x), None if target is None else widen(target), where=where)
             result.x = result.x.to(y.dtype)
             return result
         self.check_input(x, where=where)
@@ -272,22 +309,51 @@ class Canonicalizer(nn.Module, abc.ABC):
             soft = soft + weights[:, i, None, None, None] * u.act(u.from_unconstrained(onehot), x)
         return hard + (soft - soft.detach())
 
-    def prior_loss(self, g: torch.Tensor) -> torch.Tensor:
-        """Squared distance of each element to the identity, shape ``(B,)``: a regularizer toward ``g = e``.
+    def prior_loss(self, g: torch.Tensor | CanonResult) -> torch.Tensor:
+        """A regularizer toward the identity element, shape ``(B,)``: the canonicalization prior.
+
+        Given a [`CanonResult`][equican.canon.base.CanonResult] (what ``forward`` returned), the kind's own trained
+        prior [`result_prior`][equican.canon.base.Canonicalizer.result_prior] when it has one (the cross-entropy of a
+        discrete group's scores toward the identity, the angle of the escnn kinds' vector): it has a gradient for
+        every input, also where the element came out of an arg-max. Otherwise (and given an element tensor) the
+        squared distance of each element to the identity.
 
         The square (not the distance itself) is smooth at the identity, where every iterative kind starts and where
         an untrained network stays; its gradient there is exactly 0. That needs the group's distance to have a finite
-        derivative where it is 0 (tests/test_canon_kinds.py checks it for every registered group).
+        derivative where it is 0 (tests/test_canon_kinds.py checks it for every registered group). For a discrete
+        group it has no gradient at all (the arg-max): pass the result instead.
 
         Args:
-            g: elements of shape ``(B, *param_shape)``, float32 or float64 (else DTypeError or ShapeError); finite.
+            g: a ``CanonResult`` of this canonicalizer, or elements of shape ``(B, *param_shape)``, float32 or float64
+                (else DTypeError or ShapeError); finite.
         """
+        if isinstance(g, CanonResult):
+            trained = self.result_prior(g)
+            if trained is not None:
+                return trained
+            g = g.h if g.h is not None else g.g
         # Unchecked: g comes from the canonicalizer during training, and a degenerate prediction must cost loss
         # rather than raise. Its layout is checked (no host synchronisation): a caller's tensor of another shape or
         # dtype is a typed error, not whatever torch raises inside the group's distance.
         self.group.check_shape(g, name="g", where=f"{type(self).__name__}.prior_loss")
         u = self.group.unchecked
         return u.distance(g, u.identity(g.shape[0], device=g.device, dtype=g.dtype)).pow(2)
+
+    def result_prior(self, result: CanonResult) -> torch.Tensor | None:
+        """The kind's trained prior of one ``forward`` result, ``(B,)``, or None for the distance prior.
+
+        Here: for a discrete group whose result carries its chart scores ``info["logits"]`` ``(B, n)`` (as
+        [`EquivariantCanonicalizer`][equican.canon.equivariant.EquivariantCanonicalizer] does), their cross-entropy
+        toward the identity's score ([`score_prior`][equican.canon.prior.score_prior]). Kinds override it (the vector
+        canonicalizer reads its vectors' angles).
+        """
+        logits = result.info.get("logits")
+        if not self.group.discrete or not isinstance(logits, torch.Tensor):
+            return None
+        cache = self.__dict__.setdefault("_identity_index", {})
+        if "index" not in cache:
+            cache["index"] = identity_index(self.group)
+        return score_prior(logits, cache["index"])
 
     def regularizer(self, info: dict[str, Any]) -> torch.Tensor | float:
         """A training loss term of the canonicalizer's own (e.g. the DEQ's Jacobian regularization), computed from the
@@ -307,7 +373,8 @@ class Canonicalizer(nn.Module, abc.ABC):
         p = next(self.parameters(), None)
         if p is not None and p.dtype != x.dtype:
             raise DTypeError(f"{where}: expected x of the parameters' dtype {p.dtype}, got {x.dtype} "
-                             f"(convert the canonicalizer with .to(dtype))")
+                             f"(pass x in that dtype, convert the canonicalizer with .to(x.dtype), or call it "
+                             f"under torch.autocast)")
         if p is not None and p.device != x.device:
             raise DeviceError(f"{where}: expected x on the parameters' device {p.device}, got {x.device}")
 
@@ -329,23 +396,37 @@ class Canonicalizer(nn.Module, abc.ABC):
     def extra_repr(self) -> str:
         return f"group={self.group!r}"
 
-    def save_pretrained(self, directory: str) -> Any:
-        """Write ``config.json`` and ``model.safetensors`` to ``directory`` (see [`equican.pretrained`][equican.pretrained]);
-        only for canonicalizers built by [`make_canonicalizer`][equican.canon.registry.make_canonicalizer]
-        ([`ConfigError`][equican.errors.ConfigError] otherwise). Returns the directory as a ``Path``."""
+    def save_pretrained(self, directory: str | Any, *, config: None = None, repo_id: str | None = None,
+                        push_to_hub: bool = False, model_card_kwargs: dict[str, Any] | None = None,
+                        **push_to_hub_kwargs: Any) -> Any:
+        """Write ``config.json``, ``model.safetensors`` and the model card ``README.md`` to ``directory``, atomically
+        (see [`equican.pretrained`][equican.pretrained]); only for canonicalizers built by
+        [`make_canonicalizer`][equican.canon.registry.make_canonicalizer] ([`ConfigError`][equican.errors.ConfigError]
+        otherwise). ``model_card_kwargs={"measured": {"invariance error": 0.01}}`` adds measured numbers to the card;
+        ``push_to_hub=True`` then uploads the directory to ``repo_id`` (``huggingface_hub``'s ``push_to_hub``).
+        Returns the directory as a ``Path`` (the commit's URL after a push)."""
         from ..pretrained import save_canonicalizer
 
-        return save_canonicalizer(self, directory)
+        return hub_save(self, save_canonicalizer, directory, config=config, repo_id=repo_id, push_to_hub=push_to_hub,
+                        model_card_kwargs=model_card_kwargs, **push_to_hub_kwargs)
 
     @classmethod
-    def from_pretrained(cls, directory: str) -> "Canonicalizer":
+    def from_pretrained(cls, directory: str | Any, *, revision: str | None = None, cache_dir: str | None = None,
+                        force_download: bool = False, token: str | bool | None = None,
+                        local_files_only: bool = False) -> "Canonicalizer":
         """The canonicalizer saved by [`save_pretrained`][equican.canon.base.Canonicalizer.save_pretrained] in
-        ``directory``, rebuilt by kind with its weights (see [`equican.pretrained`][equican.pretrained])."""
+        ``directory``, rebuilt by kind with its weights (see [`equican.pretrained`][equican.pretrained]); or in a Hub
+        repo ``directory`` (``name`` or ``namespace/name`` that is no local directory), fetched with
+        ``huggingface_hub.snapshot_download`` (``revision``, ``cache_dir``, ``force_download``, ``token``,
+        ``local_files_only`` go to it)."""
         from ..pretrained import load_canonicalizer
 
-        module = load_canonicalizer(directory)
+        where = f"{cls.__name__}.from_pretrained"
+        module = load_canonicalizer(pretrained_directory(
+            directory, where=where, revision=revision, cache_dir=cache_dir, force_download=force_download, token=token,
+            local_files_only=local_files_only))
         if not isinstance(module, cls):
-            raise ConfigError(f"{cls.__name__}.from_pretrained: expected {directory} to hold a {cls.__name__}, got "
+            raise ConfigError(f"{where}: expected {directory} to hold a {cls.__name__}, got "
                               f"a {type(module).__name__} (load it with Canonicalizer.from_pretrained)")
         return module
 

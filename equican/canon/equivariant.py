@@ -53,7 +53,10 @@ class EquivariantCanonicalizer(Canonicalizer):
     The group must be discrete with a score chart ``(n,)`` whose ``i``-th score selects the rotation by ``2πi/n``
     (counter-clockwise on screen, as ``torch.rot90``), which is how the cyclic rotation group is written.
 
-    ``info`` keys: ``scores``: ``(B, n)`` the network's scores.
+    ``info`` keys: ``scores``: ``(B, n)`` the network's scores; ``logits``: ``(B, n)`` the chart scores of ``h = g⁻¹``
+    (the reversed scores, differentiable), which the trained prior
+    ([`prior_loss`][equican.canon.base.Canonicalizer.prior_loss] of the result) pushes toward the identity by
+    cross-entropy.
 
     Args:
         group: the discrete rotation group ``C_n``.
@@ -88,9 +91,10 @@ class EquivariantCanonicalizer(Canonicalizer):
 
     def solve(self, x: torch.Tensor) -> tuple[torch.Tensor, dict[str, Any]]:
         """The reversed scores ``(B, n)`` of ``x: (B, C, H, W)`` (their arg-max is the canonicalizing rotation) and
-        ``info["scores"]``, the network's scores ``(B, n)``."""
+        ``info``: ``scores``, the network's scores ``(B, n)``, and ``logits``, the reversed ones ``(B, n)``."""
         s = self.scores(x)
-        return s[:, self.reverse], {"scores": s}
+        z = s[:, self.reverse]
+        return z, {"scores": s, "logits": z}
 
 
 class SteerableTrunk(nn.Module):

@@ -20,7 +20,8 @@ from torch import nn
 from .. import validation as V
 from ..errors import ConfigError, ShapeError
 from ..group import Group
-from .base import Canonicalizer
+from .base import CanonResult, Canonicalizer
+from .prior import vector_prior
 
 __all__ = ["VectorFieldCanonicalizer", "disc_weights"]
 
@@ -79,7 +80,12 @@ class VectorFieldCanonicalizer(Canonicalizer):
     The group must rotate as ``act(π/2, x) = torch.rot90(x, 1, dims=(-2, -1))`` and mirror as ``act((0, -1), x) =
     x.flip(-1)``; this is checked once, at construction, on a probe image.
 
-    ``info`` keys: ``vector`` ``(B, 2)``; ``pseudoscalar`` ``(B,)`` (``v × w``) for groups with reflections.
+    ``info`` keys: ``vector`` ``(B, 2)``; ``pseudoscalar`` ``(B,)`` (``v × w``) and ``second_vector`` ``w`` ``(B, 2)``
+    for groups with reflections.
+
+    The trained prior ([`prior_loss`][equican.canon.base.Canonicalizer.prior_loss] of a result) is
+    [`vector_prior`][equican.canon.prior.vector_prior] of ``v`` (and ``w``): ``1 - cos θ`` (``+ 1 - sin φ``), for
+    continuous and discrete groups alike (a discrete element is the one nearest to ``θ``).
 
     Args:
         group: rotations (``param_shape (1,)``) or rotations and reflections (``(2,)``), continuous or discrete.
@@ -144,8 +150,12 @@ class VectorFieldCanonicalizer(Canonicalizer):
     def fields(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         """The averaged vector ``v: (B, 2)`` and pseudo-scalar ``s = v × w: (B,)`` (None without reflections) of
         ``x: (B, C, H, W)``, symmetrized over the exact subgroup when ``symmetrize``."""
+        return self._pseudoscalar(self._vectors(x))
+
+    def _vectors(self, x: torch.Tensor) -> torch.Tensor:
+        """The averaged (and symmetrized) vectors ``(B, 2 + 2r)`` of ``x: (B, C, H, W)``: ``v``, then ``w``."""
         if not self.symmetrize:
-            return self._pseudoscalar(self._average(self.trunk(x), x))
+            return self._average(self.trunk(x), x)
         if x.shape[-1] != x.shape[-2]:
             raise ShapeError(f"VectorFieldCanonicalizer: expected square images with symmetrize=True, "
                              f"got x of shape {V.fmt_shape(x.shape)}")
@@ -154,7 +164,7 @@ class VectorFieldCanonicalizer(Canonicalizer):
         vectors = self._average(self.trunk(stacked), stacked)  # (T·B, 2 + 2r)
         vectors = vectors.reshape(len(self.transforms), batch, -1, 2)
         vectors = torch.einsum("tij,tbvj->bvi", self.rho_inv.to(vectors.dtype), vectors) / len(self.transforms)
-        return self._pseudoscalar(vectors.flatten(1))
+        return vectors.flatten(1)
 
     def _pseudoscalar(self, vectors: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         """``(v, v × w)`` from the averaged vectors ``(B, 2 + 2r)``."""
@@ -173,11 +183,12 @@ class VectorFieldCanonicalizer(Canonicalizer):
 
     def solve(self, x: torch.Tensor) -> tuple[torch.Tensor, dict[str, Any]]:
         """Chart parameters of ``h = g⁻¹`` for ``x: (B, C, H, W)``: ``(B, *unconstrained_shape)``, and ``info``."""
-        v, s = self.fields(x)
+        vectors = self._vectors(x)
+        v, s = self._pseudoscalar(vectors)
         info: dict[str, Any] = {"vector": v}
         d = None
         if s is not None:
-            info["pseudoscalar"] = s
+            info["pseudoscalar"], info["second_vector"] = s, vectors[:, 2:]
             d = torch.where(s >= 0, 1.0, -1.0).to(v.dtype)
         if self.group.discrete:
             # h = g⁻¹ = (-dθ, d) has the direction (v_x, -d v_y)/|v|. Score each element by the cosine of its angle to
@@ -193,3 +204,11 @@ class VectorFieldCanonicalizer(Canonicalizer):
         theta = torch.atan2(v[:, 1], v[:, 0])[:, None]
         g = theta if d is None else torch.cat([theta, d[:, None]], dim=1)
         return self.group.to_unconstrained(self.group.inverse(g)), info
+
+    def result_prior(self, result: CanonResult) -> torch.Tensor | None:
+        """[`vector_prior`][equican.canon.prior.vector_prior] of the result's ``info["vector"]`` (and
+        ``info["second_vector"]``): ``(B,)``; None for a result without them (the distance prior then)."""
+        v = result.info.get("vector")
+        if not isinstance(v, torch.Tensor):
+            return None
+        return vector_prior(v, result.info.get("second_vector") if self.reflections else None)

@@ -17,6 +17,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from ..canon.base import Canonicalizer
+from .. import validation as V
 from ..errors import ConfigError, EquicanError, UnknownNameError
 from ..group import Group
 from .wrapper import LatentCanonicalized
@@ -107,7 +108,7 @@ def check_timm_record(name: object, kwargs: object, *, where: str, field: str = 
 
     if not isinstance(name, str) or not name or ":" in name or "/" in name:
         raise ConfigError(f"{where}: expected {field}.name to be a plain timm model name (nothing is downloaded: no "
-                          f"'hf-hub:', 'timm/' or 'local-dir:' references), got {name!r}"[:300])
+                          f"'hf-hub:', 'timm/' or 'local-dir:' references), got {V.short(name)}")
     try:
         require_timm_model(name)
     except UnknownNameError as exc:
@@ -116,18 +117,18 @@ def check_timm_record(name: object, kwargs: object, *, where: str, field: str = 
         kwargs = {}
     if not isinstance(kwargs, Mapping):
         raise ConfigError(f"{where}: expected {field}.kwargs to be a mapping of timm keyword arguments, got "
-                          f"{type(kwargs).__name__} {kwargs!r}"[:300])
+                          f"{type(kwargs).__name__} {V.short(kwargs)}")
     for key, value in kwargs.items():
         if key in _REFUSED:
             raise ConfigError(f"{where}: expected {field}.kwargs without {key!r} ({_REFUSED[key]}), got "
-                              f"{key}={value!r}"[:300])
+                              f"{key}={V.short(value)}")
         if key not in TIMM_KWARGS:
             raise ConfigError(f"{where}: expected {field}.kwargs to use only the architecture keywords of "
                               f"equican.latent.create.TIMM_KWARGS, got {str(key)[:80]!r} (accepted: "
                               f"{', '.join(sorted(TIMM_KWARGS))})")
         expected, ok = TIMM_KWARGS[key]
         if not ok(value):
-            raise ConfigError(f"{where}: expected {field}.kwargs.{key} to be {expected}, got {value!r}"[:300])
+            raise ConfigError(f"{where}: expected {field}.kwargs.{key} to be {expected}, got {V.short(value)}")
     return name, dict(kwargs)
 
 

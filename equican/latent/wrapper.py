@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from .. import validation as V
+from .._hub import HubMixin, hub_save, pretrained_directory
 from ..canon.base import CanonResult, Canonicalizer
 from ..canon.registry import canonicalizer_kind, list_canonicalizers, make_canonicalizer
 from ..errors import ConfigError, ShapeError
@@ -49,7 +50,7 @@ class _Hook:
 
 
 # ---------------------------------------------------------------------------------------------- the wrapper
-class LatentCanonicalized(nn.Module):
+class LatentCanonicalized(nn.Module, HubMixin):
     """A timm model whose chosen blocks run on canonicalized features (see the module docstring).
 
     Args:
@@ -205,11 +206,15 @@ class LatentCanonicalized(nn.Module):
                 record = {"at": list(self.at), "recordable": False}
             self.model.pretrained_cfg = {**cfg, "equican": record}
 
-    def save_pretrained(self, directory: str) -> Any:
-        """Write ``config.json`` (timm name and kwargs, insertion points, canonicalizer configs) and
-        ``model.safetensors`` (the wrapper's ``state_dict``) to ``directory``, replacing it as a whole (a failed write
-        or a kill leaves the old model or the new one); see [`equican.pretrained`][equican.pretrained]. Returns the
-        directory as a ``Path``.
+    def save_pretrained(self, directory: str | Any, *, config: None = None, repo_id: str | None = None,
+                        push_to_hub: bool = False, model_card_kwargs: dict[str, Any] | None = None,
+                        **push_to_hub_kwargs: Any) -> Any:
+        """Write ``config.json`` (timm name and kwargs, insertion points, canonicalizer configs),
+        ``model.safetensors`` (the wrapper's ``state_dict``) and the model card ``README.md`` to ``directory``,
+        replacing it as a whole (a failed write or a kill leaves the old model or the new one); see
+        [`equican.pretrained`][equican.pretrained]. ``model_card_kwargs={"measured": {...}}`` adds measured numbers
+        to the card; ``push_to_hub=True`` then uploads it to ``repo_id``. Returns the directory as a ``Path`` (the
+        commit's URL after a push).
 
         Raises:
             ConfigError: a canonicalizer that was not built by kind, a timm keyword argument JSON cannot hold or
@@ -219,11 +224,16 @@ class LatentCanonicalized(nn.Module):
         """
         from ..pretrained import save_latent
 
-        return save_latent(self, directory)
+        return hub_save(self, save_latent, directory, config=config, repo_id=repo_id, push_to_hub=push_to_hub,
+                        model_card_kwargs=model_card_kwargs, **push_to_hub_kwargs)
 
     @classmethod
-    def from_pretrained(cls, directory: str, model: nn.Module | None = None) -> "LatentCanonicalized":
-        """The model saved by [`save_pretrained`][equican.latent.wrapper.LatentCanonicalized.save_pretrained]: the timm model
+    def from_pretrained(cls, directory: str | Any, model: nn.Module | None = None, *, revision: str | None = None,
+                        cache_dir: str | None = None, force_download: bool = False, token: str | bool | None = None,
+                        local_files_only: bool = False) -> "LatentCanonicalized":
+        """The model saved by [`save_pretrained`][equican.latent.wrapper.LatentCanonicalized.save_pretrained] in
+        ``directory``, or in a Hub repo (``name`` or ``namespace/name`` that is no local directory; fetched with
+        ``huggingface_hub.snapshot_download``, to which ``revision`` ... ``local_files_only`` go): the timm model
         rebuilt offline (``pretrained=False``) from the recorded name and kwargs, or the bare ``model`` given (for a
         wrapper not built by ``create_model``), wrapped as recorded, weights loaded.
 
@@ -237,7 +247,9 @@ class LatentCanonicalized(nn.Module):
         """
         from ..pretrained import load_latent
 
-        return load_latent(directory, model)
+        return load_latent(pretrained_directory(
+            directory, where=f"{cls.__name__}.from_pretrained", revision=revision, cache_dir=cache_dir,
+            force_download=force_download, token=token, local_files_only=local_files_only), model)
 
     # ------------------------------------------------------------------ timm's contract
     def forward(self, x: torch.Tensor) -> Any:
@@ -288,7 +300,7 @@ class LatentCanonicalized(nn.Module):
         Args:
             results: what [`forward_canon`][equican.latent.wrapper.LatentCanonicalized.forward_canon] returned.
         """
-        losses = [self.canonicalizers[str(k)].prior_loss(r.h if r.h is not None else r.g) for k, r in results.items()]
+        losses = [self.canonicalizers[str(k)].prior_loss(r) for k, r in results.items()]  # the kinds' own priors
         return torch.stack(losses).sum(dim=0)
 
     def unwrap(self) -> nn.Module:
