@@ -86,7 +86,8 @@ Canonicalizers are built by kind through the registry
 """
 
 from .blocks import INPUTS, LAYOUTS, find_blocks
-from .create import create_model
+from .create import WRAPPABLE_MODULES, create_model, list_models
 from .wrapper import LatentCanonicalized
 
-__all__ = ["LatentCanonicalized", "create_model", "find_blocks", "LAYOUTS", "INPUTS"]
+__all__ = ["LatentCanonicalized", "create_model", "list_models", "WRAPPABLE_MODULES", "find_blocks", "LAYOUTS",
+           "INPUTS"]

@@ -10,7 +10,7 @@ from torch import nn
 
 from .. import validation as V
 from ..errors import ShapeError
-from .blocks import _num_prefix_tokens, _patch_embed
+from .blocks import _feature_base, _num_prefix_tokens, _patch_embed
 
 
 def to_image(features: torch.Tensor, layout: str, model: nn.Module, image: torch.Tensor | None, where: str,
@@ -47,7 +47,7 @@ def token_grid(model: nn.Module, tokens: int, image: torch.Tensor | None, where:
     patch_embed = _patch_embed(model)
     prefixes = dict.fromkeys((_num_prefix_tokens(model) or 0, 0))  # distinct, in order
     grid = getattr(patch_embed, "grid_size", None)
-    if getattr(model, "dynamic_img_size", False):
+    if getattr(_feature_base(model), "dynamic_img_size", False):
         if image is not None and image.ndim == 4:
             grid = patch_embed.dynamic_feat_size(tuple(image.shape[-2:]))  # type: ignore[union-attr]
         elif grid is None or all(grid[0] * grid[1] != tokens - p for p in prefixes):

@@ -24,9 +24,20 @@ def _module_list(container: Any, where: str, path: str) -> list[nn.Module]:
     return list(container)
 
 
+def _feature_base(model: nn.Module) -> nn.Module:
+    """The model a timm feature extractor of the getter kind wraps (``timm.create_model(..., features_only=True)``
+    of a ViT, DeiT, BEiT, EVA: a ``FeatureGetterNet``, an ``nn.ModuleDict`` holding the model as ``model.model`` and
+    calling its ``forward_intermediates``); any other model as it is."""
+    if isinstance(model, nn.ModuleDict) and list(model.keys()) == ["model"] \
+            and hasattr(model["model"], "forward_intermediates"):
+        return model["model"]
+    return model
+
+
 def _patch_embed(model: nn.Module) -> nn.Module | None:
     """The module whose ``grid_size`` is the token grid: ``model.patch_embed`` (ViT family) or ``model.stem``
-    (MLP-Mixer, ResMLP, gMLP)."""
+    (MLP-Mixer, ResMLP, gMLP); looked for in the wrapped model of a timm feature extractor."""
+    model = _feature_base(model)
     for name in ("patch_embed", "stem"):
         module = getattr(model, name, None)
         if isinstance(module, nn.Module) and hasattr(module, "grid_size"):
@@ -36,6 +47,7 @@ def _patch_embed(model: nn.Module) -> nn.Module | None:
 
 def _num_prefix_tokens(model: nn.Module) -> int | None:
     """``model.num_prefix_tokens`` (0 for models without the attribute), or None when it is not a count."""
+    model = _feature_base(model)
     value = getattr(model, "num_prefix_tokens", 0)
     return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
 
@@ -72,6 +84,10 @@ def find_blocks(model: nn.Module, blocks: str | None = None,
     Raises:
         ConfigError: no blocks found (the message names the attributes looked for), or an unsupported layout.
     """
+    base = _feature_base(model)
+    if base is not model:
+        names, modules, layout = find_blocks(base, blocks, layout)
+        return [f"model.{name}" for name in names], modules, layout
     where = f"LatentCanonicalized({type(model).__name__})"
     if layout is not None and layout not in LAYOUTS:
         raise ConfigError(f"{where}: unsupported layout {layout!r}; expected one of {LAYOUTS}")
@@ -97,6 +113,13 @@ def find_blocks(model: nn.Module, blocks: str | None = None,
         if isinstance(getattr(model, name, None), (nn.Sequential, nn.ModuleList)):
             modules = list(getattr(model, name))
             return [f"{name}.{i}" for i in range(len(modules))], modules, layout or _stage_layout(model, where)
+    if isinstance(model, nn.ModuleDict):  # a timm FeatureListNet/FeatureDictNet: stages flattened to name_<k>
+        for name in ("layers", "stages"):
+            names = []
+            while f"{name}_{len(names)}" in model:
+                names.append(f"{name}_{len(names)}")
+            if names:
+                return names, [model[n] for n in names], layout or _stage_layout(model, where)
     if isinstance(getattr(model, "layer1", None), nn.Module):
         names = []
         while isinstance(getattr(model, f"layer{len(names) + 1}", None), nn.Module):

@@ -22,7 +22,30 @@ from ..errors import ConfigError, EquicanError, UnknownNameError
 from ..group import Group
 from .wrapper import LatentCanonicalized
 
-__all__ = ["create_model", "TIMM_KWARGS", "check_timm_record", "build_timm"]
+__all__ = ["create_model", "list_models", "WRAPPABLE_MODULES", "TIMM_KWARGS", "check_timm_record", "build_timm"]
+
+WRAPPABLE_MODULES = ("vision_transformer", "deit", "beit", "eva", "cait", "mlp_mixer", "swin_transformer", "resnet",
+                     "convnext")
+"""The timm model modules (families) whose models [`find_blocks`][equican.latent.blocks.find_blocks] finds blocks and
+a layout in without ``blocks=``/``layout=``: token models (ViT, DeiT, BEiT, EVA, CaiT, MLP-Mixer), Swin (NHWC),
+ResNet and ConvNeXt (NCHW)."""
+
+
+def list_models(filter: str | Sequence[str] = "", *, pretrained: bool = False,
+                exclude_filters: str | Sequence[str] = "") -> list[str]:
+    """The timm model names [`create_model`][equican.latent.create.create_model] wraps without ``blocks=``:
+    ``timm.list_models(filter, ...)`` restricted to the families of
+    [`WRAPPABLE_MODULES`][equican.latent.create.WRAPPABLE_MODULES], sorted as timm sorts them.
+
+    Args:
+        filter: a wildcard pattern (or several) as for ``timm.list_models`` (``"vit_*"``; empty: all).
+        pretrained: only names with pretrained weights (timm's flag; nothing is downloaded).
+        exclude_filters: wildcard pattern(s) of names to leave out.
+    """
+    import timm
+
+    return timm.list_models(filter, module=list(WRAPPABLE_MODULES), pretrained=pretrained,
+                            exclude_filters=exclude_filters)
 
 
 def _int(low: int, high: int) -> tuple[str, Callable[[Any], bool]]:
@@ -180,7 +203,10 @@ def create_model(name: str, group: str | Group | None = None,
         canonicalizer_options: as for [`LatentCanonicalized`][equican.latent.wrapper.LatentCanonicalized].
         pretrained: timm's flag (downloads when no file is given; leave False offline).
         pretrained_file: a local weight file.
-        **timm_kwargs: passed to ``timm.create_model``. Recorded for ``save_pretrained``, which accepts only those of
+        **timm_kwargs: passed to ``timm.create_model``; ``features_only=True`` (with ``out_indices``) wraps timm's
+            feature extractor, whose feature maps then come from canonicalized blocks (insertion points still number
+            the model's blocks or stages; such a model does not save, as ``features_only`` is no
+            architecture keyword). Recorded for ``save_pretrained``, which accepts only those of
             [`TIMM_KWARGS`][equican.latent.create.TIMM_KWARGS] (what a saved file may pass to timm).
 
     Returns:

@@ -17,7 +17,7 @@ from ..canon.base import CanonResult, Canonicalizer
 from ..canon.registry import canonicalizer_kind, list_canonicalizers, make_canonicalizer
 from ..errors import ConfigError, ShapeError
 from ..group import Group, default_group, make_group
-from .blocks import INPUTS, _insertion_points, _patch_embed, _per_point, find_blocks
+from .blocks import INPUTS, _feature_base, _insertion_points, _patch_embed, _per_point, find_blocks
 from ._layout import from_image, to_image
 from ._probe import _first_tensor, _image_channels, _probe_shapes, _probe_size
 
@@ -273,6 +273,20 @@ class LatentCanonicalized(nn.Module, HubMixin):
         """
         with self._calling(x):
             return self.model.forward_features(x)
+
+    def forward_intermediates(self, x: torch.Tensor, *args: Any, **kwargs: Any) -> Any:
+        """timm's ``forward_intermediates(x, indices=..., ...)`` with the chosen blocks canonicalized (of the model a
+        ``features_only`` extractor wraps, for one) on images ``x: (B, C, H, W)``; arguments and result as timm's
+        (``intermediates_only=True``: a list of feature maps ``(B, C_k, H_k, W_k)`` in timm's default NCHW).
+
+        Raises:
+            ConfigError: the wrapped model has no ``forward_intermediates``.
+        """
+        method = getattr(_feature_base(self.model), "forward_intermediates", None)
+        if method is None:
+            raise ConfigError(f"LatentCanonicalized: {type(self.model).__name__} has no forward_intermediates")
+        with self._calling(x):
+            return method(x, *args, **kwargs)
 
     def forward_head(self, x: Any, pre_logits: bool = False) -> Any:
         """``model.forward_head``, unchanged (no insertion point is in a head)."""
