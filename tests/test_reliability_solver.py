@@ -324,6 +324,8 @@ UNCHECKED_CALLERS = {
     "equican/canon/paper.py": {"correction": "as UpdateCanonicalizer.correction"},
     "equican/canon/objective.py": {"_scale": "the group's own samples (sample) or checked k (scale)",
                                    "canonicalization_loss": "x and k checked in full; h from the canonicalizer"},
+    "equican/canon/prior.py": {"identity_index": "a discrete group checked first; one-hot scores and the identity "
+                                                 "built here"},
 }
 
 
