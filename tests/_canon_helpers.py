@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from equican.canon import (DEQCanonicalizer, DEQConfig, DirectCanonicalizer, IdentityCanonicalizer,
+from equican.canon import (Canonicalizer, DEQCanonicalizer, DEQConfig, DirectCanonicalizer, IdentityCanonicalizer,
                            OptimizationCanonicalizer, OptimizationConfig, SolverSettings)
 from equican.canon.nets import EnergyNet, UpdateNet
 
@@ -87,3 +87,14 @@ def make_kind(kind: str, group, channels: int, *, seed: int = 0):
         return OptimizationCanonicalizer(group, EnergyNet(channels, channels=(4, 8)),
                                          OptimizationConfig(steps=3, lr=0.1, unroll=1))
     raise ValueError(kind)
+
+
+class FixedCanonicalizer(Canonicalizer):
+    """Returns the same chart parameters ``z`` for every input (a non-identity canonicalizer with no network)."""
+
+    def __init__(self, group, z: torch.Tensor) -> None:
+        super().__init__(group)
+        self.z = nn.Parameter(z.clone())
+
+    def solve(self, x):
+        return self.z.expand(x.shape[0], *self.z.shape[1:]), {}

@@ -16,13 +16,15 @@ import torch.nn.functional as F
 from torch import nn
 
 from equican import make_group
-from equican.canon import Canonicalizer, DEQCanonicalizer, IdentityCanonicalizer
+from equican.canon import DEQCanonicalizer, IdentityCanonicalizer
 from equican.config import MethodConfig
 from equican.errors import ConfigError, ConvergenceWarning, UnknownNameError
 from equican.canon import make_canonicalizer
 from equican.latent import LatentCanonicalized, create_model, find_blocks
 from equican.methods import LatentObjective, build_objective
 from equican.models import SmallCNN, build_model
+
+from _canon_helpers import FixedCanonicalizer
 
 timm = pytest.importorskip("timm")
 
@@ -61,17 +63,6 @@ def wrapped(key: str, seed: int = 0, **options: Any) -> LatentCanonicalized:
 
 def images(key: str, batch: int = 2, seed: int = 1) -> torch.Tensor:
     return torch.randn(batch, 3, *MODELS[key][2], generator=torch.Generator().manual_seed(seed))
-
-
-class FixedCanonicalizer(Canonicalizer):
-    """Returns the same chart parameters ``z`` for every input (a non-identity canonicalizer with no network)."""
-
-    def __init__(self, group, z: torch.Tensor) -> None:
-        super().__init__(group)
-        self.z = nn.Parameter(z.clone())
-
-    def solve(self, x):
-        return self.z.expand(x.shape[0], *self.z.shape[1:]), {}
 
 
 def quarter_turns(group, k: int) -> FixedCanonicalizer:

@@ -10,9 +10,9 @@ import pytest
 import torch
 from torch import nn
 
-from equican.canon.base import Canonicalizer
 from equican.errors import ConfigError
 from equican.group import make_group
+from _canon_helpers import FixedCanonicalizer
 from equican.latent import WRAPPABLE_MODULES, LatentCanonicalized, create_model, find_blocks, list_models
 
 timm = pytest.importorskip("timm")
@@ -25,17 +25,6 @@ MODELS: dict[str, tuple[str, dict[str, Any], str]] = {
     "swin": ("swin_tiny_patch4_window7_224", dict(img_size=32, window_size=4, depths=(1, 1), num_heads=(1, 2),
                                                   embed_dim=16), "NHWC"),
 }
-
-
-class FixedCanonicalizer(Canonicalizer):
-    """The same chart parameters ``z`` for every input: a non-identity canonicalizer with no network."""
-
-    def __init__(self, group, z: torch.Tensor) -> None:
-        super().__init__(group)
-        self.z = nn.Parameter(z.clone())
-
-    def solve(self, x):
-        return self.z.expand(x.shape[0], *self.z.shape[1:]), {}
 
 
 def fixed() -> FixedCanonicalizer:
