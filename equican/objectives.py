@@ -227,8 +227,8 @@ class _CanonicalizingObjective(Objective):
                                   "nuisance, e.g. local_scale, set by equican.train.build), got none")
             pair = self.views(index, epoch).to(device=x.device, dtype=x.dtype)
         elif with_loss:
-            k = self.schedule.elements.scale(self.elements(x, index, epoch, _CANON_STREAM), self.group,
-                                             step=epoch - self.schedule.backbone_epochs)
+            k = self.schedule.elements.scale_draws(self.elements(x, index, epoch, _CANON_STREAM), self.group,
+                                                   step=epoch - self.schedule.backbone_epochs)
         logits, canon_loss, stats, canons = self.canonicalize(x, k, classify=stage == "joint", pair=pair)
         loss = x.new_zeros(())
         if canon_loss is not None:

@@ -322,7 +322,8 @@ UNCHECKED_CALLERS = {
                               "prior_loss": "check_shape; values are the canonicalizer's (finite)"},
     "equican/canon/direct.py": {"correction": "z from the solver via elements(), x validated by canonicalize"},
     "equican/canon/paper.py": {"correction": "as UpdateCanonicalizer.correction"},
-    "equican/canon/objective.py": {"_scale": "the group's own samples (sample) or checked k (scale)",
+    "equican/canon/objective.py": {"scale_draws": "the group's own samples (sample, keyed_elements) or checked k "
+                                                  "(scale)",
                                    "canonicalization_loss": "x and k checked in full; h from the canonicalizer"},
     "equican/canon/prior.py": {"identity_index": "a discrete group checked first; one-hot scores and the identity "
                                                  "built here"},

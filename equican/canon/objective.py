@@ -154,10 +154,12 @@ class ElementDistribution:
         V.require_group(group, where=where)
         group.check(k, name="k", where=where)
         V.require_int(step, low=0, where=where, name="step")
-        return self._scale(k, group, step)
+        return self.scale_draws(k, group, step)
 
-    def _scale(self, k: torch.Tensor, group: Group, step: int) -> torch.Tensor:
-        """``scale`` of the group's own draws (``sample``): nothing to validate."""
+    def scale_draws(self, k: torch.Tensor, group: Group, step: int = 0) -> torch.Tensor:
+        """``scale`` of the group's own draws ``k: (B, *param_shape)`` (from its ``sample``, e.g. through
+        ``keyed_elements``), unchecked: the caller guarantees they are valid elements (a training step should not pay
+        a full element check for what the sampler made)."""
         ramp = min(1.0, step / self.warmup) if self.warmup else 1.0
         if self.strengths == (1.0,) and ramp == 1.0:
             return k
@@ -171,7 +173,7 @@ class ElementDistribution:
         """``batch`` elements ``(batch, *param_shape)`` of ``group`` from ``generator`` at curriculum ``step``."""
         V.require_group(group, where="ElementDistribution.sample")
         V.require_int(step, low=0, where="ElementDistribution.sample", name="step")
-        return self._scale(group.sample(batch, generator=generator, device=device, dtype=dtype), group, step)
+        return self.scale_draws(group.sample(batch, generator=generator, device=device, dtype=dtype), group, step)
 
 
 @dataclass(frozen=True)
